@@ -1,0 +1,34 @@
+"""What the gateway puts on the queue for the sync worker, and what the worker answers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import Field
+
+from ._wire import UtcDateTime, WireModel, text
+from .operations import Operation
+from .sync import MAX_OPERATIONS_CEILING, ItemResult
+
+APPLY_SYNC_BATCH_ACTOR = "apply_sync_batch"
+"""The dramatiq actor name the gateway addresses its messages to."""
+
+
+class ApplySyncBatch(WireModel):
+    """Command: apply these already-validated operations for one tenant."""
+
+    request_id: Annotated[str, text(64, min_length=1)]
+    tenant_id: UUID
+    user_id: Annotated[str, text(255, min_length=1)]
+    received_at: UtcDateTime
+    reply_to: Annotated[str, text(200, min_length=1)]
+    operations: Annotated[list[Operation], Field(min_length=1, max_length=MAX_OPERATIONS_CEILING)]
+
+
+class SyncBatchApplied(WireModel):
+    """Event: the worker's results for one :class:`ApplySyncBatch`, in its order."""
+
+    request_id: str
+    checkpoint: str | None
+    results: list[ItemResult]

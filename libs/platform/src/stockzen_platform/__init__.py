@@ -1,0 +1,1 @@
+"""Runtime helpers shared by the StockZen services (never run on their own)."""

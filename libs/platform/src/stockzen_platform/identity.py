@@ -1,0 +1,105 @@
+"""Who is calling: bearer-token verification and issuing (user tokens, gateway-to-inventory tokens)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import jwt
+
+SUPPORTED_ALGORITHMS = ("HS256", "RS256")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A verified caller: the user and the tenant the token names."""
+
+    user_id: str
+    tenant_id: UUID
+
+
+class InvalidToken(Exception):
+    """The token is missing, malformed, expired, wrongly signed or lacks a required claim."""
+
+
+class TokenVerifier:
+    """Verifies bearer tokens with exactly one configured algorithm (``alg: none`` never passes)."""
+
+    def __init__(
+        self,
+        *,
+        algorithm: str,
+        key: str,
+        audience: str | None = None,
+        issuer: str | None = None,
+        leeway_seconds: int = 5,
+    ) -> None:
+        if algorithm not in SUPPORTED_ALGORITHMS:
+            raise ValueError(f"unsupported JWT algorithm {algorithm!r}")
+        self._algorithm = algorithm
+        self._key = key
+        self._audience = audience
+        self._issuer = issuer
+        self._leeway = leeway_seconds
+
+    def verify(self, token: str) -> Identity:
+        """Return the caller's identity or raise :class:`InvalidToken` (never says why to the caller)."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[self._algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "sub", "tenant_id"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(type(exc).__name__) from None
+        return _identity_from(claims)
+
+
+def _identity_from(claims: dict[str, Any]) -> Identity:
+    sub, tenant = claims.get("sub"), claims.get("tenant_id")
+    if not isinstance(sub, str) or not sub or len(sub) > 255:
+        raise InvalidToken("bad sub claim")
+    if not isinstance(tenant, str):
+        raise InvalidToken("bad tenant_id claim")
+    try:
+        return Identity(user_id=sub, tenant_id=UUID(tenant))
+    except ValueError:
+        raise InvalidToken("bad tenant_id claim") from None
+
+
+class TokenIssuer:
+    """Signs short-lived tokens: development user tokens and the gateway's internal tokens."""
+
+    def __init__(
+        self,
+        *,
+        algorithm: str,
+        key: str,
+        audience: str | None = None,
+        issuer: str | None = None,
+    ) -> None:
+        self._algorithm = algorithm
+        self._key = key
+        self._audience = audience
+        self._issuer = issuer
+
+    def issue(self, identity: Identity, *, ttl_seconds: int, now: float | None = None) -> str:
+        """A signed token naming ``identity`` that expires after ``ttl_seconds``."""
+        issued = int(now if now is not None else time.time())
+        claims: dict[str, Any] = {
+            "sub": identity.user_id,
+            "tenant_id": str(identity.tenant_id),
+            "iat": issued,
+            "exp": issued + ttl_seconds,
+        }
+        if self._audience:
+            claims["aud"] = self._audience
+        if self._issuer:
+            claims["iss"] = self._issuer
+        return jwt.encode(claims, self._key, algorithm=self._algorithm)

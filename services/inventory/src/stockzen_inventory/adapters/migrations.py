@@ -1,0 +1,161 @@
+"""Database preparation and migrations: roles, database, and the SQL files applied once, in order.
+
+Preparation connects as an administrator (``DATABASE_ADMIN_URL``) because it creates roles and the
+database; migrations then run as the owner role ``stockzen_owner`` so that the services' role
+``stockzen_app`` never owns what it is restricted on. Each migration runs in its own transaction
+under an advisory lock and is recorded with its checksum, so running twice changes nothing and a
+migration edited after it ran is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import asyncpg
+
+OWNER_ROLE = "stockzen_owner"
+APP_ROLE = "stockzen_app"
+_LOCK_KEY = 0x5702_0001  # any constant shared by every migrator of this schema
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One SQL file of ``stockzen_inventory/migrations``."""
+
+    version: str
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+class MigrationError(RuntimeError):
+    """The database's recorded migrations disagree with the files shipped here."""
+
+
+def bundled_migrations() -> list[Migration]:
+    """The migrations shipped with this package, in version order."""
+    folder = resources.files("stockzen_inventory.migrations")
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version, _, rest = entry.name.partition("_")
+            found.append(Migration(version, rest.removesuffix(".sql"), entry.read_text()))
+    return sorted(found, key=lambda m: m.version)
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseTarget:
+    """Where the services' database lives, read from ``DATABASE_URL``."""
+
+    name: str
+    app_password: str | None
+
+    @classmethod
+    def from_url(cls, database_url: str) -> DatabaseTarget:
+        parts = urlsplit(database_url)
+        name = unquote(parts.path.lstrip("/"))
+        if not name:
+            raise ValueError("DATABASE_URL must name a database")
+        user = unquote(parts.username or "")
+        if user != APP_ROLE:
+            raise ValueError(f"DATABASE_URL must connect as the application role {APP_ROLE!r}, not {user!r}")
+        return cls(name=name, app_password=unquote(parts.password) if parts.password else None)
+
+
+def _admin_url_for(admin_url: str, database: str) -> str:
+    parts = urlsplit(admin_url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def prepare_database(admin_url: str, database_url: str) -> None:
+    """Create the roles and the database if missing (safe to run concurrently and repeatedly)."""
+    target = DatabaseTarget.from_url(database_url)
+    connection = await asyncpg.connect(admin_url)
+    try:
+        await _ensure_role(connection, OWNER_ROLE, "NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE")
+        await _ensure_role(connection, APP_ROLE, "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE")
+        if target.app_password is not None:
+            # ALTER ROLE takes no parameters; quote the literal the way Postgres does.
+            literal = "'" + target.app_password.replace("'", "''") + "'"
+            await connection.execute(f"ALTER ROLE {APP_ROLE} PASSWORD {literal}")
+        exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", target.name)
+        if not exists:
+            try:
+                await connection.execute(f"CREATE DATABASE {_quote_ident(target.name)} OWNER {OWNER_ROLE}")
+                log.info("created database", extra={"database": target.name})
+            except asyncpg.DuplicateDatabaseError:
+                pass
+    finally:
+        await connection.close()
+
+
+async def _ensure_role(connection: asyncpg.Connection, role: str, attributes: str) -> None:
+    if await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+        await connection.execute(f"ALTER ROLE {role} {attributes}")
+        return
+    # Another migrator may create it between the check and here.
+    with contextlib.suppress(asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
+        await connection.execute(f"CREATE ROLE {role} {attributes}")
+
+
+async def migrate(admin_url: str, database_url: str, *, check_only: bool = False) -> list[str]:
+    """Apply pending migrations as the owner role; return their versions (pending ones if checking)."""
+    target = DatabaseTarget.from_url(database_url)
+    connection = await asyncpg.connect(_admin_url_for(admin_url, target.name))
+    try:
+        await connection.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+        await connection.execute(f"SET ROLE {OWNER_ROLE}")
+        await connection.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version text PRIMARY KEY,
+                   name text NOT NULL,
+                   checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        recorded = {
+            r["version"]: r["checksum"]
+            for r in await connection.fetch("SELECT version, checksum FROM schema_migrations")
+        }
+        pending = _pending(bundled_migrations(), recorded)
+        if check_only:
+            return [m.version for m in pending]
+        for migration in pending:
+            async with connection.transaction():
+                await connection.execute(migration.sql)
+                await connection.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
+                )
+            log.info("applied migration", extra={"version": migration.version, "migration": migration.name})
+        return [m.version for m in pending]
+    finally:
+        await connection.close()  # closing releases the session's advisory lock
+
+
+def _pending(migrations: list[Migration], recorded: dict[str, str]) -> list[Migration]:
+    for migration in migrations:
+        checksum = recorded.get(migration.version)
+        if checksum is not None and checksum != migration.checksum:
+            raise MigrationError(
+                f"migration {migration.version}_{migration.name} changed after it was applied"
+            )
+    unknown = set(recorded) - {m.version for m in migrations}
+    if unknown:
+        raise MigrationError(f"the database has migrations this code does not know: {sorted(unknown)}")
+    return [m for m in migrations if m.version not in recorded]

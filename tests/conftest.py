@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
+
 from stockzen_inventory.adapters.migrations import migrate, prepare_database
 from stockzen_platform.postgres import create_pool
-
 from tests.support.services import ServiceUrls, service_urls
 
 

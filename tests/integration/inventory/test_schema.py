@@ -8,9 +8,9 @@ import uuid
 
 import asyncpg
 import pytest
+
 from stockzen_inventory.adapters.migrations import migrate
 from stockzen_platform.postgres import tenant_transaction
-
 from tests.support.services import ServiceUrls
 
 TENANT_TABLES = ("tenants", "products", "stock_movements", "stock_levels", "applied_operations")
@@ -47,9 +47,7 @@ async def _seed_tenant(pool: asyncpg.Pool, tenant: uuid.UUID) -> tuple[uuid.UUID
 
 
 async def test_the_services_role_is_neither_superuser_nor_bypassrls(app_pool: asyncpg.Pool) -> None:
-    row = await app_pool.fetchrow(
-        "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
-    )
+    row = await app_pool.fetchrow("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
     assert row is not None
     assert (row["rolsuper"], row["rolbypassrls"]) == (False, False)
 
@@ -60,9 +58,9 @@ async def test_every_tenant_table_has_forced_row_level_security(admin: asyncpg.C
         "WHERE relname = ANY($1::text[]) AND relkind = 'r'",
         list(TENANT_TABLES),
     )
-    assert {r["relname"]: (r["relrowsecurity"], r["relforcerowsecurity"]) for r in rows} == {
-        t: (True, True) for t in TENANT_TABLES
-    }
+    assert {r["relname"]: (r["relrowsecurity"], r["relforcerowsecurity"]) for r in rows} == dict.fromkeys(
+        TENANT_TABLES, (True, True)
+    )
 
 
 async def test_a_tenant_sees_only_its_own_rows(app_pool: asyncpg.Pool) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+
 from stockzen_contracts import (
     ApplySyncBatch,
     Code,
@@ -98,8 +99,14 @@ def test_a_stock_movement_round_trips() -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (_op(payload={"name": "x", "priceCents": "12"}), "payload.priceCents: Input should be a valid integer"),
-        (_op(payload={"name": "x", "priceCents": 12.5}), "payload.priceCents: Input should be a valid integer"),
+        (
+            _op(payload={"name": "x", "priceCents": "12"}),
+            "payload.priceCents: Input should be a valid integer",
+        ),
+        (
+            _op(payload={"name": "x", "priceCents": 12.5}),
+            "payload.priceCents: Input should be a valid integer",
+        ),
         (_op(payload={"name": "x", "archived": "yes"}), "payload.archived: Input should be a valid boolean"),
         (_op(payload={"sku": "x"}), "payload.name: Field required"),
         (_op(entityId="not-a-uuid"), "entityId: Input should be a valid UUID"),
@@ -108,8 +115,14 @@ def test_a_stock_movement_round_trips() -> None:
         (_op(colour="red"), "colour: Extra inputs are not permitted"),
         (_op(payload={"name": "x", "colour": "red"}), "payload.colour: Extra inputs are not permitted"),
         (_op(payload={"name": "x" * 201}), "payload.name: String should have at most 200 characters"),
-        (_op(payload={"name": "x", "sku": "s" * 65}), "payload.sku: String should have at most 64 characters"),
-        (_op(payload={"name": "x", "priceCents": -1}), "payload.priceCents: Input should be greater than or equal to 0"),
+        (
+            _op(payload={"name": "x", "sku": "s" * 65}),
+            "payload.sku: String should have at most 64 characters",
+        ),
+        (
+            _op(payload={"name": "x", "priceCents": -1}),
+            "payload.priceCents: Input should be greater than or equal to 0",
+        ),
         (_op(idempotencyKey=str(uuid.uuid4())), "idempotencyKey must equal operationId"),
         (_op(operationType="update", payload={}), "payload: an update must change at least one field"),
         (_op(operationType="update", payload={"name": None}), "payload: name cannot be null"),
@@ -188,19 +201,33 @@ def test_a_response_round_trips() -> None:
     assert SyncResponse.model_validate_json(response.model_dump_json()) == response
 
 
+def test_an_update_keeps_absent_fields_absent_on_the_wire() -> None:
+    op = parse_operation(_op(operationType="update", payload={"barcode": None}))
+    assert op.to_wire()["payload"] == {"barcode": None}
+    assert parse_operation(op.to_wire()) == op
+
+
 def test_the_queue_message_holds_validated_operations() -> None:
     raw = _op()
+    tenant = raw["tenantId"]
+    update = _op(tenantId=tenant, operationType="update", payload={"sku": None, "priceCents": 3})
+    delete = _op(tenantId=tenant, operationType="delete", payload={})
     message = ApplySyncBatch(
         request_id="req-1",
-        tenant_id=uuid.UUID(raw["tenantId"]),
+        tenant_id=uuid.UUID(tenant),
         user_id="user-1",
         received_at=datetime.now(UTC),
         reply_to="reply:req-1",
-        operations=[parse_operation(raw)],
+        operations=[
+            parse_operation(raw),
+            parse_operation(update),
+            parse_operation(delete),
+            parse_operation(_movement()),
+        ],
     )
     again = ApplySyncBatch.model_validate_json(message.model_dump_json())
     assert again == message
-    assert isinstance(again.operations[0], CreateProduct)
+    assert [type(o) for o in again.operations] == [CreateProduct, UpdateProduct, DeleteProduct, RecordStockMovement]
     bad = json.loads(message.model_dump_json())
     bad["operations"][0]["payload"]["priceCents"] = "free"
     with pytest.raises(ValidationError, match="priceCents"):

@@ -17,8 +17,7 @@ from .codes import EntityType, OperationType
 from .payloads import ProductCreate, ProductDelete, ProductPatch, StockMovementCreate
 
 LEDGER_IS_APPEND_ONLY = (
-    "the ledger is append-only: stock movements cannot be updated or deleted; "
-    "record a new movement to correct one"
+    "the ledger is append-only: stock movements cannot be updated or deleted; record a new movement to correct one"
 )
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Self
 from uuid import UUID
 
-from pydantic import StrictBool, model_validator
+from pydantic import SerializerFunctionWrapHandler, StrictBool, model_serializer, model_validator
+from pydantic.alias_generators import to_camel
 
 from ._wire import UtcDateTime, WireModel, bounded, text
 from .codes import MovementKind
@@ -65,6 +66,13 @@ class ProductPatch(WireModel):
             raise ValueError(f"{', '.join(cleared)} cannot be null")
         return self
 
+    @model_serializer(mode="wrap")
+    def _only_what_it_sets(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Absent and null differ for an edit (null clears a field), so absent fields stay absent.
+        data: dict[str, Any] = handler(self)
+        keep = {to_camel(f) for f in self.model_fields_set} | set(self.model_fields_set)
+        return {k: v for k, v in data.items() if k in keep}
+
     def changes(self) -> dict[str, Any]:
         """Only the fields this edit sets, in snake_case."""
         return {field: getattr(self, field) for field in PRODUCT_FIELDS if field in self.model_fields_set}
@@ -88,7 +96,7 @@ class ProductState(WireModel):
     """A product as the server holds it (the winner of last-writer-wins, or its tombstone)."""
 
     id: UUID
-    name: str
+    name: str | None  # None only for the tombstone of a product deleted before its create arrived
     sku: str | None
     barcode: str | None
     unit: str | None

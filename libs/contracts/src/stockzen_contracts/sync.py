@@ -46,9 +46,7 @@ class ItemResult(WireModel):
     @classmethod
     def rejected(cls, operation_id: UUID | None, code: Code, message: str) -> ItemResult:
         """A permanent refusal: the client must not retry this operation as it is."""
-        return cls(
-            operation_id=operation_id, status=ItemStatus.REJECTED, code=code, message=message, retryable=False
-        )
+        return cls(operation_id=operation_id, status=ItemStatus.REJECTED, code=code, message=message, retryable=False)
 
     @classmethod
     def pending(cls, operation_id: UUID) -> ItemResult:

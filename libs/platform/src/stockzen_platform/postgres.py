@@ -5,10 +5,19 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+if TYPE_CHECKING:
+    PooledConnection = PoolConnectionProxy[asyncpg.Record]
+else:  # the class is generic only in the stubs
+    PooledConnection = PoolConnectionProxy
+"""A connection borrowed from a pool (what :func:`tenant_transaction` yields)."""
+
+Isolation = Literal["read_committed", "repeatable_read", "serializable"]
 
 
 class UnsafeDatabaseRole(RuntimeError):
@@ -17,36 +26,29 @@ class UnsafeDatabaseRole(RuntimeError):
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
     for type_name in ("json", "jsonb"):
-        await connection.set_type_codec(
-            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
-        )
+        await connection.set_type_codec(type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """A pool whose connections speak JSON for json/jsonb columns."""
-    pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection
-    )
+    pool: asyncpg.Pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
     return pool
 
 
 async def assert_role_is_restricted(pool: asyncpg.Pool) -> None:
     """Refuse to run as a superuser or a BYPASSRLS role: tenant isolation depends on it."""
-    row = await pool.fetchrow(
-        "SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
-    )
+    row = await pool.fetchrow("SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
     if row is None or row["rolsuper"] or row["rolbypassrls"]:
         name = row["rolname"] if row else "?"
         raise UnsafeDatabaseRole(
-            f"database role {name!r} is a superuser or bypasses row-level security; "
-            "connect as the application role"
+            f"database role {name!r} is a superuser or bypasses row-level security; connect as the application role"
         )
 
 
 @asynccontextmanager
 async def tenant_transaction(
-    pool: asyncpg.Pool, tenant_id: UUID, *, isolation: str = "read_committed", readonly: bool = False
-) -> AsyncIterator[asyncpg.Connection]:
+    pool: asyncpg.Pool, tenant_id: UUID, *, isolation: Isolation = "read_committed", readonly: bool = False
+) -> AsyncIterator[PooledConnection]:
     """A transaction in which every statement sees only ``tenant_id``'s rows.
 
     The tenant is set with ``set_config(..., is_local => true)`` so it ends with the transaction

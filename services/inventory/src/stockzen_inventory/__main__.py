@@ -17,9 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stockzen-inventory")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="serve the inventory HTTP API")
-    migrate_cmd = commands.add_parser(
-        "migrate", help="create roles and database if missing, apply migrations"
-    )
+    migrate_cmd = commands.add_parser("migrate", help="create roles and database if missing, apply migrations")
     migrate_cmd.add_argument("--check", action="store_true", help="exit 1 if any migration is pending")
     args = parser.parse_args(argv)
 

@@ -19,12 +19,8 @@ class InventorySettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     environment: Environment = Field(default=Environment.DEVELOPMENT, alias="STOCKZEN_ENV")
-    database_url: str = Field(
-        default="postgresql://stockzen_app@127.0.0.1:5432/stockzen", alias="DATABASE_URL"
-    )
-    database_admin_url: str = Field(
-        default="postgresql://postgres@127.0.0.1:5432/postgres", alias="DATABASE_ADMIN_URL"
-    )
+    database_url: str = Field(default="postgresql://stockzen_app@127.0.0.1:5432/stockzen", alias="DATABASE_URL")
+    database_admin_url: str = Field(default="postgresql://postgres@127.0.0.1:5432/postgres", alias="DATABASE_ADMIN_URL")
     internal_token_secret: SecretStr = Field(alias="INTERNAL_TOKEN_SECRET")
     host: str = Field(default="127.0.0.1", alias="INVENTORY_HOST")
     port: int = Field(default=8001, alias="INVENTORY_PORT")

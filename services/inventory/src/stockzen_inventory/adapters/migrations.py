@@ -152,9 +152,7 @@ def _pending(migrations: list[Migration], recorded: dict[str, str]) -> list[Migr
     for migration in migrations:
         checksum = recorded.get(migration.version)
         if checksum is not None and checksum != migration.checksum:
-            raise MigrationError(
-                f"migration {migration.version}_{migration.name} changed after it was applied"
-            )
+            raise MigrationError(f"migration {migration.version}_{migration.name} changed after it was applied")
     unknown = set(recorded) - {m.version for m in migrations}
     if unknown:
         raise MigrationError(f"the database has migrations this code does not know: {sorted(unknown)}")

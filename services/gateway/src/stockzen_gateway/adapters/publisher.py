@@ -1,0 +1,101 @@
+"""Publishing sync batches to RabbitMQ with aio-pika: confirmed, persistent, unroutable refused.
+
+The message is a dramatiq message addressed to the worker's actor, published to the default
+exchange with the queue's name as routing key, which dramatiq consumes like its own ``send()``.
+Nothing here blocks the event loop (the blocking pika client is the worker's, not ours).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aio_pika
+import dramatiq
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError
+
+from stockzen_contracts import APPLY_SYNC_BATCH_ACTOR, ApplySyncBatch
+from stockzen_gateway.metrics import METRICS
+from stockzen_gateway.ports import PublishFailed
+
+log = logging.getLogger(__name__)
+
+
+class AmqpBatchPublisher:
+    """See :class:`~stockzen_gateway.ports.BatchPublisher`. Connects on first use, then stays robust."""
+
+    def __init__(self, url: str, queue_name: str, *, timeout_seconds: float) -> None:
+        self._url = url
+        self._queue = queue_name
+        self._timeout = timeout_seconds
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None  # a strong reference keeps it alive
+        self._lock = asyncio.Lock()
+
+    async def _ready_channel(self) -> AbstractChannel:
+        async with self._lock:
+            if self._connection is None:
+                self._connection = await aio_pika.connect_robust(
+                    self._url,
+                    timeout=self._timeout,
+                    reconnect_interval=1,
+                    client_properties={"connection_name": "stockzen-gateway"},
+                )
+            if self._channel is None:
+                self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+            return self._channel
+
+    async def publish(self, command: ApplySyncBatch) -> None:
+        message: dramatiq.Message[None] = dramatiq.Message(
+            queue_name=self._queue,
+            actor_name=APPLY_SYNC_BATCH_ACTOR,
+            args=(command.to_wire(),),
+            kwargs={},
+            options={},
+        )
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout):
+                channel = await self._ready_channel()
+                await channel.default_exchange.publish(
+                    aio_pika.Message(
+                        message.encode(),
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        message_id=message.message_id,
+                        content_type="application/json",
+                    ),
+                    routing_key=self._queue,
+                    mandatory=True,
+                    timeout=self._timeout,
+                )
+        except (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError) as exc:
+            reason = type(exc).__name__
+            METRICS.publish_failures.labels(reason).inc()
+            log.warning("publish failed", extra={"error": reason, "queue": self._queue})
+            raise PublishFailed(reason) from exc
+        finally:
+            METRICS.publish_seconds.observe(time.perf_counter() - started)
+
+    async def queue_depths(self) -> dict[str, tuple[int, int]]:
+        """(messages, consumers) of the sync queue and its dead-letter queue, via passive declares."""
+        if self._connection is None or self._connection.is_closed:
+            return {}
+        depths = {}
+        for name in (self._queue, f"{self._queue}.XQ"):
+            try:
+                async with asyncio.timeout(self._timeout):
+                    async with self._connection.channel() as channel:  # a throwaway: a 404 closes it
+                        queue = await channel.declare_queue(name, passive=True)
+                        result = queue.declaration_result
+                        depths[name] = (result.message_count or 0, result.consumer_count or 0)
+            except (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError):
+                continue
+        return depths
+
+    async def close(self) -> None:
+        """Close the connection (pending publishes fail)."""
+        if self._connection is not None:
+            await self._connection.close()
+        self._connection, self._channel = None, None

@@ -1,0 +1,122 @@
+"""The gateway's state in Redis: rate-limit buckets, Idempotency-Key records, and result waiting.
+
+Nothing here lives in process memory, so any number of gateway replicas share it.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from uuid import UUID
+
+import redis.asyncio as aioredis
+
+from stockzen_contracts import SyncBatchApplied
+from stockzen_gateway.domain.idempotency import KeyClaim, KeyState, StoredResponse
+from stockzen_gateway.domain.rate_limits import RateDecision, RateLimit
+
+# A token bucket per key, atomic in one script, timed by the Redis server's clock so that
+# gateways with drifting clocks agree. Returns {allowed, retry_after_ms}.
+_RATE_BUCKET_SCRIPT = """
+local rate = tonumber(ARGV[1]) / 60000.0
+local burst = tonumber(ARGV[2])
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local allowed = 0
+local retry_ms = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  retry_ms = math.ceil((1 - tokens) / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + 1000)
+return {allowed, retry_ms}
+"""
+
+# Claim an Idempotency-Key, or report who holds it. Returns {state, status, body}.
+_CLAIM_KEY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'state', 'in_flight', 'fingerprint', ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  return {'claimed', '', ''}
+end
+local held = redis.call('HMGET', KEYS[1], 'state', 'fingerprint', 'status', 'body')
+if held[2] ~= ARGV[1] then return {'mismatch', '', ''} end
+if held[1] == 'in_flight' then return {'in_flight', '', ''} end
+return {'completed', held[3], held[4]}
+"""
+
+# Let go of a key this request claimed (its answer must not be replayed), only if still ours.
+_RELEASE_KEY = """
+local held = redis.call('HMGET', KEYS[1], 'state', 'fingerprint')
+if held[1] == 'in_flight' and held[2] == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
+class RedisGatewayState:
+    """Rate limits, Idempotency-Key records and result replies, on one Redis client."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._bucket = client.register_script(_RATE_BUCKET_SCRIPT)
+        self._claim = client.register_script(_CLAIM_KEY)
+        self._release = client.register_script(_RELEASE_KEY)
+
+    async def take_token(self, limit: RateLimit, tenant_id: UUID, user_id: str) -> RateDecision:
+        """Spend one request from the (scope, tenant, user) bucket."""
+        key = f"{self._prefix}rate:{limit.scope}:{tenant_id}:{user_id}"
+        allowed, retry_ms = await self._bucket(keys=[key], args=[limit.per_minute, limit.burst])
+        return RateDecision(bool(allowed), max(1, math.ceil(int(retry_ms) / 1000)) if not allowed else 0)
+
+    def _idempotency_key(self, tenant_id: UUID, key: str) -> str:
+        return f"{self._prefix}idem:{tenant_id}:{key}"
+
+    async def claim_key(self, tenant_id: UUID, key: str, fingerprint: str, *, in_flight_seconds: int) -> KeyClaim:
+        """Claim ``key`` for this request, or learn it is running, finished, or used for another body."""
+        state, status, body = await self._claim(
+            keys=[self._idempotency_key(tenant_id, key)], args=[fingerprint, in_flight_seconds]
+        )
+        claim_state = KeyState(_text(state))
+        if claim_state is KeyState.COMPLETED:
+            return KeyClaim(claim_state, StoredResponse(int(status), _bytes(body)))
+        return KeyClaim(claim_state)
+
+    async def complete_key(self, tenant_id: UUID, key: str, response: StoredResponse, *, ttl_seconds: int) -> None:
+        """Keep the final response for replays for ``ttl_seconds``."""
+        name = self._idempotency_key(tenant_id, key)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(name, mapping={"state": "completed", "status": response.status_code, "body": response.body})
+            pipe.expire(name, ttl_seconds)
+            await pipe.execute()
+
+    async def release_key(self, tenant_id: UUID, key: str, fingerprint: str) -> None:
+        """Forget a claim whose answer must not be replayed (pending items, unavailable, error)."""
+        await self._release(keys=[self._idempotency_key(tenant_id, key)], args=[fingerprint])
+
+    def new_reply_key(self) -> str:
+        """A fresh reply address. Server-made and unguessable: request ids may come from callers."""
+        return f"{self._prefix}reply:{uuid.uuid4().hex}"
+
+    async def wait_for_reply(self, reply_to: str, timeout_seconds: float) -> SyncBatchApplied | None:
+        """The worker's results, or ``None`` when they are not back within the deadline."""
+        popped = await self._redis.blpop([reply_to], timeout=timeout_seconds)
+        if popped is None:
+            return None
+        _, payload = popped
+        return SyncBatchApplied.model_validate_json(payload)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()

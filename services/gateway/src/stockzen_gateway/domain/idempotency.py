@@ -1,0 +1,99 @@
+"""Idempotency-Key rules (draft-ietf-httpapi-idempotency-key-header), decided without I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from stockzen_contracts import Code
+
+_KEY_SHAPE = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, as a structured-field string allows
+
+
+class KeyState(StrEnum):
+    """What the store knew about a key when a request claimed it."""
+
+    CLAIMED = "claimed"  # new: this request now owns the key
+    IN_FLIGHT = "in_flight"  # another request with this key is still running
+    COMPLETED = "completed"  # a request with this key finished; its response is stored
+    MISMATCH = "mismatch"  # the key was used with a different body
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """A finished response kept for replays."""
+
+    status_code: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KeyClaim:
+    """The outcome of claiming an Idempotency-Key (``stored`` is set when ``COMPLETED``)."""
+
+    state: KeyState
+    stored: StoredResponse | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a request carrying an Idempotency-Key cannot go on."""
+
+    status_code: int
+    code: Code
+    message: str
+
+
+def fingerprint(body: Any) -> str:
+    """A digest of the request body's meaning: key order and whitespace do not change it."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_key(key: str, operation_ids: list[object]) -> Refusal | None:
+    """Refuse a malformed key, or a single-operation request whose key is not its operation's id."""
+    if not _KEY_SHAPE.match(key):
+        return Refusal(400, Code.VALIDATION_ERROR, "Idempotency-Key must be 1-255 visible ASCII characters")
+    if len(operation_ids) == 1 and not _same_id(key, operation_ids[0]):
+        return Refusal(
+            400,
+            Code.IDEMPOTENCY_KEY_MISMATCH,
+            "for a single-operation request the Idempotency-Key header must equal its operationId",
+        )
+    return None
+
+
+def _same_id(key: str, operation_id: object) -> bool:
+    if not isinstance(operation_id, str):
+        return False
+    try:
+        return UUID(key) == UUID(operation_id)
+    except ValueError:
+        return key == operation_id
+
+
+def refusal_for(state: KeyState) -> Refusal | None:
+    """The answer for a key someone else holds (``None`` when this request may go on)."""
+    if state is KeyState.MISMATCH:
+        return Refusal(
+            422,
+            Code.IDEMPOTENCY_KEY_REUSED,
+            "this Idempotency-Key was already used with a different request body",
+        )
+    if state is KeyState.IN_FLIGHT:
+        return Refusal(
+            409,
+            Code.IDEMPOTENCY_KEY_IN_FLIGHT,
+            "a request with this Idempotency-Key is still being processed",
+        )
+    return None
+
+
+def is_replayable(status_code: int) -> bool:
+    """Only complete answers are kept: a 202 (pending items) or a 5xx must let the retry run again."""
+    return status_code == 200

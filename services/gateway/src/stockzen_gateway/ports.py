@@ -1,0 +1,46 @@
+"""What the gateway's service layer needs from the outside world; adapters implement these."""
+
+from __future__ import annotations
+
+from typing import Protocol
+from uuid import UUID
+
+from stockzen_contracts import ApplySyncBatch, SyncBatchApplied
+
+from .domain.idempotency import KeyClaim, StoredResponse
+
+
+class PublishFailed(Exception):
+    """The broker did not take the batch: nothing was queued."""
+
+
+class BatchPublisher(Protocol):
+    """Puts sync batches on the queue, confirmed by the broker."""
+
+    async def publish(self, command: ApplySyncBatch) -> None:
+        """Return once the broker holds the message durably, or raise :class:`PublishFailed`."""
+        ...
+
+
+class SyncState(Protocol):
+    """Idempotency-Key records and the way results come back (Redis in production)."""
+
+    async def claim_key(self, tenant_id: UUID, key: str, fingerprint: str, *, in_flight_seconds: int) -> KeyClaim:
+        """Claim ``key`` for this request, or learn it is running, finished, or used for another body."""
+        ...
+
+    async def complete_key(self, tenant_id: UUID, key: str, response: StoredResponse, *, ttl_seconds: int) -> None:
+        """Keep the final response for replays."""
+        ...
+
+    async def release_key(self, tenant_id: UUID, key: str, fingerprint: str) -> None:
+        """Forget a claim whose answer must not be replayed."""
+        ...
+
+    def new_reply_key(self) -> str:
+        """A fresh, unguessable reply address for one batch."""
+        ...
+
+    async def wait_for_reply(self, reply_to: str, timeout_seconds: float) -> SyncBatchApplied | None:
+        """The worker's results, or ``None`` past the deadline."""
+        ...

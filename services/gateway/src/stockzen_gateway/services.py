@@ -1,0 +1,149 @@
+"""The gateway's service layer: one sync request in, one result per operation out."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import JsonValue
+from redis.exceptions import RedisError
+
+from stockzen_contracts import ApplySyncBatch, ItemResult, SyncRequest, SyncResponse
+from stockzen_platform.identity import Identity
+
+from .domain.envelope import judge_operations
+from .domain.idempotency import (
+    KeyState,
+    Refusal,
+    StoredResponse,
+    check_key,
+    fingerprint,
+    is_replayable,
+    refusal_for,
+)
+from .domain.results import assemble_results, is_complete
+from .ports import BatchPublisher, SyncState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncAnswer:
+    """The HTTP answer to a sync request: 200 when every item is final, 202 when some are pending."""
+
+    status_code: int
+    body: bytes
+    results: tuple[ItemResult, ...] = ()  # empty for a replay
+    replayed: bool = False
+
+
+class RequestRefused(Exception):
+    """The request as a whole cannot go on (an Idempotency-Key rule); answered with the error shape."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPolicy:
+    """The knobs of a sync request's life (from the gateway's settings)."""
+
+    result_timeout_seconds: float
+    idempotency_ttl_seconds: int
+
+    @property
+    def in_flight_seconds(self) -> int:
+        # A claim outlives the request's own deadline, then expires if its holder died.
+        return int(self.result_timeout_seconds) + 30
+
+
+async def sync(
+    request: SyncRequest,
+    identity: Identity,
+    request_id: str,
+    *,
+    publisher: BatchPublisher,
+    state: SyncState,
+    policy: SyncPolicy,
+    received_at: datetime | None = None,
+) -> SyncAnswer:
+    """Refuse bad items, publish the rest as one batch, and wait (up to the deadline) for their results.
+
+    Raises :class:`~stockzen_gateway.ports.PublishFailed` when the broker does not take the batch.
+    """
+    received = received_at or datetime.now(UTC)
+    judged = judge_operations(request.operations, identity.tenant_id)
+    applied = None
+    if judged.accepted:
+        reply_to = state.new_reply_key()
+        await publisher.publish(
+            ApplySyncBatch(
+                request_id=request_id,
+                tenant_id=identity.tenant_id,
+                user_id=identity.user_id,
+                received_at=received,
+                reply_to=reply_to,
+                operations=judged.accepted,
+            )
+        )
+        try:
+            applied = await state.wait_for_reply(reply_to, policy.result_timeout_seconds)
+        except RedisError as exc:
+            # The batch is queued and will be applied once; the client learns its results on retry.
+            log.warning("could not wait for results", extra={"error": str(exc)})
+    results = assemble_results(judged, applied)
+    response = SyncResponse(
+        checkpoint=applied.checkpoint if applied else request.checkpoint,
+        server_time=datetime.now(UTC),
+        results=results,
+    )
+    status = 200 if is_complete(results) else 202
+    return SyncAnswer(status, response.model_dump_json().encode(), tuple(results))
+
+
+async def sync_idempotently(
+    body: Any,
+    request: SyncRequest,
+    idempotency_key: str | None,
+    identity: Identity,
+    request_id: str,
+    *,
+    publisher: BatchPublisher,
+    state: SyncState,
+    policy: SyncPolicy,
+) -> SyncAnswer:
+    """:func:`sync`, honouring an ``Idempotency-Key``: replay, run and keep, or raise :class:`RequestRefused`."""
+    if idempotency_key is None:
+        return await sync(request, identity, request_id, publisher=publisher, state=state, policy=policy)
+    refusal = check_key(idempotency_key, [_raw_operation_id(op) for op in request.operations])
+    if refusal:
+        raise RequestRefused(refusal)
+    digest = fingerprint(body)
+    claim = await state.claim_key(
+        identity.tenant_id, idempotency_key, digest, in_flight_seconds=policy.in_flight_seconds
+    )
+    if claim.state is KeyState.COMPLETED and claim.stored is not None:
+        return SyncAnswer(claim.stored.status_code, claim.stored.body, replayed=True)
+    refusal = refusal_for(claim.state)
+    if refusal:
+        raise RequestRefused(refusal)
+    try:
+        answer = await sync(request, identity, request_id, publisher=publisher, state=state, policy=policy)
+    except BaseException:
+        await state.release_key(identity.tenant_id, idempotency_key, digest)
+        raise
+    if is_replayable(answer.status_code):
+        stored = StoredResponse(answer.status_code, answer.body)
+        await state.complete_key(
+            identity.tenant_id, idempotency_key, stored, ttl_seconds=policy.idempotency_ttl_seconds
+        )
+    else:
+        await state.release_key(identity.tenant_id, idempotency_key, digest)
+    return answer
+
+
+def _raw_operation_id(raw: JsonValue) -> object:
+    return raw.get("operationId") if isinstance(raw, dict) else None

@@ -1,0 +1,75 @@
+"""The Redis fast path: recently given results, the tenant's checkpoint, and replies to the gateway."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from uuid import UUID
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from stockzen_contracts import ItemResult, SyncBatchApplied
+from stockzen_sync_worker.domain.outcomes import StoredResult
+
+log = logging.getLogger(__name__)
+
+# Checkpoints only move forward, even when two workers store out of commit order.
+_ADVANCE_CHECKPOINT = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+return 1
+"""
+
+
+class RedisResultCache:
+    """See :class:`~stockzen_sync_worker.ports.ResultCache`. Keys: ``{prefix}result:{tenant}:{op}``."""
+
+    def __init__(
+        self, client: aioredis.Redis, *, prefix: str, result_ttl_seconds: int, reply_ttl_seconds: int = 300
+    ) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._ttl = result_ttl_seconds
+        self._reply_ttl = reply_ttl_seconds
+
+    def _result_key(self, tenant_id: UUID, operation_id: UUID) -> str:
+        return f"{self._prefix}result:{tenant_id}:{operation_id}"
+
+    def _checkpoint_key(self, tenant_id: UUID) -> str:
+        return f"{self._prefix}checkpoint:{tenant_id}"
+
+    async def lookup(
+        self, tenant_id: UUID, operation_ids: Sequence[UUID]
+    ) -> tuple[dict[UUID, StoredResult], int | None]:
+        keys = [self._result_key(tenant_id, op) for op in operation_ids] + [self._checkpoint_key(tenant_id)]
+        try:
+            values = await self._redis.mget(keys)
+        except RedisError as exc:
+            # Only a fast path: Postgres holds the truth, so carry on without it.
+            log.warning("result cache unavailable for lookup", extra={"error": str(exc)})
+            return {}, None
+        found = {}
+        for op, raw in zip(operation_ids, values[:-1], strict=True):
+            if raw is not None:
+                entry = json.loads(raw)
+                found[op] = StoredResult(entry["messageId"], ItemResult.model_validate(entry["result"]))
+        checkpoint = int(values[-1]) if values[-1] is not None else None
+        return found, checkpoint
+
+    async def store(self, tenant_id: UUID, results: dict[UUID, StoredResult], checkpoint: int) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for op, stored in results.items():
+                entry = {"messageId": stored.message_id, "result": stored.result.to_wire()}
+                pipe.set(self._result_key(tenant_id, op), json.dumps(entry), ex=self._ttl)
+            pipe.eval(_ADVANCE_CHECKPOINT, 1, self._checkpoint_key(tenant_id), checkpoint, self._ttl)
+            await pipe.execute()
+
+    async def reply(self, reply_to: str, applied: SyncBatchApplied) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.rpush(reply_to, applied.model_dump_json())
+            pipe.expire(reply_to, self._reply_ttl)
+            await pipe.execute()

@@ -1,0 +1,61 @@
+"""Sync worker settings: one class, read from the environment."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Self
+from urllib.parse import urlsplit
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stockzen_platform.settings import Environment
+
+
+class WorkerSettings(BaseSettings):
+    """Environment variables of the sync worker (see the README's configuration table)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    environment: Environment = Field(default=Environment.DEVELOPMENT, alias="STOCKZEN_ENV")
+    log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    database_url: str = Field(default="postgresql://stockzen_app@127.0.0.1:5432/stockzen", alias="DATABASE_URL")
+    database_pool_size: int = Field(default=10, ge=1, le=100, alias="WORKER_DB_POOL_SIZE")
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", alias="REDIS_URL")
+    redis_key_prefix: str = Field(default="sz:", alias="REDIS_KEY_PREFIX")
+    amqp_url: str = Field(default="amqp://guest:guest@127.0.0.1:5672/", alias="AMQP_URL")
+    sync_queue: str = Field(default="stockzen.sync", pattern=r"^[a-zA-Z_][a-zA-Z0-9._-]*$", alias="SYNC_QUEUE")
+
+    processes: int = Field(default=1, ge=1, le=64, alias="WORKER_PROCESSES")
+    threads: int = Field(default=8, ge=1, le=256, alias="WORKER_THREADS")
+    metrics_host: str = Field(default="127.0.0.1", alias="WORKER_METRICS_HOST")
+    metrics_port: int = Field(default=9191, alias="WORKER_METRICS_PORT")
+    metrics_dir: str = Field(default="/tmp/stockzen-worker-metrics", alias="WORKER_METRICS_DIR")  # noqa: S108
+    shutdown_grace_seconds: float = Field(default=4.0, gt=0, alias="WORKER_SHUTDOWN_GRACE_SECONDS")
+
+    # A batch that keeps failing (Postgres or Redis away, a bug) is retried with backoff, then
+    # dead-lettered to <queue>.XQ; retries wait in <queue>.DQ, so they never block the messages behind.
+    max_retries: int = Field(default=8, ge=0, le=50, alias="SYNC_MAX_RETRIES")
+    min_backoff_ms: int = Field(default=500, ge=10, alias="SYNC_MIN_BACKOFF_MS")
+    max_backoff_ms: int = Field(default=60_000, ge=10, alias="SYNC_MAX_BACKOFF_MS")
+    time_limit_ms: int = Field(default=60_000, ge=1000, alias="SYNC_TIME_LIMIT_MS")
+
+    result_ttl_seconds: int = Field(default=86_400, ge=60, alias="RESULT_CACHE_TTL_SECONDS")
+    tombstone_retention_days: float = Field(default=30, gt=0, alias="TOMBSTONE_RETENTION_DAYS")
+
+    @model_validator(mode="after")
+    def _sane(self) -> Self:
+        if self.min_backoff_ms > self.max_backoff_ms:
+            raise ValueError("SYNC_MIN_BACKOFF_MS must not exceed SYNC_MAX_BACKOFF_MS")
+        if self.environment is Environment.PRODUCTION:
+            # The worker's secrets are the credentials inside its URLs.
+            if urlsplit(self.amqp_url).password in (None, "", "guest"):
+                raise ValueError("AMQP_URL must carry real credentials in production (not guest:guest)")
+            if not urlsplit(self.database_url).password:
+                raise ValueError("DATABASE_URL must carry the application role's password in production")
+        return self
+
+    @property
+    def tombstone_retention(self) -> timedelta:
+        """How long a deleted product's tombstone is kept for clients to pull."""
+        return timedelta(days=self.tombstone_retention_days)

@@ -1,0 +1,80 @@
+"""The dramatiq actor: parse the message, call the service layer, answer the gateway.
+
+dramatiq needs its broker set before an actor is defined, so this module configures it on import
+(reading settings only; connections open on first use). Run it with ``stockzen-sync-worker``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+from pydantic import ValidationError
+
+from stockzen_contracts import APPLY_SYNC_BATCH_ACTOR, ApplySyncBatch, Code, ItemStatus
+from stockzen_platform.logging import configure_logging, log_context
+from stockzen_sync_worker.bootstrap import configure
+from stockzen_sync_worker.metrics import METRICS
+from stockzen_sync_worker.services import BatchOutcome, apply_sync_batch
+
+runtime = configure()
+settings = runtime.settings
+configure_logging("sync-worker", settings.log_level)
+log = logging.getLogger(__name__)
+
+
+class PoisonMessage(Exception):
+    """A message that can never be applied (not a valid batch): dead-lettered at once, not retried."""
+
+
+@dramatiq.actor(
+    actor_name=APPLY_SYNC_BATCH_ACTOR,
+    queue_name=settings.sync_queue,
+    max_retries=settings.max_retries,
+    min_backoff=settings.min_backoff_ms,
+    max_backoff=settings.max_backoff_ms,
+    time_limit=settings.time_limit_ms,
+    throws=(PoisonMessage,),
+)
+async def apply_sync_batch_actor(message: dict[str, Any]) -> None:
+    """Apply one sync batch and push its results to the waiting gateway."""
+    try:
+        command = ApplySyncBatch.model_validate(message)
+    except ValidationError as exc:
+        log.error("refusing a message that is not a valid sync batch", extra={"error": str(exc)[:500]})
+        raise PoisonMessage("not a valid sync batch") from exc
+    current = CurrentMessage.get_current_message()
+    assert current is not None  # the CurrentMessage middleware is installed by configure()
+    with log_context(request_id=command.request_id, tenant_id=str(command.tenant_id), message_id=current.message_id):
+        ledger, cache = await runtime.adapters()
+        started = time.perf_counter()
+        try:
+            outcome = await apply_sync_batch(command, current.message_id, ledger, cache)
+        except Exception as exc:
+            METRICS.database_errors.labels(type(exc).__name__).inc()
+            log.warning("batch failed; it will be retried", extra={"error": repr(exc)[:500]})
+            raise
+        METRICS.batch_seconds.observe(time.perf_counter() - started)
+        _count(command, outcome)
+        await cache.reply(command.reply_to, outcome.applied)
+        log.info(
+            "batch applied",
+            extra={
+                "operations": len(command.operations),
+                "operation_ids": [str(op.operation_id) for op in command.operations][:50],
+                "checkpoint": outcome.applied.checkpoint,
+            },
+        )
+
+
+def _count(command: ApplySyncBatch, outcome: BatchOutcome) -> None:
+    METRICS.dedupe_hits.labels("redis").inc(outcome.cache_hits)
+    METRICS.dedupe_hits.labels("postgres").inc(outcome.ledger_hits)
+    for op, result in zip(command.operations, outcome.applied.results, strict=True):
+        code = result.code.value if result.code else ""
+        METRICS.operations.labels(op.entity_type.value, op.operation_type.value, result.status.value, code).inc()
+        if result.status is ItemStatus.CONFLICT and result.code is Code.CONFLICT_RESOLVED:
+            METRICS.conflicts.inc()

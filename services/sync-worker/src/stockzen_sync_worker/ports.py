@@ -1,0 +1,90 @@
+"""What the service layer needs from the outside world; adapters implement these."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from stockzen_contracts import ItemResult, Operation, RecordStockMovement, SyncBatchApplied
+
+from .domain.lww import Version
+from .domain.outcomes import Effect, StoredResult
+
+
+class LedgerRefused(Exception):
+    """The ledger refused one operation for good (a constraint or data error): reject that item only."""
+
+
+class TenantLedger(Protocol):
+    """One tenant's transaction on the inventory ledger, holding the tenant's checkpoint counter."""
+
+    async def stored_results(self, operation_ids: Sequence[UUID]) -> dict[UUID, StoredResult]:
+        """Durable results of operations already applied (the dedupe truth)."""
+        ...
+
+    def operation(self) -> AbstractAsyncContextManager[None]:
+        """A savepoint: what fails inside it is undone without undoing the other operations.
+
+        A permanent refusal by the database leaves the block as :class:`LedgerRefused`; anything
+        else (a lost connection, a bug) propagates and fails the whole batch, to be retried.
+        """
+        ...
+
+    async def merge_product(
+        self, product_id: UUID, changes: dict[str, Any], version: Version, *, create: bool
+    ) -> Effect:
+        """Create or edit a product field by field under last-writer-wins."""
+        ...
+
+    async def delete_product(self, product_id: UUID, version: Version) -> Effect:
+        """Leave a tombstone (deletes win)."""
+        ...
+
+    async def record_movement(self, operation: RecordStockMovement, occurred_at: datetime) -> Effect:
+        """Append a movement to the ledger (its stock level follows in the same transaction)."""
+        ...
+
+    async def remember(self, operation: Operation, message_id: str, result: ItemResult) -> None:
+        """Record the operation's result in the same transaction as its effect."""
+        ...
+
+    async def purge_expired_tombstones(self) -> None:
+        """Drop tombstones past the retention window and move the feed horizon past them."""
+        ...
+
+    async def checkpoint(self) -> int:
+        """The tenant's checkpoint as of this transaction's changes."""
+        ...
+
+
+class Ledger(Protocol):
+    """Opens tenant-scoped transactions on the inventory ledger."""
+
+    def for_tenant(self, tenant_id: UUID) -> AbstractAsyncContextManager[TenantLedger]:
+        """A transaction scoped to ``tenant_id``; committed when the block ends without error."""
+        ...
+
+    async def read_checkpoint(self, tenant_id: UUID) -> int:
+        """The tenant's current checkpoint (0 for a tenant never seen)."""
+        ...
+
+
+class ResultCache(Protocol):
+    """The Redis fast path: recent results and the way back to the waiting gateway."""
+
+    async def lookup(
+        self, tenant_id: UUID, operation_ids: Sequence[UUID]
+    ) -> tuple[dict[UUID, StoredResult], int | None]:
+        """Known results and the tenant's last known checkpoint, in one round trip."""
+        ...
+
+    async def store(self, tenant_id: UUID, results: dict[UUID, StoredResult], checkpoint: int) -> None:
+        """Keep new results (with a TTL) and advance the cached checkpoint."""
+        ...
+
+    async def reply(self, reply_to: str, applied: SyncBatchApplied) -> None:
+        """Hand the batch's results to the gateway waiting on ``reply_to``."""
+        ...

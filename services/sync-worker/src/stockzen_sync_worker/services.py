@@ -1,0 +1,131 @@
+"""The service layer: apply one sync batch exactly once and say what became of each operation."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from uuid import UUID
+
+from stockzen_contracts import (
+    ApplySyncBatch,
+    Code,
+    CreateProduct,
+    DeleteProduct,
+    ItemResult,
+    Operation,
+    RecordStockMovement,
+    SyncBatchApplied,
+    UpdateProduct,
+)
+
+from .domain.lww import Version, clamp_modified_at
+from .domain.outcomes import Effect, StoredResult, as_duplicate, replay, result_for
+from .ports import Ledger, LedgerRefused, ResultCache, TenantLedger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """The batch's results, and how many were already known to Redis and to Postgres."""
+
+    applied: SyncBatchApplied
+    cache_hits: int
+    ledger_hits: int
+
+
+async def apply_sync_batch(
+    command: ApplySyncBatch, message_id: str, ledger: Ledger, cache: ResultCache
+) -> BatchOutcome:
+    """Apply a batch for its tenant; every operation is applied at most once, whatever is replayed.
+
+    Redis answers for operations it remembers; Postgres decides the rest inside one transaction
+    that holds the tenant's checkpoint counter, so a concurrent delivery of the same operations
+    waits and then finds them applied.
+    """
+    ids = [op.operation_id for op in command.operations]
+    cached, cached_checkpoint = await cache.lookup(command.tenant_id, ids)
+    results: dict[int, ItemResult] = {
+        i: replay(cached[op_id], message_id) for i, op_id in enumerate(ids) if op_id in cached
+    }
+    fresh: dict[UUID, StoredResult] = {}
+    todo = [i for i in range(len(ids)) if i not in results]
+    ledger_hits = 0
+    if todo:
+        async with ledger.for_tenant(command.tenant_id) as tenant:
+            ledger_hits = await _apply_in_order(command, message_id, tenant, todo, results, fresh)
+            checkpoint = await tenant.checkpoint()
+    else:
+        checkpoint = (
+            cached_checkpoint if cached_checkpoint is not None else await ledger.read_checkpoint(command.tenant_id)
+        )
+    if fresh:
+        await cache.store(command.tenant_id, fresh, checkpoint)
+    applied = SyncBatchApplied(
+        request_id=command.request_id,
+        checkpoint=str(checkpoint),
+        results=[results[i] for i in range(len(ids))],
+    )
+    return BatchOutcome(applied, cache_hits=len(ids) - len(todo), ledger_hits=ledger_hits)
+
+
+async def _apply_in_order(
+    command: ApplySyncBatch,
+    message_id: str,
+    tenant: TenantLedger,
+    todo: list[int],
+    results: dict[int, ItemResult],
+    fresh: dict[UUID, StoredResult],
+) -> int:
+    """Apply the operations at ``todo`` in order; return how many Postgres already knew."""
+    operations = command.operations
+    stored = await tenant.stored_results([operations[i].operation_id for i in todo])
+    tombstoned = False
+    for i in todo:
+        op = operations[i]
+        if op.operation_id in fresh:  # the same operation twice in one batch
+            results[i] = as_duplicate(fresh[op.operation_id].result)
+            continue
+        if op.operation_id in stored:
+            results[i] = replay(stored[op.operation_id], message_id)
+            fresh[op.operation_id] = stored[op.operation_id]
+            continue
+        result = await _apply_one(tenant, op, command, message_id)
+        results[i] = result
+        fresh[op.operation_id] = StoredResult(message_id, result)
+        tombstoned = tombstoned or isinstance(op, DeleteProduct)
+    if tombstoned:
+        await tenant.purge_expired_tombstones()
+    return len(stored)
+
+
+async def _apply_one(tenant: TenantLedger, op: Operation, command: ApplySyncBatch, message_id: str) -> ItemResult:
+    try:
+        async with tenant.operation():
+            result = result_for(op.operation_id, await apply_operation(tenant, op, command))
+            await tenant.remember(op, message_id, result)
+            return result
+    except LedgerRefused as exc:
+        # Refused for good; the savepoint undid only this operation's work.
+        log.warning("operation refused by the ledger", extra={"operation_id": str(op.operation_id), "error": str(exc)})
+        result = ItemResult.rejected(op.operation_id, Code.VALIDATION_ERROR, f"refused by the ledger: {exc}")
+        async with tenant.operation():
+            await tenant.remember(op, message_id, result)
+        return result
+
+
+async def apply_operation(tenant: TenantLedger, op: Operation, command: ApplySyncBatch) -> Effect:
+    """Carry out one operation's effect on the ledger."""
+    when = clamp_modified_at(op.modified_at, command.received_at)
+    version = Version(when, op.operation_id)
+    match op:
+        case CreateProduct():
+            return await tenant.merge_product(op.entity_id, op.payload.changes(), version, create=True)
+        case UpdateProduct():
+            return await tenant.merge_product(op.entity_id, op.payload.changes(), version, create=False)
+        case DeleteProduct():
+            return await tenant.delete_product(op.entity_id, version)
+        case RecordStockMovement():
+            occurred = clamp_modified_at(op.payload.occurred_at or op.modified_at, command.received_at)
+            return await tenant.record_movement(op, occurred)
+    raise TypeError(f"no handler for {type(op).__name__}")  # the contract refuses other kinds

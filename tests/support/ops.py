@@ -38,9 +38,13 @@ def op(
 
 
 def create_product(
-    tenant_id: uuid.UUID, product_id: uuid.UUID, name: str = "Blue mug", **fields: Any
+    tenant_id: uuid.UUID,
+    product_id: uuid.UUID,
+    name: str = "Blue mug",
+    modified_at: datetime | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
-    return op(tenant_id, "product", "create", {"name": name, **fields}, entity_id=product_id)
+    return op(tenant_id, "product", "create", {"name": name, **fields}, entity_id=product_id, modified_at=modified_at)
 
 
 def update_product(

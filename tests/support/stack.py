@@ -16,7 +16,7 @@ from stockzen_platform.identity import Identity, TokenIssuer
 from tests.support.processes import ServiceProcess, free_port, start_service
 from tests.support.services import ServiceUrls
 
-JWT_SECRET = "stockzen-test-only-jwt-secret-0123456789abcdef"
+JWT_SECRET = "stockzen-test-only-jwt-secret-0123456789abcdef-0123456789abcdef-0123456789"
 INTERNAL_SECRET = "stockzen-test-only-internal-secret-0123456789abcdef"
 
 

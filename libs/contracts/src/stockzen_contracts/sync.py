@@ -9,7 +9,7 @@ from pydantic import ConfigDict, Field, JsonValue, SerializerFunctionWrapHandler
 
 from ._wire import UtcDateTime, WireModel, text
 from .codes import Code, ItemStatus
-from .payloads import ProductState, StockMovementState
+from .payloads import ProductState
 
 MAX_OPERATIONS_CEILING = 1000
 """No configuration may allow more operations per batch than this."""
@@ -35,7 +35,7 @@ class ItemResult(WireModel):
     code: Code | None = None
     message: str | None = None
     retryable: bool | None = None
-    server_state: ProductState | StockMovementState | None = None
+    server_state: ProductState | None = None  # the winning state, for product conflicts
 
     @model_serializer(mode="wrap")
     def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -1,0 +1,201 @@
+"""The gateway's rules for whole requests: tokens, rate limits, envelopes and Idempotency-Keys."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+import jwt
+import pytest
+
+from tests.support.db import applied_rows
+from tests.support.ops import create_product, movement
+from tests.support.stack import JWT_SECRET, Stack, user_token
+
+
+def _error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"code", "message"}, body
+    assert body["code"] == code
+    assert body["message"]
+    return body
+
+
+def _claims(tenant: uuid.UUID, **overrides: Any) -> dict[str, Any]:
+    claims: dict[str, Any] = {"sub": "user-1", "tenant_id": str(tenant), "exp": int(time.time()) + 600}
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def _bad_tokens(tenant_id: uuid.UUID) -> dict[str, str | None]:
+    none_alg = jwt.encode(_claims(tenant_id), key="", algorithm="none")
+    return {
+        "no header": None,
+        "not a jwt": "Bearer not-a-token",
+        "bearer without token": "Bearer",
+        "basic scheme": "Basic dXNlcjpwYXNz",
+        "wrong secret": "Bearer " + jwt.encode(_claims(tenant_id), "another-secret-of-sufficient-length!", "HS256"),
+        "expired": "Bearer " + jwt.encode(_claims(tenant_id, exp=int(time.time()) - 60), JWT_SECRET, "HS256"),
+        "alg none": "Bearer " + none_alg,
+        "other algorithm": "Bearer " + jwt.encode(_claims(tenant_id), JWT_SECRET, "HS512"),
+        "no tenant claim": "Bearer " + jwt.encode(_claims(tenant_id, tenant_id=None), JWT_SECRET, "HS256"),
+        "tenant not a uuid": "Bearer " + jwt.encode(_claims(tenant_id, tenant_id="acme"), JWT_SECRET, "HS256"),
+        "no exp": "Bearer " + jwt.encode(_claims(tenant_id, exp=None), JWT_SECRET, "HS256"),
+        "no sub": "Bearer " + jwt.encode(_claims(tenant_id, sub=None), JWT_SECRET, "HS256"),
+    }
+
+
+async def test_every_kind_of_bad_token_gets_401(stack: Stack, tenant_id: uuid.UUID) -> None:
+    body = {"operations": [movement(tenant_id, uuid.uuid4())]}
+    async with httpx.AsyncClient(base_url=stack.gateway_url) as client:
+        for name, header in _bad_tokens(tenant_id).items():
+            headers = {"Authorization": header} if header is not None else {}
+            response = await client.post("/api/sync", json=body, headers=headers)
+            error = _error(response, 401, "UNAUTHORIZED")
+            assert response.headers["www-authenticate"] == "Bearer", name
+            assert "secret" not in error["message"].lower(), name
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "code"),
+    [
+        (b"{not json", "application/json", 422, "VALIDATION_ERROR"),
+        (b'{"operations": {}}', "application/json", 422, "VALIDATION_ERROR"),
+        (b'{"operations": []}', "application/json", 422, "VALIDATION_ERROR"),
+        (b'{"operations": [{}], "since": 3}', "application/json", 422, "VALIDATION_ERROR"),
+        (b"[1, 2]", "application/json", 422, "VALIDATION_ERROR"),
+        (b'{"operations": [{}]}', "text/plain", 415, "UNSUPPORTED_MEDIA_TYPE"),
+        (b'{"operations": [' + b",".join([b"{}"] * 501) + b"]}", "application/json", 413, "TOO_MANY_OPERATIONS"),
+        (b'{"operations": [{"pad": "' + b"x" * 1_100_000 + b'"}]}', "application/json", 413, "PAYLOAD_TOO_LARGE"),
+    ],
+    ids=[
+        "not json",
+        "operations not a list",
+        "no operations",
+        "unknown field",
+        "not an object",
+        "media type",
+        "too many operations",
+        "too large",
+    ],
+)
+async def test_a_bad_envelope_fails_the_request_with_the_error_shape(
+    gateway: httpx.AsyncClient, body: bytes, content_type: str, status: int, code: str
+) -> None:
+    response = await gateway.post("/api/sync", content=body, headers={"Content-Type": content_type})
+    _error(response, status, code)
+
+
+async def test_past_the_rate_limit_the_gateway_answers_429_with_retry_after(
+    own_stack: Stack, tenant_id: uuid.UUID
+) -> None:
+    await asyncio.to_thread(own_stack.start_gateway, SYNC_RATE_LIMIT_BURST="3", SYNC_RATE_LIMIT_PER_MINUTE="2")
+    # Items of another tenant are refused by the gateway itself: no worker is needed here.
+    body = {"operations": [movement(uuid.uuid4(), uuid.uuid4())]}
+    async with httpx.AsyncClient(base_url=own_stack.gateway_url) as client:
+        alice = {"Authorization": f"Bearer {user_token(tenant_id, 'alice')}"}
+        statuses = [(await client.post("/api/sync", json=body, headers=alice)).status_code for _ in range(3)]
+        assert statuses == [200, 200, 200]
+        limited = await client.post("/api/sync", json=body, headers=alice)
+        _error(limited, 429, "RATE_LIMITED")
+        assert 1 <= int(limited.headers["retry-after"]) <= 30
+        # The limit is per (tenant, user): a colleague is not held back by alice.
+        bob = {"Authorization": f"Bearer {user_token(tenant_id, 'bob')}"}
+        assert (await client.post("/api/sync", json=body, headers=bob)).status_code == 200
+        # Reads have a separate, looser limit.
+        health = await client.get("/healthz")
+        assert health.status_code == 200
+
+
+async def test_a_single_operation_key_must_be_the_operation_id(
+    gateway: httpx.AsyncClient, tenant_id: uuid.UUID
+) -> None:
+    one = movement(tenant_id, uuid.uuid4())
+    response = await gateway.post(
+        "/api/sync", json={"operations": [one]}, headers={"Idempotency-Key": str(uuid.uuid4())}
+    )
+    _error(response, 400, "IDEMPOTENCY_KEY_MISMATCH")
+    malformed = await gateway.post(
+        "/api/sync", json={"operations": [one, one]}, headers={"Idempotency-Key": "has spaces in it"}
+    )
+    _error(malformed, 400, "VALIDATION_ERROR")
+
+
+async def test_a_batch_key_replays_its_response_and_refuses_another_body(
+    gateway: httpx.AsyncClient, admin: asyncpg.Connection, tenant_id: uuid.UUID
+) -> None:
+    product = uuid.uuid4()
+    ops = [create_product(tenant_id, product), movement(tenant_id, product, "entry", 4)]
+    key = f"batch-{uuid.uuid4()}"
+    first = await gateway.post("/api/sync", json={"operations": ops}, headers={"Idempotency-Key": key})
+    assert first.status_code == 200
+    assert [r["status"] for r in first.json()["results"]] == ["applied", "applied"]
+
+    # The same body with its keys in another order and other whitespace is the same request.
+    reordered = json.dumps({"operations": [dict(reversed(list(o.items()))) for o in ops]}, indent=2)
+    replay = await gateway.post(
+        "/api/sync", content=reordered, headers={"Idempotency-Key": key, "Content-Type": "application/json"}
+    )
+    assert replay.status_code == 200
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.content == first.content
+
+    changed = await gateway.post(
+        "/api/sync", json={"operations": [*ops, movement(tenant_id, product)]}, headers={"Idempotency-Key": key}
+    )
+    _error(changed, 422, "IDEMPOTENCY_KEY_REUSED")
+    assert await applied_rows(admin, tenant_id, [o["operationId"] for o in ops]) == 2
+
+
+async def test_keys_are_scoped_by_tenant(stack: Stack) -> None:
+    key = f"shared-{uuid.uuid4()}"
+    async with httpx.AsyncClient(base_url=stack.gateway_url) as client:
+        for tenant in (uuid.uuid4(), uuid.uuid4()):
+            product = uuid.uuid4()
+            response = await client.post(
+                "/api/sync",
+                json={"operations": [create_product(tenant, product), movement(tenant, product)]},
+                headers={"Authorization": f"Bearer {user_token(tenant)}", "Idempotency-Key": key},
+            )
+            assert response.status_code == 200
+            assert "idempotent-replayed" not in response.headers
+            assert [r["status"] for r in response.json()["results"]] == ["applied", "applied"]
+
+
+async def test_a_key_in_flight_gets_409_and_a_pending_answer_is_not_replayed(
+    own_stack: Stack, admin: asyncpg.Connection, tenant_id: uuid.UUID
+) -> None:
+    await asyncio.to_thread(own_stack.start_worker)  # declares the queue
+    await asyncio.to_thread(own_stack.processes["worker"].stop)  # then nobody consumes it
+    await asyncio.to_thread(own_stack.start_gateway, SYNC_RESULT_TIMEOUT_SECONDS="2")
+    product = uuid.uuid4()
+    ops = [create_product(tenant_id, product), movement(tenant_id, product, "entry", 2)]
+    headers = {"Authorization": f"Bearer {user_token(tenant_id)}", "Idempotency-Key": f"k-{uuid.uuid4()}"}
+    async with httpx.AsyncClient(base_url=own_stack.gateway_url, headers=headers, timeout=30) as client:
+        first = asyncio.create_task(client.post("/api/sync", json={"operations": ops}))
+        await asyncio.sleep(0.5)
+        _error(await client.post("/api/sync", json={"operations": ops}), 409, "IDEMPOTENCY_KEY_IN_FLIGHT")
+
+        pending = await first
+        assert pending.status_code == 202
+        assert [r["status"] for r in pending.json()["results"]] == ["pending", "pending"]
+        assert all(r["retryable"] for r in pending.json()["results"])
+
+        await asyncio.to_thread(own_stack.start_worker)
+        final = await client.post("/api/sync", json={"operations": ops})  # runs again: 202 is never stored
+        assert final.status_code == 200
+        assert "idempotent-replayed" not in final.headers
+        assert sorted(r["status"] for r in final.json()["results"]) in (
+            ["applied", "applied"],
+            ["duplicate", "duplicate"],
+        )
+        replay = await client.post("/api/sync", json={"operations": ops})
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert replay.content == final.content
+    assert await applied_rows(admin, tenant_id, [o["operationId"] for o in ops]) == 2

@@ -1,0 +1,101 @@
+"""Faults on the push path: a worker killed mid-batch, a broker out of reach. Nothing lost, nothing doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.support.db import applied_rows, movement_rows, stock_level
+from tests.support.ops import create_product, movement
+from tests.support.proxy import CuttableProxy
+from tests.support.services import ServiceUrls
+from tests.support.stack import Stack, user_token
+
+pytestmark = pytest.mark.slow
+
+
+async def _sync_until_final(client: httpx.AsyncClient, ops: list[dict[str, Any]], seconds: float) -> httpx.Response:
+    """Retry with the same ids, as a client does, until every item has a final result."""
+    deadline = time.monotonic() + seconds
+    while True:
+        response = await client.post("/api/sync", json={"operations": ops})
+        if response.status_code == 200 or time.monotonic() > deadline:
+            return response
+        await asyncio.sleep(0.5)
+
+
+async def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(
+    own_stack: Stack, admin: asyncpg.Connection, tenant_id: uuid.UUID
+) -> None:
+    await asyncio.to_thread(own_stack.start_worker)
+    await asyncio.to_thread(own_stack.start_gateway, SYNC_RESULT_TIMEOUT_SECONDS="2")
+    product = uuid.uuid4()
+    headers = {"Authorization": f"Bearer {user_token(tenant_id)}"}
+    async with httpx.AsyncClient(base_url=own_stack.gateway_url, headers=headers, timeout=30) as client:
+        assert (
+            await client.post("/api/sync", json={"operations": [create_product(tenant_id, product)]})
+        ).status_code == 200
+        ops = [movement(tenant_id, product, "entry", n) for n in (1, 2, 3, 4)]
+
+        # Hold the tenant's counter row so the worker's batch is stuck inside its transaction.
+        holder = admin
+        transaction = holder.transaction()
+        await transaction.start()
+        await holder.execute("SELECT 1 FROM tenants WHERE tenant_id = $1 FOR UPDATE", tenant_id)
+        stuck = await client.post("/api/sync", json={"operations": ops})
+        assert stuck.status_code == 202
+        assert {r["status"] for r in stuck.json()["results"]} == {"pending"}
+
+        await asyncio.to_thread(own_stack.processes["worker"].kill)  # SIGKILL, mid-transaction
+        await transaction.rollback()
+        assert await movement_rows(admin, tenant_id, [o["operationId"] for o in ops]) == 0
+
+        await asyncio.to_thread(own_stack.start_worker)  # the broker redelivers the unacknowledged batch
+        final = await _sync_until_final(client, ops, seconds=30)
+    assert final.status_code == 200, final.text
+    assert {r["status"] for r in final.json()["results"]} <= {"applied", "duplicate"}
+    assert await movement_rows(admin, tenant_id, [o["operationId"] for o in ops]) == 4
+    assert await applied_rows(admin, tenant_id, [o["operationId"] for o in ops]) == 4
+    assert await stock_level(admin, tenant_id, product) == 10
+
+
+async def test_with_rabbitmq_out_of_reach_the_gateway_answers_503_and_applies_nothing(
+    own_stack: Stack, database: ServiceUrls, admin: asyncpg.Connection, tenant_id: uuid.UUID
+) -> None:
+    broker = urlsplit(database.amqp_url)
+    proxy = CuttableProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
+    await proxy.start()
+    through_proxy = urlunsplit(broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{proxy.port}"))
+    try:
+        await asyncio.to_thread(own_stack.start_worker)  # the worker keeps its own, direct connection
+        await asyncio.to_thread(own_stack.start_gateway, AMQP_URL=through_proxy)
+        product = uuid.uuid4()
+        ops = [create_product(tenant_id, product), movement(tenant_id, product, "entry", 6)]
+        headers = {"Authorization": f"Bearer {user_token(tenant_id)}"}
+        async with httpx.AsyncClient(base_url=own_stack.gateway_url, headers=headers, timeout=30) as client:
+            # A first batch opens the gateway's connection, so the cut below breaks a live one.
+            warm = [create_product(tenant_id, uuid.uuid4())]
+            assert (await client.post("/api/sync", json={"operations": warm})).status_code == 200
+
+            await proxy.cut()
+            refused = await client.post("/api/sync", json={"operations": ops})
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["code"] == "UNAVAILABLE"
+            assert int(refused.headers["retry-after"]) >= 1
+            await asyncio.sleep(1.5)  # nothing was queued, so nothing can be applied later either
+            assert await applied_rows(admin, tenant_id, [o["operationId"] for o in ops]) == 0
+
+            await proxy.restore()
+            final = await _sync_until_final(client, ops, seconds=30)
+        assert final.status_code == 200, final.text
+        assert [r["status"] for r in final.json()["results"]] == ["applied", "applied"]
+        assert await movement_rows(admin, tenant_id, [ops[1]["operationId"]]) == 1
+    finally:
+        await proxy.cut()

@@ -1,0 +1,73 @@
+"""The gateway's Redis scripts against real Redis: token buckets and Idempotency-Key records."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from stockzen_gateway.adapters.redis_state import RedisGatewayState
+from stockzen_gateway.domain.idempotency import KeyState, StoredResponse
+from stockzen_gateway.domain.rate_limits import RateLimit
+from tests.support.services import ServiceUrls
+from tests.support.stack import delete_redis_keys
+
+
+@pytest.fixture
+async def state(database: ServiceUrls) -> AsyncIterator[RedisGatewayState]:
+    client = aioredis.Redis.from_url(database.redis_url)
+    prefix = f"{database.redis_prefix}{uuid.uuid4().hex[:6]}:"
+    yield RedisGatewayState(client, prefix=prefix)
+    await client.aclose()
+    await delete_redis_keys(database.redis_url, prefix)
+
+
+async def test_a_bucket_allows_its_burst_then_says_when_to_come_back(state: RedisGatewayState) -> None:
+    limit = RateLimit("sync", per_minute=60, burst=5)
+    tenant = uuid.uuid4()
+    decisions = await asyncio.gather(*(state.take_token(limit, tenant, "u") for _ in range(8)))
+    assert sum(d.allowed for d in decisions) == 5  # atomic under concurrency: never more than the burst
+    refused = [d for d in decisions if not d.allowed]
+    assert all(d.retry_after_seconds == 1 for d in refused)  # one token per second refills
+    assert (await state.take_token(limit, tenant, "other-user")).allowed
+    assert (await state.take_token(RateLimit("read", 60, 5), tenant, "u")).allowed
+    await asyncio.sleep(1.1)
+    assert (await state.take_token(limit, tenant, "u")).allowed
+
+
+async def test_a_slow_bucket_names_a_longer_wait(state: RedisGatewayState) -> None:
+    limit = RateLimit("sync", per_minute=2, burst=1)
+    tenant = uuid.uuid4()
+    assert (await state.take_token(limit, tenant, "u")).allowed
+    refused = await state.take_token(limit, tenant, "u")
+    assert not refused.allowed
+    assert 29 <= refused.retry_after_seconds <= 30
+
+
+async def test_a_key_is_claimed_once_then_replayed_and_refused_for_another_body(state: RedisGatewayState) -> None:
+    tenant = uuid.uuid4()
+    claims = await asyncio.gather(*(state.claim_key(tenant, "k", "fp-1", in_flight_seconds=30) for _ in range(5)))
+    assert sorted(c.state for c in claims) == [KeyState.CLAIMED] + [KeyState.IN_FLIGHT] * 4
+    assert (await state.claim_key(tenant, "k", "fp-2", in_flight_seconds=30)).state is KeyState.MISMATCH
+    response = StoredResponse(200, b'{"results": []}')
+    await state.complete_key(tenant, "k", response, ttl_seconds=60)
+    replay = await state.claim_key(tenant, "k", "fp-1", in_flight_seconds=30)
+    assert (replay.state, replay.stored) == (KeyState.COMPLETED, response)
+    assert (await state.claim_key(uuid.uuid4(), "k", "fp-2", in_flight_seconds=30)).state is KeyState.CLAIMED
+
+
+async def test_only_the_claimant_can_release_a_key(state: RedisGatewayState) -> None:
+    tenant = uuid.uuid4()
+    await state.claim_key(tenant, "k", "fp-1", in_flight_seconds=30)
+    await state.release_key(tenant, "k", "fp-other")
+    assert (await state.claim_key(tenant, "k", "fp-1", in_flight_seconds=30)).state is KeyState.IN_FLIGHT
+    await state.release_key(tenant, "k", "fp-1")
+    assert (await state.claim_key(tenant, "k", "fp-1", in_flight_seconds=30)).state is KeyState.CLAIMED
+
+
+async def test_waiting_for_a_reply_returns_none_past_the_deadline(state: RedisGatewayState) -> None:
+    assert await state.wait_for_reply(state.new_reply_key(), 0.2) is None
+    assert state.new_reply_key() != state.new_reply_key()

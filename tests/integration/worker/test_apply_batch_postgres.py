@@ -1,0 +1,139 @@
+"""The worker's service layer against real Postgres (as the application role) and real Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from stockzen_contracts import ApplySyncBatch, ItemResult, ItemStatus, SyncBatchApplied, parse_operation
+from stockzen_sync_worker.adapters.ledger import PostgresLedger
+from stockzen_sync_worker.adapters.result_cache import RedisResultCache
+from stockzen_sync_worker.domain.outcomes import StoredResult
+from stockzen_sync_worker.services import apply_sync_batch
+from tests.support.apply_scenarios import (  # noqa: F401 (pytest collects the imported scenarios)
+    T0,
+    test_a_future_clock_is_clamped_to_when_the_server_received_the_change,
+    test_a_redelivered_message_gets_its_original_results_and_another_gets_duplicates,
+    test_checkpoints_count_the_changes,
+    test_deletes_leave_tombstones_that_win,
+    test_edits_merge_field_by_field,
+    test_equal_times_are_settled_by_operation_id_whatever_the_arrival_order,
+    test_movements_build_the_stock_level_and_a_reused_movement_id_is_refused,
+    test_one_item_refused_by_the_ledger_does_not_undo_the_others,
+    test_the_same_operation_twice_in_one_batch_is_applied_once,
+    test_what_does_not_exist_is_not_found,
+)
+from tests.support.ops import create_product, delete_product
+from tests.support.services import ServiceUrls
+from tests.support.stack import delete_redis_keys
+
+RETENTION = timedelta(days=30)
+
+
+class PostgresHarness:
+    def __init__(self, pool: asyncpg.Pool, admin: asyncpg.Connection, client: aioredis.Redis, prefix: str) -> None:
+        self.ledger = PostgresLedger(pool, tombstone_retention=RETENTION)
+        self.cache = RedisResultCache(client, prefix=prefix, result_ttl_seconds=600)
+        self._admin = admin
+        self._client = client
+        self._prefix = prefix
+
+    async def product(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> dict[str, Any] | None:
+        row = await self._admin.fetchrow(
+            "SELECT *, deleted_at IS NOT NULL AS deleted FROM products WHERE tenant_id = $1 AND id = $2",
+            tenant_id,
+            product_id,
+        )
+        return dict(row) if row else None
+
+    async def level(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> int | None:
+        value: int | None = await self._admin.fetchval(
+            "SELECT quantity FROM stock_levels WHERE tenant_id = $1 AND product_id = $2", tenant_id, product_id
+        )
+        return value
+
+    async def flush_cache(self) -> None:
+        async for key in self._client.scan_iter(match=f"{self._prefix}*"):
+            await self._client.delete(key)
+
+
+@pytest.fixture
+async def redis_client(database: ServiceUrls) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(database.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def harness(
+    app_pool: asyncpg.Pool, admin: asyncpg.Connection, redis_client: aioredis.Redis, database: ServiceUrls
+) -> AsyncIterator[PostgresHarness]:
+    prefix = f"{database.redis_prefix}{uuid.uuid4().hex[:6]}:"
+    yield PostgresHarness(app_pool, admin, redis_client, prefix)
+    await delete_redis_keys(database.redis_url, prefix)
+
+
+async def test_expired_tombstones_are_purged_and_move_the_feed_horizon(
+    harness: PostgresHarness, admin: asyncpg.Connection
+) -> None:
+    tenant, old, fresh = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+
+    async def run(ops: list[dict[str, Any]]) -> None:
+        command = ApplySyncBatch(
+            request_id="r",
+            tenant_id=tenant,
+            user_id="u",
+            received_at=datetime.now(UTC),
+            reply_to="x",
+            operations=[parse_operation(o) for o in ops],
+        )
+        await apply_sync_batch(command, uuid.uuid4().hex, harness.ledger, harness.cache)
+
+    await run([create_product(tenant, old, "Old", T0), delete_product(tenant, old, T0)])
+    old_checkpoint = await admin.fetchval(
+        "SELECT checkpoint FROM products WHERE tenant_id = $1 AND id = $2", tenant, old
+    )
+    await admin.execute(
+        "UPDATE products SET deleted_at = now() - $3::interval WHERE tenant_id = $1 AND id = $2",
+        tenant,
+        old,
+        RETENTION + timedelta(hours=1),
+    )
+    assert await admin.fetchval("SELECT feed_horizon FROM tenants WHERE tenant_id = $1", tenant) == 0
+
+    await run([create_product(tenant, fresh, "Fresh", T0), delete_product(tenant, fresh, T0)])
+
+    assert await harness.product(tenant, old) is None
+    fresh_row = await harness.product(tenant, fresh)
+    assert fresh_row is not None
+    assert fresh_row["deleted"]
+    assert await admin.fetchval("SELECT feed_horizon FROM tenants WHERE tenant_id = $1", tenant) == old_checkpoint
+
+
+async def test_the_cache_keeps_results_and_only_moves_checkpoints_forward(harness: PostgresHarness) -> None:
+    tenant, op = uuid.uuid4(), uuid.uuid4()
+    stored = StoredResult("m-1", ItemResult(operation_id=op, status=ItemStatus.APPLIED))
+    await harness.cache.store(tenant, {op: stored}, 7)
+    await harness.cache.store(tenant, {}, 5)
+    found, checkpoint = await harness.cache.lookup(tenant, [op, uuid.uuid4()])
+    assert found == {op: stored}
+    assert checkpoint == 7
+
+
+async def test_replies_reach_the_waiting_gateway_and_expire(
+    harness: PostgresHarness, redis_client: aioredis.Redis
+) -> None:
+    reply_to = f"{harness._prefix}reply:{uuid.uuid4().hex}"
+    applied = SyncBatchApplied(request_id="r", checkpoint="3", results=[])
+    await harness.cache.reply(reply_to, applied)
+    popped = await redis_client.blpop([reply_to], timeout=1)
+    assert popped is not None
+    assert SyncBatchApplied.model_validate_json(popped[1]) == applied
+    await harness.cache.reply(reply_to, applied)
+    assert 0 < await redis_client.ttl(reply_to) <= 300

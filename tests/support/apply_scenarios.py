@@ -1,0 +1,218 @@
+"""Scenarios of the worker's service layer, run once in memory and once against Postgres and Redis.
+
+Each test takes a ``harness`` fixture; the unit and integration modules each provide one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from stockzen_contracts import ApplySyncBatch, Code, ItemStatus, parse_operation
+from stockzen_sync_worker.ports import Ledger, ResultCache
+from stockzen_sync_worker.services import BatchOutcome, apply_sync_batch
+from tests.support.ops import create_product, delete_product, movement, op, update_product
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+class Harness(Protocol):
+    """A ledger and a cache, and a way to look at what they hold."""
+
+    ledger: Ledger
+    cache: ResultCache
+
+    async def product(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> dict[str, Any] | None: ...
+
+    async def level(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> int | None: ...
+
+    async def flush_cache(self) -> None: ...
+
+
+async def apply(
+    harness: Harness,
+    tenant_id: uuid.UUID,
+    ops: list[dict[str, Any]],
+    *,
+    message_id: str | None = None,
+    received_at: datetime | None = None,
+) -> BatchOutcome:
+    command = ApplySyncBatch(
+        request_id=uuid.uuid4().hex,
+        tenant_id=tenant_id,
+        user_id="u1",
+        received_at=received_at or datetime.now(UTC),
+        reply_to="reply:test",
+        operations=[parse_operation(o) for o in ops],
+    )
+    return await apply_sync_batch(command, message_id or uuid.uuid4().hex, harness.ledger, harness.cache)
+
+
+def statuses(outcome: BatchOutcome) -> list[str]:
+    return [r.status.value for r in outcome.applied.results]
+
+
+async def test_edits_merge_field_by_field(harness: Harness) -> None:
+    tenant, product = uuid.uuid4(), uuid.uuid4()
+    await apply(harness, tenant, [create_product(tenant, product, "Mug", T0, priceCents=100)])
+    price_later = update_product(tenant, product, T0 + timedelta(minutes=2), priceCents=250)
+    name_earlier = update_product(tenant, product, T0 + timedelta(minutes=1), name="Big mug")
+    price_earlier = update_product(tenant, product, T0 + timedelta(minutes=1), priceCents=175)
+    both = update_product(tenant, product, T0 + timedelta(seconds=90), name="Huge mug", priceCents=300)
+    outcome = await apply(harness, tenant, [price_later, name_earlier, price_earlier, both])
+
+    assert statuses(outcome) == ["applied", "applied", "conflict", "conflict"]
+    lost, partial = outcome.applied.results[2], outcome.applied.results[3]
+    assert lost.code is Code.CONFLICT_RESOLVED
+    assert lost.server_state is not None
+    assert lost.server_state.price_cents == 250
+    assert partial.message is not None
+    assert "priceCents" in partial.message
+    assert "other changes were applied" in partial.message
+    assert partial.server_state is not None
+    assert (partial.server_state.name, partial.server_state.price_cents) == (
+        "Huge mug",
+        250,
+    )
+    row = await harness.product(tenant, product)
+    assert row is not None
+    assert (row["name"], row["price_cents"]) == ("Huge mug", 250)
+
+
+async def test_equal_times_are_settled_by_operation_id_whatever_the_arrival_order(harness: Harness) -> None:
+    tenant, product = uuid.uuid4(), uuid.uuid4()
+    await apply(harness, tenant, [create_product(tenant, product, "Mug", T0)])
+    low, high = sorted([uuid.uuid4(), uuid.uuid4()])
+    when = T0 + timedelta(minutes=5)
+    from_high = op(
+        tenant, "product", "update", {"name": "high"}, entity_id=product, modified_at=when, operation_id=high
+    )
+    from_low = op(tenant, "product", "update", {"name": "low"}, entity_id=product, modified_at=when, operation_id=low)
+    assert statuses(await apply(harness, tenant, [from_high])) == ["applied"]
+    assert statuses(await apply(harness, tenant, [from_low])) == ["conflict"]
+    row = await harness.product(tenant, product)
+    assert row is not None
+    assert row["name"] == "high"
+
+
+async def test_a_future_clock_is_clamped_to_when_the_server_received_the_change(harness: Harness) -> None:
+    tenant, product = uuid.uuid4(), uuid.uuid4()
+    await apply(harness, tenant, [create_product(tenant, product, "Mug", T0)])
+    received = T0 + timedelta(hours=1)
+    future = update_product(tenant, product, datetime(2099, 1, 1, tzinfo=UTC), name="from the future")
+    await apply(harness, tenant, [future], received_at=received)
+    real = update_product(tenant, product, received + timedelta(seconds=1), name="real")
+    assert statuses(await apply(harness, tenant, [real], received_at=received + timedelta(seconds=2))) == ["applied"]
+    row = await harness.product(tenant, product)
+    assert row is not None
+    assert row["name"] == "real"
+
+
+async def test_deletes_leave_tombstones_that_win(harness: Harness) -> None:
+    tenant, product, early = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    outcome = await apply(
+        harness,
+        tenant,
+        [
+            create_product(tenant, product, "Mug", T0),
+            delete_product(tenant, product, T0 + timedelta(minutes=1)),
+            update_product(tenant, product, T0 + timedelta(minutes=5), name="edited later"),
+            delete_product(tenant, product, T0 + timedelta(minutes=6)),
+            # A delete that overtook its create: the tombstone comes first and still wins.
+            delete_product(tenant, early, T0 + timedelta(minutes=2)),
+            create_product(tenant, early, "Too late", T0 + timedelta(minutes=1)),
+        ],
+    )
+    assert statuses(outcome) == ["applied", "applied", "conflict", "applied", "applied", "conflict"]
+    assert outcome.applied.results[2].server_state is not None
+    assert outcome.applied.results[2].server_state.deleted
+    for gone in (product, early):
+        row = await harness.product(tenant, gone)
+        assert row is not None
+        assert row["deleted"]
+
+
+async def test_what_does_not_exist_is_not_found(harness: Harness) -> None:
+    tenant, product, deleted = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await apply(harness, tenant, [create_product(tenant, deleted, "Old", T0), delete_product(tenant, deleted, T0)])
+    outcome = await apply(
+        harness,
+        tenant,
+        [update_product(tenant, product, T0, name="x"), movement(tenant, product), movement(tenant, deleted)],
+    )
+    assert [(r.status, r.code) for r in outcome.applied.results] == [(ItemStatus.REJECTED, Code.NOT_FOUND)] * 3
+
+
+async def test_movements_build_the_stock_level_and_a_reused_movement_id_is_refused(harness: Harness) -> None:
+    tenant, product = uuid.uuid4(), uuid.uuid4()
+    first = movement(tenant, product, "entry", 10)
+    reused = {**movement(tenant, product, "exit", 1), "entityId": first["entityId"]}
+    outcome = await apply(
+        harness,
+        tenant,
+        [
+            create_product(tenant, product, "Mug", T0),
+            first,
+            movement(tenant, product, "exit", 4),
+            reused,
+            movement(tenant, product, "exit", 9),
+        ],
+    )
+    assert statuses(outcome) == ["applied", "applied", "applied", "rejected", "applied"]
+    assert outcome.applied.results[3].code is Code.VALIDATION_ERROR
+    assert await harness.level(tenant, product) == 10 - 4 - 9  # negative stock is recorded, not refused
+
+
+async def test_a_redelivered_message_gets_its_original_results_and_another_gets_duplicates(harness: Harness) -> None:
+    tenant, product = uuid.uuid4(), uuid.uuid4()
+    ops = [create_product(tenant, product, "Mug", T0), movement(tenant, product, "entry", 3)]
+    assert statuses(await apply(harness, tenant, ops, message_id="m-1")) == ["applied", "applied"]
+    assert statuses(await apply(harness, tenant, ops, message_id="m-1")) == ["applied", "applied"]
+    assert statuses(await apply(harness, tenant, ops, message_id="m-2")) == ["duplicate", "duplicate"]
+    await harness.flush_cache()
+    assert statuses(await apply(harness, tenant, ops, message_id="m-1")) == ["applied", "applied"]
+    assert statuses(await apply(harness, tenant, ops, message_id="m-3")) == ["duplicate", "duplicate"]
+    assert await harness.level(tenant, product) == 3
+
+
+async def test_the_same_operation_twice_in_one_batch_is_applied_once(harness: Harness) -> None:
+    tenant, product = uuid.uuid4(), uuid.uuid4()
+    entry = movement(tenant, product, "entry", 2)
+    outcome = await apply(harness, tenant, [create_product(tenant, product, "Mug", T0), entry, entry])
+    assert statuses(outcome) == ["applied", "applied", "duplicate"]
+    assert await harness.level(tenant, product) == 2
+
+
+async def test_one_item_refused_by_the_ledger_does_not_undo_the_others(harness: Harness) -> None:
+    tenant, product = uuid.uuid4(), uuid.uuid4()
+    command = ApplySyncBatch(
+        request_id="r",
+        tenant_id=tenant,
+        user_id="u1",
+        received_at=datetime.now(UTC),
+        reply_to="reply:test",
+        operations=[parse_operation(create_product(tenant, product, "Mug", T0))],
+    )
+    # An operation the contract would never let through, to reach the ledger's own constraints.
+    too_long = parse_operation(update_product(tenant, product, T0 + timedelta(minutes=1), name="ok"))
+    too_long.payload.__dict__["name"] = "x" * 300
+    entry = parse_operation(movement(tenant, product, "entry", 5))
+    command = command.model_copy(update={"operations": [*command.operations, too_long, entry]})
+    outcome = await apply_sync_batch(command, "m-1", harness.ledger, harness.cache)
+
+    assert statuses(outcome) == ["applied", "rejected", "applied"]
+    assert outcome.applied.results[1].code is Code.VALIDATION_ERROR
+    assert await harness.level(tenant, product) == 5
+    again = await apply_sync_batch(command, "m-2", harness.ledger, harness.cache)
+    assert statuses(again) == ["duplicate", "rejected", "duplicate"]
+
+
+async def test_checkpoints_count_the_changes(harness: Harness) -> None:
+    tenant, product = uuid.uuid4(), uuid.uuid4()
+    first = await apply(harness, tenant, [create_product(tenant, product, "Mug", T0), movement(tenant, product)])
+    lost = await apply(harness, tenant, [update_product(tenant, product, T0 - timedelta(days=1), name="older")])
+    second = await apply(harness, tenant, [movement(tenant, product, "exit")])
+    assert first.applied.checkpoint == "2"
+    assert lost.applied.checkpoint == "2"  # a write that changed nothing moves nothing
+    assert second.applied.checkpoint == "3"

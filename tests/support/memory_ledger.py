@@ -1,0 +1,198 @@
+"""In-memory stand-ins for the worker's ledger and result cache, following the same rules.
+
+They let the service layer's scenarios run without I/O; ``tests/support/apply_scenarios.py``
+runs the very same scenarios against Postgres and Redis, which keeps the two honest.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from stockzen_contracts import ItemResult, Operation, ProductState, RecordStockMovement, SyncBatchApplied
+from stockzen_contracts.payloads import PRODUCT_FIELDS, StockMovementState
+from stockzen_sync_worker.domain.lww import Version, winning_fields
+from stockzen_sync_worker.domain.outcomes import (
+    Effect,
+    MissingEntity,
+    MovementRecorded,
+    ProductDeleted,
+    ProductMerged,
+    ProductWasDeleted,
+    RefusedByRule,
+    StoredResult,
+)
+from stockzen_sync_worker.ports import LedgerRefused
+
+MAX_NAME = 200  # the database's CHECK constraint, which a real ledger enforces
+
+
+@dataclass
+class TenantData:
+    checkpoint: int = 0
+    products: dict[UUID, dict[str, Any]] = field(default_factory=dict)
+    movements: dict[UUID, dict[str, Any]] = field(default_factory=dict)
+    levels: dict[UUID, int] = field(default_factory=dict)
+    applied: dict[UUID, StoredResult] = field(default_factory=dict)
+
+
+class MemoryTenantLedger:
+    """One tenant's 'transaction' over a copy of its data, swapped in on commit."""
+
+    def __init__(self, data: TenantData, purges: list[int]) -> None:
+        self.data = data
+        self._purges = purges
+
+    async def stored_results(self, operation_ids: Sequence[UUID]) -> dict[UUID, StoredResult]:
+        return {op: self.data.applied[op] for op in operation_ids if op in self.data.applied}
+
+    @asynccontextmanager
+    async def operation(self) -> AsyncIterator[None]:
+        saved = copy.deepcopy(self.data)
+        try:
+            yield
+        except LedgerRefused:
+            self.data.__dict__.update(saved.__dict__)
+            raise
+
+    def _next(self) -> int:
+        self.data.checkpoint += 1
+        return self.data.checkpoint
+
+    def _state(self, row: dict[str, Any]) -> ProductState:
+        fields = {f: row.get(f) for f in PRODUCT_FIELDS}
+        fields["archived"] = bool(fields["archived"])
+        return ProductState.model_validate(
+            {
+                **fields,
+                "id": row["id"],
+                "deleted": row["deleted"],
+                "modified_at": row["modified_at"],
+                "checkpoint": str(row["checkpoint"]),
+            }
+        )
+
+    async def merge_product(
+        self, product_id: UUID, changes: dict[str, Any], version: Version, *, create: bool
+    ) -> Effect:
+        if len(changes.get("name") or "") > MAX_NAME:
+            raise LedgerRefused("value too long for name")
+        row = self.data.products.get(product_id)
+        if row is None:
+            if not create:
+                return MissingEntity(f"product {product_id} does not exist")
+            row = {
+                "id": product_id,
+                "deleted": False,
+                "versions": {},
+                "modified_at": version.modified_at,
+                "archived": False,
+            }
+            self.data.products[product_id] = row
+        elif row["deleted"]:
+            return ProductWasDeleted(self._state(row))
+        won = winning_fields(version, list(changes), row["versions"])
+        if won:
+            for name in won:
+                row[name] = changes[name]
+                row["versions"][name] = version.encode()
+            row["modified_at"] = max(row["modified_at"], version.modified_at)
+            row["checkpoint"] = self._next()
+        return ProductMerged(self._state(row), tuple(changes), tuple(won))
+
+    async def delete_product(self, product_id: UUID, version: Version) -> Effect:
+        row = self.data.products.setdefault(
+            product_id,
+            {"id": product_id, "deleted": False, "versions": {}, "modified_at": version.modified_at, "archived": False},
+        )
+        if not row["deleted"]:
+            row.update(deleted=True, checkpoint=self._next(), modified_at=max(row["modified_at"], version.modified_at))
+        return ProductDeleted(self._state(row))
+
+    async def record_movement(self, operation: RecordStockMovement, occurred_at: datetime) -> Effect:
+        payload = operation.payload
+        product = self.data.products.get(payload.product_id)
+        if operation.entity_id in self.data.movements:
+            return RefusedByRule(f"stock movement {operation.entity_id} was already recorded by another operation")
+        if product is None or product["deleted"]:
+            return MissingEntity(f"product {payload.product_id} does not exist or was deleted")
+        checkpoint = self._next()
+        state = StockMovementState(
+            id=operation.entity_id,
+            product_id=payload.product_id,
+            kind=payload.kind,
+            quantity=payload.quantity,
+            reason=payload.reason,
+            occurred_at=occurred_at,
+            checkpoint=str(checkpoint),
+        )
+        self.data.movements[operation.entity_id] = {"operation_id": operation.operation_id}
+        sign = 1 if payload.kind.value == "entry" else -1
+        self.data.levels[payload.product_id] = self.data.levels.get(payload.product_id, 0) + sign * payload.quantity
+        return MovementRecorded(state)
+
+    async def remember(self, operation: Operation, message_id: str, result: ItemResult) -> None:
+        assert operation.operation_id not in self.data.applied, "applied_operations is unique per tenant"
+        self.data.applied[operation.operation_id] = StoredResult(message_id, result)
+
+    async def purge_expired_tombstones(self) -> None:
+        # Expiry is a matter of wall-clock time, covered against Postgres; here only the call counts.
+        self._purges.append(self.data.checkpoint)
+
+    async def checkpoint(self) -> int:
+        return self.data.checkpoint
+
+
+class MemoryLedger:
+    """Tenants' data in dicts; a transaction works on a copy and commits by swapping it in."""
+
+    def __init__(self) -> None:
+        self.tenants: dict[UUID, TenantData] = {}
+        self.transactions = 0
+        self.purges: list[int] = []
+
+    @asynccontextmanager
+    async def for_tenant(self, tenant_id: UUID) -> AsyncIterator[MemoryTenantLedger]:
+        self.transactions += 1
+        working = copy.deepcopy(self.tenants.get(tenant_id, TenantData()))
+        yield MemoryTenantLedger(working, self.purges)
+        self.tenants[tenant_id] = working
+
+    async def read_checkpoint(self, tenant_id: UUID) -> int:
+        return self.tenants.get(tenant_id, TenantData()).checkpoint
+
+
+class MemoryResultCache:
+    """A dict instead of Redis."""
+
+    def __init__(self) -> None:
+        self.results: dict[tuple[UUID, UUID], StoredResult] = {}
+        self.checkpoints: dict[UUID, int] = {}
+        self.replies: dict[str, list[SyncBatchApplied]] = {}
+
+    async def lookup(
+        self, tenant_id: UUID, operation_ids: Sequence[UUID]
+    ) -> tuple[dict[UUID, StoredResult], int | None]:
+        found = {op: self.results[(tenant_id, op)] for op in operation_ids if (tenant_id, op) in self.results}
+        return found, self.checkpoints.get(tenant_id)
+
+    async def store(self, tenant_id: UUID, results: dict[UUID, StoredResult], checkpoint: int) -> None:
+        for op, stored in results.items():
+            self.results[(tenant_id, op)] = stored
+        self.checkpoints[tenant_id] = max(checkpoint, self.checkpoints.get(tenant_id, 0))
+
+    async def reply(self, reply_to: str, applied: SyncBatchApplied) -> None:
+        self.replies.setdefault(reply_to, []).append(applied)
+
+    def flush(self) -> None:
+        self.results.clear()
+        self.checkpoints.clear()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

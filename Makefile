@@ -28,7 +28,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 run: env services migrate ## run gateway (:8000), inventory (:8001) and the sync worker; Ctrl-C stops all
-	$(BIN)/honcho start -f Procfile
+	PATH="$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
 
 test: env services ## run every test (unit, integration, e2e) against the local services
 	$(BIN)/python -m pytest
@@ -51,7 +51,7 @@ lint: env ## ruff and mypy --strict
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-token: env ## mint a development token: make token TENANT=<uuid> USER=<id>
+token: env ## mint a development token: make token [TENANT=<uuid>] [USER_ID=<id>]
 	@$(BIN)/python scripts/mint_token.py $(if $(TENANT),--tenant $(TENANT)) $(if $(USER_ID),--user $(USER_ID))
 
 bench: env services migrate ## measure sync latency for 1 and 50 operations

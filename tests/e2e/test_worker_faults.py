@@ -1,0 +1,143 @@
+"""The worker under transient faults and bad messages: retried, dead-lettered, never doubled or lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+import aio_pika
+import asyncpg
+import dramatiq
+import httpx
+import pytest
+from stockzen_contracts import APPLY_SYNC_BATCH_ACTOR
+
+from tests.support.db import applied_rows, movement_rows, stock_level
+from tests.support.ops import create_product, movement
+from tests.support.proxy import CuttableProxy
+from tests.support.services import ServiceUrls
+from tests.support.stack import Stack, user_token
+
+pytestmark = pytest.mark.slow
+
+
+async def _queue_depth(amqp_url: str, queue: str) -> int:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count or 0
+
+
+async def _eventually(check: Any, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.3)
+
+
+async def _final(client: httpx.AsyncClient, ops: list[dict[str, Any]], seconds: float = 40) -> httpx.Response:
+    deadline = time.monotonic() + seconds
+    while True:
+        response = await client.post("/api/sync", json={"operations": ops})
+        if response.status_code == 200 or time.monotonic() > deadline:
+            return response
+        await asyncio.sleep(0.5)
+
+
+async def test_a_poison_message_is_dead_lettered_and_does_not_block_the_queue(
+    own_stack: Stack, database: ServiceUrls, admin: asyncpg.Connection, tenant_id: uuid.UUID
+) -> None:
+    await asyncio.to_thread(own_stack.start_worker)
+    await asyncio.to_thread(own_stack.start_gateway)
+    poison: dramatiq.Message[None] = dramatiq.Message(
+        queue_name=own_stack.queue, actor_name=APPLY_SYNC_BATCH_ACTOR, args=({"not": "a batch"},), kwargs={}, options={}
+    )
+    connection = await aio_pika.connect(database.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.default_exchange.publish(aio_pika.Message(poison.encode()), routing_key=own_stack.queue)
+
+    product = uuid.uuid4()
+    ops = [create_product(tenant_id, product), movement(tenant_id, product, "entry", 3)]
+    headers = {"Authorization": f"Bearer {user_token(tenant_id)}"}
+    async with httpx.AsyncClient(base_url=own_stack.gateway_url, headers=headers, timeout=30) as client:
+        behind = await client.post("/api/sync", json={"operations": ops})
+    assert behind.status_code == 200
+    assert [r["status"] for r in behind.json()["results"]] == ["applied", "applied"]
+
+    async def dead_lettered() -> bool:
+        return await _queue_depth(database.amqp_url, f"{own_stack.queue}.XQ") == 1
+
+    await _eventually(dead_lettered)
+    metrics = httpx.get(own_stack.worker_metrics_url).text
+    assert f'stockzen_worker_dead_lettered_total{{actor_name="{APPLY_SYNC_BATCH_ACTOR}"}} 1.0' in metrics
+    dead = json.loads(poison.encode())
+    assert dead["args"] == [{"not": "a batch"}]
+
+
+async def test_with_postgres_out_of_reach_the_batch_waits_and_is_applied_once_it_is_back(
+    own_stack: Stack, database: ServiceUrls, admin: asyncpg.Connection, tenant_id: uuid.UUID
+) -> None:
+    proxy = CuttableProxy("127.0.0.1", 5432)
+    await proxy.start()
+    via_proxy = database.app_url.replace(":5432/", f":{proxy.port}/")
+    try:
+        await asyncio.to_thread(own_stack.start_worker, DATABASE_URL=via_proxy, SYNC_MAX_RETRIES="20")
+        await asyncio.to_thread(own_stack.start_gateway, SYNC_RESULT_TIMEOUT_SECONDS="2")
+        product = uuid.uuid4()
+        ops = [create_product(tenant_id, product), movement(tenant_id, product, "entry", 8)]
+        headers = {"Authorization": f"Bearer {user_token(tenant_id)}"}
+        async with httpx.AsyncClient(base_url=own_stack.gateway_url, headers=headers, timeout=30) as client:
+            await proxy.cut()
+            pending = await client.post("/api/sync", json={"operations": ops})
+            assert pending.status_code == 202
+            assert {r["status"] for r in pending.json()["results"]} == {"pending"}
+            assert await applied_rows(admin, tenant_id, [o["operationId"] for o in ops]) == 0
+
+            await proxy.restore()
+            await _eventually(lambda: _applied(admin, tenant_id, ops))  # the queued batch, retried
+            final = await _final(client, ops)
+        assert [r["status"] for r in final.json()["results"]] == ["duplicate", "duplicate"]
+        assert await movement_rows(admin, tenant_id, [ops[1]["operationId"]]) == 1
+        assert await stock_level(admin, tenant_id, product) == 8
+    finally:
+        await proxy.cut()
+
+
+async def test_with_redis_out_of_reach_the_worker_still_applies_once(
+    own_stack: Stack, database: ServiceUrls, admin: asyncpg.Connection, tenant_id: uuid.UUID
+) -> None:
+    proxy = CuttableProxy("127.0.0.1", 6379)
+    await proxy.start()
+    via_proxy = database.redis_url.replace(":6379/", f":{proxy.port}/")
+    try:
+        await asyncio.to_thread(own_stack.start_worker, REDIS_URL=via_proxy, SYNC_MAX_RETRIES="20")
+        await asyncio.to_thread(own_stack.start_gateway, SYNC_RESULT_TIMEOUT_SECONDS="2")
+        product = uuid.uuid4()
+        ops = [create_product(tenant_id, product), movement(tenant_id, product, "exit", 2)]
+        headers = {"Authorization": f"Bearer {user_token(tenant_id)}"}
+        async with httpx.AsyncClient(base_url=own_stack.gateway_url, headers=headers, timeout=30) as client:
+            await proxy.cut()
+            # The worker applies in Postgres but cannot answer through Redis: the client hears "pending".
+            pending = await client.post("/api/sync", json={"operations": ops})
+            assert pending.status_code == 202
+            await _eventually(lambda: _applied(admin, tenant_id, ops))
+            again = await client.post("/api/sync", json={"operations": ops})
+            assert again.status_code == 202  # still no way back from the worker
+
+            await proxy.restore()
+            final = await _final(client, ops)
+        assert final.status_code == 200
+        assert {r["status"] for r in final.json()["results"]} <= {"applied", "duplicate"}
+        assert await movement_rows(admin, tenant_id, [ops[1]["operationId"]]) == 1
+        assert await stock_level(admin, tenant_id, product) == -2
+    finally:
+        await proxy.cut()
+
+
+async def _applied(admin: asyncpg.Connection, tenant_id: uuid.UUID, ops: list[dict[str, Any]]) -> bool:
+    return await applied_rows(admin, tenant_id, [o["operationId"] for o in ops]) == len(ops)

@@ -13,8 +13,8 @@ import asyncpg
 import dramatiq
 import httpx
 import pytest
-from stockzen_contracts import APPLY_SYNC_BATCH_ACTOR
 
+from stockzen_contracts import APPLY_SYNC_BATCH_ACTOR
 from tests.support.db import applied_rows, movement_rows, stock_level
 from tests.support.ops import create_product, movement
 from tests.support.proxy import CuttableProxy
@@ -73,10 +73,19 @@ async def test_a_poison_message_is_dead_lettered_and_does_not_block_the_queue(
         return await _queue_depth(database.amqp_url, f"{own_stack.queue}.XQ") == 1
 
     await _eventually(dead_lettered)
-    metrics = httpx.get(own_stack.worker_metrics_url).text
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(own_stack.worker_metrics_url)).text
     assert f'stockzen_worker_dead_lettered_total{{actor_name="{APPLY_SYNC_BATCH_ACTOR}"}} 1.0' in metrics
-    dead = json.loads(poison.encode())
-    assert dead["args"] == [{"not": "a batch"}]
+    # The message is kept whole for an operator to inspect or replay.
+    connection = await aio_pika.connect(database.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        dead_queue = await channel.declare_queue(f"{own_stack.queue}.XQ", passive=True)
+        dead = await dead_queue.get(no_ack=False)
+        assert dead is not None
+        body = json.loads(dead.body)
+        await dead.nack(requeue=True)
+    assert (body["message_id"], body["args"]) == (poison.message_id, [{"not": "a batch"}])
 
 
 async def test_with_postgres_out_of_reach_the_batch_waits_and_is_applied_once_it_is_back(

@@ -15,7 +15,7 @@ import dramatiq
 import redis.asyncio as aioredis
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.middleware import AsyncIO, CurrentMessage, Middleware
+from dramatiq.middleware import AsyncIO, CurrentMessage, Middleware, Retries
 from dramatiq.middleware.prometheus import Prometheus
 
 from stockzen_platform.postgres import assert_role_is_restricted, create_pool
@@ -105,13 +105,9 @@ def configure(settings: WorkerSettings | None = None) -> WorkerRuntime:
     settings = settings or WorkerSettings()
     runtime = WorkerRuntime(settings)
     broker = RabbitmqBroker(url=settings.amqp_url, confirm_delivery=True)
-    for middleware in (
-        AsyncIO(),
-        CurrentMessage(),
-        Prometheus(),
-        DeadLetterMetrics(),
-        RuntimeShutdown(runtime),
-    ):
+    for middleware in (AsyncIO(), CurrentMessage(), Prometheus(), RuntimeShutdown(runtime)):
         broker.add_middleware(middleware)
+    # "after" hooks run in reverse order: placed before Retries, this one sees Retries' verdict.
+    broker.add_middleware(DeadLetterMetrics(), before=Retries)
     dramatiq.set_broker(broker)
     return runtime

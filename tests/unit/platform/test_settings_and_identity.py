@@ -1,0 +1,116 @@
+"""Settings fail fast on bad secrets; tokens are verified with exactly the configured algorithm."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import ValidationError
+
+from stockzen_gateway.config import GatewaySettings
+from stockzen_inventory.config import InventorySettings
+from stockzen_platform.identity import Identity, InvalidToken, TokenIssuer, TokenVerifier
+from stockzen_platform.settings import DEVELOPMENT_INTERNAL_SECRET, DEVELOPMENT_JWT_SECRET
+from stockzen_sync_worker.config import WorkerSettings
+
+REAL = "a-real-secret-that-is-long-enough-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "STOCKZEN_ENV",
+        "JWT_SECRET",
+        "INTERNAL_TOKEN_SECRET",
+        "JWT_ALGORITHM",
+        "JWT_PUBLIC_KEY",
+        "AMQP_URL",
+        "DATABASE_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_the_gateway_refuses_to_start_without_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INTERNAL_TOKEN_SECRET", REAL)
+    with pytest.raises(ValidationError, match="JWT_SECRET is required"):
+        GatewaySettings()
+
+
+@pytest.mark.parametrize("secret", ["changeme", "", "secret"])
+def test_placeholder_secrets_are_refused_everywhere(monkeypatch: pytest.MonkeyPatch, secret: str) -> None:
+    monkeypatch.setenv("JWT_SECRET", secret)
+    monkeypatch.setenv("INTERNAL_TOKEN_SECRET", REAL)
+    with pytest.raises(ValidationError, match="JWT_SECRET is a placeholder"):
+        GatewaySettings()
+
+
+def test_development_secrets_work_in_development_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JWT_SECRET", DEVELOPMENT_JWT_SECRET)
+    monkeypatch.setenv("INTERNAL_TOKEN_SECRET", DEVELOPMENT_INTERNAL_SECRET)
+    assert GatewaySettings().jwt_verification_key == DEVELOPMENT_JWT_SECRET
+    monkeypatch.setenv("STOCKZEN_ENV", "production")
+    with pytest.raises(ValidationError, match="JWT_SECRET is the development secret"):
+        GatewaySettings()
+    with pytest.raises(ValidationError, match="INTERNAL_TOKEN_SECRET is the development secret"):
+        InventorySettings()
+
+
+def test_production_wants_long_secrets_and_real_broker_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STOCKZEN_ENV", "production")
+    monkeypatch.setenv("JWT_SECRET", "short-but-not-a-placeholder")
+    monkeypatch.setenv("INTERNAL_TOKEN_SECRET", REAL)
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        GatewaySettings()
+    with pytest.raises(ValidationError, match="AMQP_URL must carry real credentials"):
+        WorkerSettings()
+    monkeypatch.setenv("AMQP_URL", "amqp://sync:s3cret@rabbit:5672/")
+    with pytest.raises(ValidationError, match="DATABASE_URL must carry"):
+        WorkerSettings()
+    monkeypatch.setenv("DATABASE_URL", "postgresql://stockzen_app:pw@db:5432/stockzen")
+    assert WorkerSettings().amqp_url.startswith("amqp://sync:")
+
+
+def test_rs256_needs_a_public_key_and_verifies_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INTERNAL_TOKEN_SECRET", REAL)
+    monkeypatch.setenv("JWT_ALGORITHM", "RS256")
+    with pytest.raises(ValidationError, match="JWT_PUBLIC_KEY is required"):
+        GatewaySettings()
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    monkeypatch.setenv("JWT_PUBLIC_KEY", public_pem)
+    settings = GatewaySettings()
+    verifier = TokenVerifier(algorithm="RS256", key=settings.jwt_verification_key)
+    tenant = uuid.uuid4()
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    token = TokenIssuer(algorithm="RS256", key=private_pem).issue(Identity("u1", tenant), ttl_seconds=60)
+    assert verifier.verify(token) == Identity("u1", tenant)
+    # An HS256 token signed with the public key (the classic confusion attack) is refused.
+    forged = jwt.api_jws.PyJWS().encode(
+        jwt.utils.force_bytes(f'{{"sub":"u1","tenant_id":"{tenant}","exp":{int(time.time()) + 60}}}'),
+        key=b"irrelevant-but-long-enough-for-hmac-0123456789",
+        algorithm="HS256",
+    )
+    with pytest.raises(InvalidToken):
+        verifier.verify(forged)
+
+
+def test_internal_tokens_are_bound_to_their_audience_and_issuer() -> None:
+    identity = Identity("u1", uuid.uuid4())
+    issuer = TokenIssuer(algorithm="HS256", key=REAL, audience="stockzen-inventory", issuer="stockzen-gateway")
+    verifier = TokenVerifier(algorithm="HS256", key=REAL, audience="stockzen-inventory", issuer="stockzen-gateway")
+    assert verifier.verify(issuer.issue(identity, ttl_seconds=60)) == identity
+    user_style = TokenIssuer(algorithm="HS256", key=REAL).issue(identity, ttl_seconds=60)
+    with pytest.raises(InvalidToken):
+        verifier.verify(user_style)
+    with pytest.raises(InvalidToken):
+        verifier.verify(issuer.issue(identity, ttl_seconds=-30))

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -15,20 +13,11 @@ import pytest
 from tests.support.db import applied_rows, movement_rows, stock_level
 from tests.support.ops import create_product, movement
 from tests.support.proxy import CuttableProxy
+from tests.support.retry import sync_until_final
 from tests.support.services import ServiceUrls
 from tests.support.stack import Stack, user_token
 
 pytestmark = pytest.mark.slow
-
-
-async def _sync_until_final(client: httpx.AsyncClient, ops: list[dict[str, Any]], seconds: float) -> httpx.Response:
-    """Retry with the same ids, as a client does, until every item has a final result."""
-    deadline = time.monotonic() + seconds
-    while True:
-        response = await client.post("/api/sync", json={"operations": ops})
-        if response.status_code == 200 or time.monotonic() > deadline:
-            return response
-        await asyncio.sleep(0.5)
 
 
 async def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(
@@ -58,7 +47,7 @@ async def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(
         assert await movement_rows(admin, tenant_id, [o["operationId"] for o in ops]) == 0
 
         await asyncio.to_thread(own_stack.start_worker)  # the broker redelivers the unacknowledged batch
-        final = await _sync_until_final(client, ops, seconds=30)
+        final = await sync_until_final(client, ops, seconds=30)
     assert final.status_code == 200, final.text
     assert {r["status"] for r in final.json()["results"]} <= {"applied", "duplicate"}
     assert await movement_rows(admin, tenant_id, [o["operationId"] for o in ops]) == 4
@@ -93,7 +82,7 @@ async def test_with_rabbitmq_out_of_reach_the_gateway_answers_503_and_applies_no
             assert await applied_rows(admin, tenant_id, [o["operationId"] for o in ops]) == 0
 
             await proxy.restore()
-            final = await _sync_until_final(client, ops, seconds=30)
+            final = await sync_until_final(client, ops, seconds=30)
         assert final.status_code == 200, final.text
         assert [r["status"] for r in final.json()["results"]] == ["applied", "applied"]
         assert await movement_rows(admin, tenant_id, [ops[1]["operationId"]]) == 1

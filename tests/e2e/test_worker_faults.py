@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from typing import Any
 
@@ -18,6 +17,7 @@ from stockzen_contracts import APPLY_SYNC_BATCH_ACTOR
 from tests.support.db import applied_rows, movement_rows, stock_level
 from tests.support.ops import create_product, movement
 from tests.support.proxy import CuttableProxy
+from tests.support.retry import eventually, sync_until_final
 from tests.support.services import ServiceUrls
 from tests.support.stack import Stack, user_token
 
@@ -30,22 +30,6 @@ async def _queue_depth(amqp_url: str, queue: str) -> int:
         channel = await connection.channel()
         declared = await channel.declare_queue(queue, passive=True)
         return declared.declaration_result.message_count or 0
-
-
-async def _eventually(check: Any, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not await check():
-        assert time.monotonic() < deadline, "condition never held"
-        await asyncio.sleep(0.3)
-
-
-async def _final(client: httpx.AsyncClient, ops: list[dict[str, Any]], seconds: float = 40) -> httpx.Response:
-    deadline = time.monotonic() + seconds
-    while True:
-        response = await client.post("/api/sync", json={"operations": ops})
-        if response.status_code == 200 or time.monotonic() > deadline:
-            return response
-        await asyncio.sleep(0.5)
 
 
 async def test_a_poison_message_is_dead_lettered_and_does_not_block_the_queue(
@@ -72,7 +56,7 @@ async def test_a_poison_message_is_dead_lettered_and_does_not_block_the_queue(
     async def dead_lettered() -> bool:
         return await _queue_depth(database.amqp_url, f"{own_stack.queue}.XQ") == 1
 
-    await _eventually(dead_lettered)
+    await eventually(dead_lettered)
     async with httpx.AsyncClient() as client:
         metrics = (await client.get(own_stack.worker_metrics_url)).text
     assert f'stockzen_worker_dead_lettered_total{{actor_name="{APPLY_SYNC_BATCH_ACTOR}"}} 1.0' in metrics
@@ -108,8 +92,8 @@ async def test_with_postgres_out_of_reach_the_batch_waits_and_is_applied_once_it
             assert await applied_rows(admin, tenant_id, [o["operationId"] for o in ops]) == 0
 
             await proxy.restore()
-            await _eventually(lambda: _applied(admin, tenant_id, ops))  # the queued batch, retried
-            final = await _final(client, ops)
+            await eventually(lambda: _applied(admin, tenant_id, ops))  # the queued batch, retried
+            final = await sync_until_final(client, ops)
         assert [r["status"] for r in final.json()["results"]] == ["duplicate", "duplicate"]
         assert await movement_rows(admin, tenant_id, [ops[1]["operationId"]]) == 1
         assert await stock_level(admin, tenant_id, product) == 8
@@ -134,12 +118,12 @@ async def test_with_redis_out_of_reach_the_worker_still_applies_once(
             # The worker applies in Postgres but cannot answer through Redis: the client hears "pending".
             pending = await client.post("/api/sync", json={"operations": ops})
             assert pending.status_code == 202
-            await _eventually(lambda: _applied(admin, tenant_id, ops))
+            await eventually(lambda: _applied(admin, tenant_id, ops))
             again = await client.post("/api/sync", json={"operations": ops})
             assert again.status_code == 202  # still no way back from the worker
 
             await proxy.restore()
-            final = await _final(client, ops)
+            final = await sync_until_final(client, ops)
         assert final.status_code == 200
         assert {r["status"] for r in final.json()["results"]} <= {"applied", "duplicate"}
         assert await movement_rows(admin, tenant_id, [ops[1]["operationId"]]) == 1

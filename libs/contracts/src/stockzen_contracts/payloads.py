@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Self
 from uuid import UUID
 
-from pydantic import SerializerFunctionWrapHandler, StrictBool, model_serializer, model_validator
+from pydantic import ConfigDict, SerializerFunctionWrapHandler, StrictBool, model_serializer, model_validator
 from pydantic.alias_generators import to_camel
 
 from ._wire import UtcDateTime, WireModel, bounded, text
@@ -95,6 +95,8 @@ class StockMovementCreate(WireModel):
 class ProductState(WireModel):
     """A product as the server holds it (the winner of last-writer-wins, or its tombstone)."""
 
+    model_config = ConfigDict(extra="ignore")  # clients keep working when the server adds a field
+
     id: UUID
     name: str | None  # None only for the tombstone of a product deleted before its create arrived
     sku: str | None
@@ -110,6 +112,8 @@ class ProductState(WireModel):
 
 class StockMovementState(WireModel):
     """A movement as recorded in the ledger."""
+
+    model_config = ConfigDict(extra="ignore")
 
     id: UUID
     product_id: UUID

@@ -11,6 +11,13 @@ import jwt
 
 SUPPORTED_ALGORITHMS = ("HS256", "RS256")
 
+# The gateway vouches for its callers to the inventory service with a short-lived HS256 token
+# signed with INTERNAL_TOKEN_SECRET; audience and issuer keep it from passing anywhere else.
+INTERNAL_ALGORITHM = "HS256"
+INTERNAL_AUDIENCE = "stockzen-inventory"
+INTERNAL_ISSUER = "stockzen-gateway"
+INTERNAL_TOKEN_TTL_SECONDS = 60
+
 
 @dataclass(frozen=True, slots=True)
 class Identity:
@@ -103,3 +110,13 @@ class TokenIssuer:
         if self._issuer:
             claims["iss"] = self._issuer
         return jwt.encode(claims, self._key, algorithm=self._algorithm)
+
+
+def internal_token_issuer(secret: str) -> TokenIssuer:
+    """How the gateway signs the identity of the caller it forwards to the inventory service."""
+    return TokenIssuer(algorithm=INTERNAL_ALGORITHM, key=secret, audience=INTERNAL_AUDIENCE, issuer=INTERNAL_ISSUER)
+
+
+def internal_token_verifier(secret: str) -> TokenVerifier:
+    """How the inventory service checks that a request comes from the gateway, and for whom."""
+    return TokenVerifier(algorithm=INTERNAL_ALGORITHM, key=secret, audience=INTERNAL_AUDIENCE, issuer=INTERNAL_ISSUER)

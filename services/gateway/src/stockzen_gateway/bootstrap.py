@@ -16,8 +16,9 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from stockzen_platform.http import RequestContextMiddleware, install_error_handlers
-from stockzen_platform.identity import TokenVerifier
+from stockzen_platform.identity import TokenVerifier, internal_token_issuer
 
+from .adapters.inventory_client import InventoryClient
 from .adapters.publisher import AmqpBatchPublisher
 from .adapters.redis_state import RedisGatewayState
 from .config import GatewaySettings
@@ -39,6 +40,7 @@ class GatewayRuntime:
     sync_policy: SyncPolicy
     sync_limit: RateLimit
     read_limit: RateLimit
+    inventory: InventoryClient
 
 
 def _redis(settings: GatewaySettings) -> aioredis.Redis:
@@ -75,6 +77,11 @@ def build_runtime(settings: GatewaySettings) -> tuple[GatewayRuntime, aioredis.R
         ),
         sync_limit=RateLimit("sync", settings.sync_rate_per_minute, settings.sync_rate_burst),
         read_limit=RateLimit("read", settings.read_rate_per_minute, settings.read_rate_burst),
+        inventory=InventoryClient(
+            settings.inventory_url,
+            token_issuer=internal_token_issuer(settings.internal_token_secret.get_secret_value()),
+            timeout_seconds=settings.inventory_timeout_seconds,
+        ),
     )
     return runtime, client
 
@@ -90,7 +97,8 @@ async def _monitor_queues(publisher: AmqpBatchPublisher, interval: float) -> Non
 
 def build_app(settings: GatewaySettings) -> FastAPI:
     """Wire the gateway app."""
-    from .entrypoints import http, sync_routes
+    from .entrypoints import http, read_routes, sync_routes
+    from .entrypoints.openapi import document_sync_request
 
     runtime, client = build_runtime(settings)
 
@@ -104,6 +112,7 @@ def build_app(settings: GatewaySettings) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await monitor
             await runtime.publisher.close()
+            await runtime.inventory.aclose()
             await client.aclose()
 
     app = FastAPI(title="StockZen Sync gateway", version="0.1.0", lifespan=lifespan)
@@ -112,4 +121,6 @@ def build_app(settings: GatewaySettings) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, metrics=METRICS.http)
     app.include_router(http.router)
     app.include_router(sync_routes.router)
+    document_sync_request(app)
+    app.include_router(read_routes.router)
     return app

@@ -36,6 +36,7 @@ class GatewaySettings(BaseSettings):
     amqp_url: str = Field(default="amqp://guest:guest@127.0.0.1:5672/", alias="AMQP_URL")
     sync_queue: str = Field(default="stockzen.sync", alias="SYNC_QUEUE")
     inventory_url: str = Field(default="http://127.0.0.1:8001", alias="INVENTORY_URL")
+    inventory_timeout_seconds: float = Field(default=5.0, gt=0, le=60, alias="INVENTORY_TIMEOUT_SECONDS")
 
     # The envelope.
     max_body_bytes: int = Field(default=1_048_576, ge=1024, alias="SYNC_MAX_BODY_BYTES")

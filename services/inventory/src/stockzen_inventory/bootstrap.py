@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
+from stockzen_contracts import Code
+from stockzen_platform.http import RequestContextMiddleware, error_response, install_error_handlers
+from stockzen_platform.identity import internal_token_verifier
 from stockzen_platform.postgres import assert_role_is_restricted, create_pool
 
+from .adapters.reads import PostgresInventoryReader
 from .config import InventorySettings
-from .entrypoints.http import router
+from .entrypoints import http, read_routes
+from .metrics import METRICS
+
+log = logging.getLogger(__name__)
+
+_DATABASE_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+
+_DESCRIPTION = """The inventory read API and change feed. Clients reach it through the gateway,
+which vouches for the caller with a short-lived internal token; called directly without one,
+every route but `/healthz` and `/metrics` answers `401 UNAUTHORIZED`."""
 
 
 def build_app(settings: InventorySettings) -> FastAPI:
@@ -22,11 +45,28 @@ def build_app(settings: InventorySettings) -> FastAPI:
         try:
             await assert_role_is_restricted(pool)
             app.state.pool = pool
+            app.state.reader = PostgresInventoryReader(pool)
             yield
         finally:
             await pool.close()
 
-    app = FastAPI(title="StockZen inventory", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="StockZen inventory", version="0.1.0", description=_DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
-    app.include_router(router)
+    app.state.verifier = internal_token_verifier(settings.internal_token_secret.get_secret_value())
+    install_error_handlers(app)
+    _answer_database_outages(app)
+    app.add_middleware(RequestContextMiddleware, metrics=METRICS.http)
+    app.include_router(http.router)
+    app.include_router(read_routes.router)
     return app
+
+
+def _answer_database_outages(app: FastAPI) -> None:
+    """A database that cannot be reached is a 503 the client may retry, not an internal error."""
+
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable", extra={"error": type(exc).__name__})
+        return error_response(503, Code.UNAVAILABLE, "the inventory database is unavailable", {"Retry-After": "5"})
+
+    for error in _DATABASE_UNAVAILABLE:
+        app.add_exception_handler(error, unavailable)

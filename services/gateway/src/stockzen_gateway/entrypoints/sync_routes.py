@@ -22,6 +22,7 @@ from stockzen_gateway.services import RequestRefused, SyncAnswer, sync_idempoten
 from stockzen_platform.http import ApiError, request_id_of
 
 from .dependencies import CurrentIdentity, Runtime, rate_limit, read_json_body
+from .openapi import SYNC_REQUEST_BODY
 
 router = APIRouter(tags=["sync"])
 
@@ -36,6 +37,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     responses={202: {"model": SyncResponse, "description": "some items are still pending"}, **_ERRORS},
     dependencies=[Depends(rate_limit(lambda runtime: runtime.sync_limit))],
     summary="Push offline changes; one result per operation",
+    openapi_extra=SYNC_REQUEST_BODY,
 )
 async def post_sync(
     request: Request,

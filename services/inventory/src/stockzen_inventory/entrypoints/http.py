@@ -1,11 +1,12 @@
-"""HTTP routes of the inventory service."""
+"""Operational routes of the inventory service: health and metrics (open: they carry no tenant data)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 router = APIRouter()
 
@@ -23,3 +24,9 @@ async def healthz(pool: Pool) -> dict[str, str]:
     """Alive and able to reach Postgres."""
     await pool.fetchval("SELECT 1")
     return {"status": "ok"}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    """Prometheus exposition of this process's series."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

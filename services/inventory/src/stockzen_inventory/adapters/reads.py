@@ -1,0 +1,155 @@
+"""The inventory's reads in Postgres (asyncpg), each in a transaction scoped to one tenant.
+
+Row-level security already hides other tenants' rows; every statement also names the tenant in
+its ``WHERE`` so it uses the tenant-leading indexes (and routes to one shard under Citus).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from stockzen_contracts import ProductState, ProductView, StockMovementState
+from stockzen_inventory.domain.feed import FeedPosition
+from stockzen_inventory.domain.pagination import MovementCursor, ProductCursor
+from stockzen_inventory.domain.products import ProductFilter, contains_pattern
+from stockzen_inventory.ports import ListedProduct
+from stockzen_platform.postgres import PooledConnection, tenant_transaction
+
+_PRODUCT_COLUMNS = (
+    "p.id, p.name, p.sku, p.barcode, p.unit, p.price_cents, p.low_stock_threshold, p.archived, "
+    "p.deleted_at IS NOT NULL AS deleted, p.modified_at, p.checkpoint"
+)
+_WITH_STOCK = f"""
+    SELECT {_PRODUCT_COLUMNS}, lower(p.name) AS sort_name, COALESCE(l.quantity, 0) AS stock_level
+    FROM products p
+    LEFT JOIN stock_levels l ON l.tenant_id = p.tenant_id AND l.product_id = p.id
+"""
+_GET_PRODUCT = f"{_WITH_STOCK} WHERE p.tenant_id = $1 AND p.id = $2 AND p.deleted_at IS NULL"
+_PRODUCT_IS_LIVE = "SELECT 1 FROM products WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL"
+
+_MOVEMENT_COLUMNS = "id, product_id, kind, quantity, reason, occurred_at, checkpoint"
+_HISTORY_FIRST_PAGE = f"""
+    SELECT {_MOVEMENT_COLUMNS} FROM stock_movements
+    WHERE tenant_id = $1 AND product_id = $2
+    ORDER BY occurred_at DESC, checkpoint DESC LIMIT $3
+"""
+_HISTORY_AFTER = f"""
+    SELECT {_MOVEMENT_COLUMNS} FROM stock_movements
+    WHERE tenant_id = $1 AND product_id = $2 AND (occurred_at, checkpoint) < ($4::timestamptz, $5::bigint)
+    ORDER BY occurred_at DESC, checkpoint DESC LIMIT $3
+"""
+
+_FEED_POSITION = "SELECT last_checkpoint, feed_horizon FROM tenants WHERE tenant_id = $1"
+_FEED_PRODUCTS = f"""
+    SELECT {_PRODUCT_COLUMNS} FROM products p
+    WHERE p.tenant_id = $1 AND p.checkpoint > $2 ORDER BY p.checkpoint LIMIT $3
+"""
+_FEED_MOVEMENTS = f"""
+    SELECT {_MOVEMENT_COLUMNS} FROM stock_movements
+    WHERE tenant_id = $1 AND checkpoint > $2 ORDER BY checkpoint LIMIT $3
+"""
+
+
+def _product_state(row: asyncpg.Record) -> ProductState:
+    return ProductState.model_validate(_with_text_checkpoint(row, "sort_name", "stock_level"))
+
+
+def _product_view(row: asyncpg.Record) -> ProductView:
+    return ProductView.model_validate(_with_text_checkpoint(row, "sort_name"))
+
+
+def _movement(row: asyncpg.Record) -> StockMovementState:
+    return StockMovementState.model_validate(_with_text_checkpoint(row))
+
+
+def _with_text_checkpoint(row: asyncpg.Record, *drop: str) -> dict[str, Any]:
+    data = {key: value for key, value in row.items() if key not in drop}
+    data["checkpoint"] = str(data["checkpoint"])  # the wire's opaque token
+    return data
+
+
+def _product_list_query(
+    tenant_id: UUID, product_filter: ProductFilter, after: ProductCursor | None, limit: int
+) -> tuple[str, list[object]]:
+    """The list statement with only the conditions in use (so each variant gets a plan of its own)."""
+    params: list[object] = [tenant_id]
+
+    def bind(value: object) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    where = ["p.tenant_id = $1", "p.deleted_at IS NULL"]
+    if product_filter.text is not None:
+        pattern = bind(contains_pattern(product_filter.text))
+        where.append(f"(p.name ILIKE {pattern} OR p.sku ILIKE {pattern} OR p.barcode ILIKE {pattern})")
+    if product_filter.archived is not None:
+        where.append(f"p.archived = {bind(product_filter.archived)}")
+    if after is not None:
+        where.append(f"(lower(p.name), p.id) > ({bind(after.sort_name)}::text, {bind(after.product_id)}::uuid)")
+    sql = f"{_WITH_STOCK} WHERE {' AND '.join(where)} ORDER BY lower(p.name), p.id LIMIT {bind(limit)}"
+    return sql, params
+
+
+class PostgresFeedSnapshot:
+    """See :class:`~stockzen_inventory.ports.FeedSnapshot`."""
+
+    def __init__(self, connection: PooledConnection, tenant_id: UUID) -> None:
+        self._db = connection
+        self._tenant = tenant_id
+
+    async def position(self) -> FeedPosition:
+        row = await self._db.fetchrow(_FEED_POSITION, self._tenant)
+        if row is None:  # the tenant has never written: its feed is empty
+            return FeedPosition(last_checkpoint=0, horizon=0)
+        return FeedPosition(last_checkpoint=row["last_checkpoint"], horizon=row["feed_horizon"])
+
+    async def products_after(self, checkpoint: int, limit: int) -> list[ProductState]:
+        rows = await self._db.fetch(_FEED_PRODUCTS, self._tenant, checkpoint, limit)
+        return [_product_state(row) for row in rows]
+
+    async def movements_after(self, checkpoint: int, limit: int) -> list[StockMovementState]:
+        rows = await self._db.fetch(_FEED_MOVEMENTS, self._tenant, checkpoint, limit)
+        return [_movement(row) for row in rows]
+
+
+class PostgresInventoryReader:
+    """See :class:`~stockzen_inventory.ports.InventoryReader`."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def list_products(
+        self, tenant_id: UUID, product_filter: ProductFilter, after: ProductCursor | None, limit: int
+    ) -> list[ListedProduct]:
+        sql, params = _product_list_query(tenant_id, product_filter, after, limit)
+        async with tenant_transaction(self._pool, tenant_id, readonly=True) as db:
+            rows = await db.fetch(sql, *params)
+        return [ListedProduct(_product_view(r), ProductCursor(r["sort_name"], r["id"])) for r in rows]
+
+    async def get_product(self, tenant_id: UUID, product_id: UUID) -> ProductView | None:
+        async with tenant_transaction(self._pool, tenant_id, readonly=True) as db:
+            row = await db.fetchrow(_GET_PRODUCT, tenant_id, product_id)
+        return _product_view(row) if row is not None else None
+
+    async def movement_history(
+        self, tenant_id: UUID, product_id: UUID, after: MovementCursor | None, limit: int
+    ) -> list[StockMovementState] | None:
+        # One snapshot, so the product cannot vanish between the check and the read.
+        async with tenant_transaction(self._pool, tenant_id, isolation="repeatable_read", readonly=True) as db:
+            if await db.fetchval(_PRODUCT_IS_LIVE, tenant_id, product_id) is None:
+                return None
+            if after is None:
+                rows = await db.fetch(_HISTORY_FIRST_PAGE, tenant_id, product_id, limit)
+            else:
+                rows = await db.fetch(_HISTORY_AFTER, tenant_id, product_id, limit, after.occurred_at, after.checkpoint)
+        return [_movement(row) for row in rows]
+
+    @asynccontextmanager
+    async def feed_snapshot(self, tenant_id: UUID) -> AsyncIterator[PostgresFeedSnapshot]:
+        async with tenant_transaction(self._pool, tenant_id, isolation="repeatable_read", readonly=True) as db:
+            yield PostgresFeedSnapshot(db, tenant_id)

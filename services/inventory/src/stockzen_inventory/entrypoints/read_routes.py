@@ -1,0 +1,164 @@
+"""The read API: products, a product's movement history, and the change feed. Parse, call, answer.
+
+Every route needs the gateway's internal token; the tenant is the one that token names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from stockzen_contracts import (
+    CHECKPOINT_MAX_LENGTH,
+    CURSOR_MAX_LENGTH,
+    FEED_PAGE_DEFAULT,
+    FEED_PAGE_MAX,
+    MOVEMENT_PAGE_DEFAULT,
+    MOVEMENT_PAGE_MAX,
+    PRODUCT_PAGE_DEFAULT,
+    PRODUCT_PAGE_MAX,
+    SEARCH_TEXT_MAX,
+    ChangeFeedPage,
+    Code,
+    ErrorBody,
+    MovementPage,
+    ProductPage,
+    ProductView,
+    WireModel,
+)
+from stockzen_inventory import services
+from stockzen_inventory.domain.feed import InvalidCheckpoint, ResetRequired
+from stockzen_inventory.domain.pagination import InvalidCursor
+from stockzen_inventory.domain.products import ProductFilter
+from stockzen_inventory.metrics import METRICS
+from stockzen_platform.http import ApiError
+
+from .dependencies import Caller, Reader, require_caller
+
+router = APIRouter(dependencies=[Depends(require_caller)])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 404, 422, 503)}
+_FEED_ERRORS: dict[int | str, dict[str, Any]] = {
+    **{status: {"model": ErrorBody} for status in (401, 422, 503)},
+    409: {"model": ErrorBody, "description": "RESET_REQUIRED: the checkpoint cannot be resumed from"},
+}
+
+Cursor = Annotated[
+    str | None,
+    Query(max_length=CURSOR_MAX_LENGTH, description="`nextCursor` of the previous page; omit for the first page"),
+]
+
+
+@contextmanager
+def _answering_errors() -> Iterator[None]:
+    """Turn the service layer's refusals into the API's error answers."""
+    try:
+        yield
+    except (InvalidCursor, InvalidCheckpoint) as exc:
+        raise ApiError(422, Code.VALIDATION_ERROR, str(exc)) from None
+    except services.ProductNotFound:
+        raise ApiError(404, Code.NOT_FOUND, "no such product") from None
+    except ResetRequired as exc:
+        raise ApiError(409, Code.RESET_REQUIRED, str(exc)) from None
+
+
+def _json(model: WireModel) -> Response:
+    # Serialized once by pydantic-core; response_model only documents the shape.
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
+@router.get(
+    "/api/products",
+    tags=["products"],
+    response_model=ProductPage,
+    responses=_ERRORS,
+    summary="List live products with their stock",
+)
+async def list_products(
+    caller: Caller,
+    reader: Reader,
+    q: Annotated[
+        str | None,
+        Query(max_length=SEARCH_TEXT_MAX, description="case-insensitive text found in the name, SKU or barcode"),
+    ] = None,
+    archived: Annotated[bool | None, Query(description="only archived (true) or unarchived (false) products")] = None,
+    cursor: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=PRODUCT_PAGE_MAX)] = PRODUCT_PAGE_DEFAULT,
+) -> Response:
+    """The tenant's live products, ordered by name (case-insensitive), then id."""
+    with _answering_errors():
+        page = await services.list_products(
+            reader, caller.tenant_id, ProductFilter.of(q, archived), cursor=cursor, limit=limit
+        )
+    return _json(page)
+
+
+@router.get(
+    "/api/products/{product_id}",
+    tags=["products"],
+    response_model=ProductView,
+    responses=_ERRORS,
+    summary="One product with its stock",
+)
+async def get_product(product_id: UUID, caller: Caller, reader: Reader) -> Response:
+    """A live product of the tenant; deleted or unknown ids answer 404 ``NOT_FOUND``."""
+    with _answering_errors():
+        product = await services.get_product(reader, caller.tenant_id, product_id)
+    return _json(product)
+
+
+@router.get(
+    "/api/products/{product_id}/movements",
+    tags=["products"],
+    response_model=MovementPage,
+    responses=_ERRORS,
+    summary="A product's stock movements, newest first",
+)
+async def movement_history(
+    product_id: UUID,
+    caller: Caller,
+    reader: Reader,
+    cursor: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=MOVEMENT_PAGE_MAX)] = MOVEMENT_PAGE_DEFAULT,
+) -> Response:
+    """Movements ordered by ``occurredAt`` then checkpoint, newest first. The cursor is a position,
+    not an offset: movements recorded while scrolling never repeat or hide older ones."""
+    with _answering_errors():
+        page = await services.movement_history(reader, caller.tenant_id, product_id, cursor=cursor, limit=limit)
+    return _json(page)
+
+
+@router.get(
+    "/api/sync/changes",
+    tags=["sync"],
+    response_model=ChangeFeedPage,
+    responses=_FEED_ERRORS,
+    summary="Every change of the tenant after a checkpoint",
+)
+async def change_feed(
+    caller: Caller,
+    reader: Reader,
+    checkpoint: Annotated[
+        str | None,
+        Query(
+            max_length=CHECKPOINT_MAX_LENGTH,
+            description="the last checkpoint the client holds; omit it for a first download",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=FEED_PAGE_MAX)] = FEED_PAGE_DEFAULT,
+) -> Response:
+    """Product states (upserts and tombstones) and movements after ``checkpoint``, in checkpoint order.
+
+    Pull again from the returned ``checkpoint`` while ``hasMore`` is true. ``409 RESET_REQUIRED``
+    means the checkpoint is older than the tombstone retention window (``TOMBSTONE_RETENTION_DAYS``)
+    or ahead of the server's data: discard local data and download again without a checkpoint.
+    """
+    with _answering_errors():
+        page = await services.change_feed(reader, caller.tenant_id, checkpoint=checkpoint, limit=limit)
+    for change in page.changes:
+        METRICS.feed_rows.labels(change.entity_type.value).inc()
+    return _json(page)

@@ -1,0 +1,62 @@
+"""What the inventory's service layer needs from its database; adapters implement these."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+from uuid import UUID
+
+from stockzen_contracts import ProductState, ProductView, StockMovementState
+
+from .domain.feed import FeedPosition
+from .domain.pagination import MovementCursor, ProductCursor
+from .domain.products import ProductFilter
+
+
+@dataclass(frozen=True, slots=True)
+class ListedProduct:
+    """A product as the list shows it, and its position in the list's order (for the next cursor)."""
+
+    view: ProductView
+    position: ProductCursor
+
+
+class FeedSnapshot(Protocol):
+    """One consistent, read-only view of a tenant's feed: every read sees the same commits."""
+
+    async def position(self) -> FeedPosition:
+        """The tenant's last checkpoint and feed horizon (zeros for a tenant that never wrote)."""
+        ...
+
+    async def products_after(self, checkpoint: int, limit: int) -> list[ProductState]:
+        """Current states (tombstones included) of products whose checkpoint is above ``checkpoint``."""
+        ...
+
+    async def movements_after(self, checkpoint: int, limit: int) -> list[StockMovementState]:
+        """Movements whose checkpoint is above ``checkpoint``, in checkpoint order."""
+        ...
+
+
+class InventoryReader(Protocol):
+    """Reads one tenant's inventory; every read runs under that tenant's row-level security."""
+
+    async def list_products(
+        self, tenant_id: UUID, product_filter: ProductFilter, after: ProductCursor | None, limit: int
+    ) -> list[ListedProduct]:
+        """Up to ``limit`` live products after ``after``, ordered by ``(lower(name), id)``."""
+        ...
+
+    async def get_product(self, tenant_id: UUID, product_id: UUID) -> ProductView | None:
+        """A live product with its stock level (``None`` if unknown, deleted or another tenant's)."""
+        ...
+
+    async def movement_history(
+        self, tenant_id: UUID, product_id: UUID, after: MovementCursor | None, limit: int
+    ) -> list[StockMovementState] | None:
+        """Up to ``limit`` movements of a live product after ``after``, newest first (``None``: no such product)."""
+        ...
+
+    def feed_snapshot(self, tenant_id: UUID) -> AbstractAsyncContextManager[FeedSnapshot]:
+        """A read-only REPEATABLE READ transaction to read one feed page in."""
+        ...

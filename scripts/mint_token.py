@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Mint a development bearer token for the gateway (HS256 with JWT_SECRET).
 
-    make token                        # a new tenant and user
-    make token TENANT=<uuid> USER_ID=alice
+make token                        # a new tenant and user
+make token TENANT=<uuid> USER_ID=alice
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ run: env services migrate ## run gateway (:8000), inventory (:8001) and the sync
 	PATH="$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
 
 test: env services ## run every test (unit, integration, e2e) against the local services
+	bash scripts/ensure_tools.sh
 	$(BIN)/python -m pytest
 
 $(UV):

@@ -1,4 +1,9 @@
-"""The gateway's Prometheus series (names are used by infra/ dashboards and alert rules)."""
+"""The gateway's Prometheus series (names are used by infra/ dashboards and alert rules).
+
+Labelled series that dashboards and alerts read are created at zero when the process starts:
+a series that first appears at 1 is invisible to ``rate()``/``increase()``, and a missing series
+reads as "no data" rather than "nothing happened".
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,31 @@ from prometheus_client import Counter, Gauge, Histogram
 from stockzen_platform.http import HttpMetrics
 
 _WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+
+RATE_LIMIT_SCOPES = ("sync", "read")
+"""The ``scope`` values of ``stockzen_gateway_rate_limited_total`` (the gateway's rate limits)."""
+
+IDEMPOTENCY_OUTCOMES = (
+    "replayed",
+    "idempotency_key_in_flight",
+    "idempotency_key_reused",
+    "idempotency_key_mismatch",
+    "validation_error",
+)
+"""The ``outcome`` values of ``stockzen_gateway_idempotency_total``: a replay, or a refusal's code in lower case."""
+
+PUBLISH_FAILURE_REASONS = (
+    "TimeoutError",
+    "PublishError",
+    "DeliveryError",
+    "ChannelInvalidStateError",
+    "AMQPConnectionError",
+    "ConnectionRefusedError",
+)
+"""The usual ``reason`` values (exception class names) of ``stockzen_gateway_publish_failures_total``."""
+
+REDIS_USES = ("rate_limit",)
+"""The ``use`` values of ``stockzen_gateway_redis_errors_total``."""
 
 
 class GatewayMetrics:
@@ -22,7 +52,7 @@ class GatewayMetrics:
         self.rate_limited = Counter("stockzen_gateway_rate_limited_total", "Requests refused with 429", ["scope"])
         self.idempotency = Counter(
             "stockzen_gateway_idempotency_total",
-            "Idempotency-Key outcomes: replayed, in_flight (409), mismatch (422), key_mismatch (400)",
+            "Idempotency-Key outcomes: replayed, or the refusal's code (in_flight 409, reused 422, mismatch 400)",
             ["outcome"],
         )
         self.publish_seconds = Histogram(
@@ -48,6 +78,17 @@ class GatewayMetrics:
         self.queue_consumers = Gauge(
             "stockzen_queue_consumers", "Consumers attached to a queue (polled by the gateway)", ["queue"]
         )
+        self._create_known_series()
+
+    def _create_known_series(self) -> None:
+        for scope in RATE_LIMIT_SCOPES:
+            self.rate_limited.labels(scope)
+        for outcome in IDEMPOTENCY_OUTCOMES:
+            self.idempotency.labels(outcome)
+        for reason in PUBLISH_FAILURE_REASONS:
+            self.publish_failures.labels(reason)
+        for use in REDIS_USES:
+            self.redis_errors.labels(use)
 
 
 METRICS = GatewayMetrics()

@@ -2,11 +2,30 @@
 
 The worker runs in several processes: prometheus-client's multiprocess mode (the directory
 ``WORKER_METRICS_DIR``, set before anything imports prometheus_client) adds them up.
+
+Labelled series that dashboards and alerts read are created at zero when a worker process starts:
+a series that first appears at 1 is invisible to ``rate()``/``increase()``.
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
+
+from stockzen_contracts import APPLY_SYNC_BATCH_ACTOR
+
+DEDUPE_SOURCES = ("redis", "postgres")
+"""The ``source`` values of ``stockzen_worker_dedupe_hits_total``: the fast path and the durable ledger."""
+
+TRANSIENT_DATABASE_ERRORS = (
+    "ConnectionDoesNotExistError",
+    "InterfaceError",
+    "TooManyConnectionsError",
+    "DeadlockDetectedError",
+    "SerializationError",
+    "QueryCanceledError",
+)
+"""The usual ``kind`` values (asyncpg exception class names) of ``stockzen_worker_database_errors_total``:
+Postgres going away, running out of connections, or refusing a transaction that a retry can apply."""
 
 
 class WorkerMetrics:
@@ -35,6 +54,14 @@ class WorkerMetrics:
         self.dead_lettered = Counter(
             "stockzen_worker_dead_lettered_total", "Messages sent to the dead-letter queue", ["actor_name"]
         )
+        self._create_known_series()
+
+    def _create_known_series(self) -> None:
+        for source in DEDUPE_SOURCES:
+            self.dedupe_hits.labels(source)
+        for kind in TRANSIENT_DATABASE_ERRORS:
+            self.database_errors.labels(kind)
+        self.dead_lettered.labels(APPLY_SYNC_BATCH_ACTOR)
 
 
 METRICS = WorkerMetrics()

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from stockzen_contracts import SyncBatchApplied
 from stockzen_gateway.domain.idempotency import KeyClaim, KeyState, StoredResponse
 from stockzen_gateway.domain.rate_limits import RateDecision, RateLimit
+from stockzen_gateway.metrics import METRICS
 
 # A token bucket per key, atomic in one script, timed by the Redis server's clock so that
 # gateways with drifting clocks agree. Returns {allowed, retry_after_ms}.
@@ -107,7 +108,9 @@ class RedisGatewayState:
 
     async def wait_for_reply(self, reply_to: str, timeout_seconds: float) -> SyncBatchApplied | None:
         """The worker's results, or ``None`` when they are not back within the deadline."""
-        popped = await self._redis.blpop([reply_to], timeout=timeout_seconds)
+        # Observed whether the results came, timed out or Redis failed: the wait is the client's latency.
+        with METRICS.result_wait_seconds.time():
+            popped = await self._redis.blpop([reply_to], timeout=timeout_seconds)
         if popped is None:
             return None
         _, payload = popped

@@ -1,0 +1,237 @@
+"""docker-compose.yml and the Dockerfiles, checked without a Docker engine (there is none in CI).
+
+`docker compose config -q` runs too when the compose plugin is installed; everything else reads the
+files: health checks, start order, paths that must exist, and settings the services accept.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from stockzen_gateway.config import GatewaySettings
+from stockzen_inventory.config import InventorySettings
+from stockzen_sync_worker.config import WorkerSettings
+from tests.support.prometheus import REPO
+
+COMPOSE = REPO / "docker-compose.yml"
+OUR_SERVICES = {
+    # compose service -> (workspace package, console script, Dockerfile)
+    "gateway": ("stockzen-gateway", "stockzen-gateway", "services/gateway/Dockerfile"),
+    "inventory": ("stockzen-inventory", "stockzen-inventory", "services/inventory/Dockerfile"),
+    "sync-worker": ("stockzen-sync-worker", "stockzen-sync-worker", "services/sync-worker/Dockerfile"),
+}
+BACKING = ("postgres", "redis", "rabbitmq")
+_VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+
+
+def interpolate(value: str, env: Mapping[str, str]) -> str:
+    """Compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}``, for the tests' purposes."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, operator, argument = match.group(1), match.group(2), match.group(3)
+        current = env.get(name)
+        if operator in (":-", "-") and not current:
+            return argument
+        if operator in (":?", "?") and not current:
+            raise KeyError(f"{name}: {argument}")
+        return current or ""
+
+    return _VARIABLE.sub(substitute, value)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return document
+
+
+def _services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = compose["services"]
+    return services
+
+
+def _depends_on(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    depends = service.get("depends_on", {})
+    assert isinstance(depends, dict), "depends_on must be the long form, with a condition per dependency"
+    return depends
+
+
+def _bind_sources(service: dict[str, Any]) -> Iterator[str]:
+    for volume in service.get("volumes", []):
+        source = volume.get("source", "") if isinstance(volume, dict) else volume.split(":", 1)[0]
+        if isinstance(volume, dict) and volume.get("type") != "bind":
+            continue
+        if source.startswith((".", "/")):
+            yield source
+
+
+def _named_volumes(service: dict[str, Any]) -> Iterator[str]:
+    for volume in service.get("volumes", []):
+        source = volume.get("source", "") if isinstance(volume, dict) else volume.split(":", 1)[0]
+        if source and not source.startswith((".", "/", "$", "~")):
+            yield source
+
+
+def test_compose_has_the_whole_stack(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    for name in (*BACKING, "migrate", *OUR_SERVICES, "prometheus", "grafana", "postgres-exporter", "redis-exporter"):
+        assert name in services, f"docker-compose.yml has no {name}"
+    assert services["rabbitmq"]["image"].startswith("rabbitmq:3.10-management")
+
+
+def test_every_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
+    for name, service in _services(compose).items():
+        check = service.get("healthcheck")
+        assert check, f"{name} has no healthcheck"
+        assert not check.get("disable"), f"{name} disables its healthcheck"
+        test = check["test"]
+        assert test[0] in ("CMD", "CMD-SHELL"), f"{name}: healthcheck test {test!r}"
+        assert len(test) > 1, f"{name}: healthcheck test {test!r}"
+
+
+def test_every_dependency_waits_for_a_condition(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    allowed = {"service_started", "service_healthy", "service_completed_successfully"}
+    for name, service in services.items():
+        for dependency, spec in _depends_on(service).items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            assert spec.get("condition") in allowed, f"{name} -> {dependency}: {spec}"
+
+
+def test_our_services_start_after_the_migrations_and_healthy_backing_services(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    for name in OUR_SERVICES:
+        depends = _depends_on(services[name])
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+        for backing in BACKING:
+            assert depends[backing]["condition"] == "service_healthy", f"{name} -> {backing}"
+    assert _depends_on(services["migrate"])["postgres"]["condition"] == "service_healthy"
+    assert _depends_on(services["grafana"])["prometheus"]["condition"] == "service_healthy"
+
+
+def test_every_build_and_bind_mount_path_exists(compose: dict[str, Any]) -> None:
+    declared_volumes = set((compose.get("volumes") or {}).keys())
+    for name, service in _services(compose).items():
+        assert "image" in service or "build" in service, f"{name} has neither image nor build"
+        build = service.get("build")
+        if build is not None:
+            context = REPO / (build if isinstance(build, str) else build.get("context", "."))
+            assert context.is_dir(), f"{name}: build context {context} is missing"
+            dockerfile = context / (build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile")
+            assert dockerfile.is_file(), f"{name}: {dockerfile} is missing"
+        for source in _bind_sources(service):
+            assert (REPO / source).exists(), f"{name} mounts {source}, which does not exist"
+        for volume in _named_volumes(service):
+            assert volume in declared_volumes, f"{name} uses volume {volume}, not declared under volumes:"
+
+
+def test_the_images_of_our_services(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    uv_version = re.search(r"^UV_VERSION := (\S+)$", (REPO / "Makefile").read_text(), re.MULTILINE)
+    assert uv_version is not None
+    for name, (package, script, dockerfile) in OUR_SERVICES.items():
+        build = services[name]["build"]
+        assert (build["context"], build["dockerfile"]) == (".", dockerfile), name  # the workspace is the context
+        text = (REPO / dockerfile).read_text()
+        assert "FROM python:3.11-slim" in text
+        assert f"pip install --no-cache-dir uv=={uv_version.group(1)}" in text, (
+            f"{dockerfile}: uv not pinned as in the Makefile"
+        )
+        assert f"uv sync --frozen --no-dev --no-editable --package {package}" in text, dockerfile
+        assert re.search(r"^USER (?!root)\S+$", text, re.MULTILINE), f"{dockerfile} runs as root"
+        assert f'ENTRYPOINT ["{script}"]' in text, dockerfile
+        pyproject = tomllib.loads((REPO / Path(dockerfile).parent / "pyproject.toml").read_text())
+        assert pyproject["project"]["name"] == package
+        assert script in pyproject["project"]["scripts"], f"{package} has no console script {script}"
+    migrate = services["migrate"]
+    assert migrate["build"]["dockerfile"] == OUR_SERVICES["inventory"][2]
+    assert migrate["command"] == ["migrate"]
+    assert migrate["healthcheck"]["test"] == ["CMD", "stockzen-inventory", "migrate", "--check"]
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert "**/.venv" in ignored
+    assert "**/.git" in ignored
+
+
+def _environment(service: dict[str, Any], variables: Mapping[str, str]) -> dict[str, str]:
+    return {key: interpolate(str(value), variables) for key, value in service.get("environment", {}).items()}
+
+
+@pytest.mark.parametrize(
+    ("service", "settings_class"),
+    [
+        ("gateway", GatewaySettings),
+        ("inventory", InventorySettings),
+        ("migrate", InventorySettings),
+        ("sync-worker", WorkerSettings),
+    ],
+)
+def test_the_services_accept_their_compose_settings(
+    compose: dict[str, Any], service: str, settings_class: type[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environment = _environment(_services(compose)[service], variables={})
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    settings = settings_class()
+    assert settings.environment.value == "development"
+    if service == "gateway":
+        assert "DATABASE_URL" not in environment, "the gateway never touches Postgres: no credentials for it"
+    else:
+        assert environment["DATABASE_URL"].startswith("postgresql://stockzen_app:"), "connect as the restricted role"
+    host = {"gateway": "GATEWAY_HOST", "inventory": "INVENTORY_HOST", "sync-worker": "WORKER_METRICS_HOST"}.get(service)
+    if host:
+        assert environment[host] == "0.0.0.0", f"{service} must listen on every interface in its container"  # noqa: S104
+
+
+@pytest.mark.parametrize("service", ["gateway", "inventory"])
+def test_production_refuses_the_development_defaults(
+    compose: dict[str, Any], service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environment = _environment(_services(compose)[service], variables={"STOCKZEN_ENV": "production"})
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    settings_class: type[Any] = GatewaySettings if service == "gateway" else InventorySettings
+    with pytest.raises(ValidationError, match="development secret"):
+        settings_class()
+
+
+def test_interpolation_helper() -> None:
+    assert interpolate("a${X:-dflt}b", {}) == "adfltb"
+    assert interpolate("${X:-dflt}", {"X": "set"}) == "set"
+    with pytest.raises(KeyError):
+        interpolate("${X:?set X}", {})
+
+
+def _compose_plugin() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return (
+            subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=20, check=False).returncode
+            == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(
+    not _compose_plugin(), reason="the docker compose plugin is not installed (file checks above still ran)"
+)
+def test_docker_compose_config_accepts_the_file() -> None:
+    done = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr

@@ -97,6 +97,8 @@ async def test_with_postgres_out_of_reach_the_batch_waits_and_is_applied_once_it
         assert [r["status"] for r in final.json()["results"]] == ["duplicate", "duplicate"]
         assert await movement_rows(admin, tenant_id, [ops[1]["operationId"]]) == 1
         assert await stock_level(admin, tenant_id, product) == 8
+        failures = await _counter_total(own_stack, "stockzen_worker_database_errors_total")
+        assert failures >= 1  # counted as what it was: Postgres
     finally:
         await proxy.cut()
 
@@ -128,9 +130,18 @@ async def test_with_redis_out_of_reach_the_worker_still_applies_once(
         assert {r["status"] for r in final.json()["results"]} <= {"applied", "duplicate"}
         assert await movement_rows(admin, tenant_id, [ops[1]["operationId"]]) == 1
         assert await stock_level(admin, tenant_id, product) == -2
+        assert await _counter_total(own_stack, "stockzen_worker_batch_failures_total") >= 1
+        assert await _counter_total(own_stack, "stockzen_worker_database_errors_total") == 0  # Redis, not Postgres
     finally:
         await proxy.cut()
 
 
 async def _applied(admin: asyncpg.Connection, tenant_id: uuid.UUID, ops: list[dict[str, Any]]) -> bool:
     return await applied_rows(admin, tenant_id, [o["operationId"] for o in ops]) == len(ops)
+
+
+async def _counter_total(stack: Stack, name: str) -> float:
+    """The sum of a counter's samples on the worker's metrics endpoint."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(stack.worker_metrics_url)).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))

@@ -1,8 +1,8 @@
 """Where the tests find Postgres, Redis and RabbitMQ.
 
-By default the local services (or whatever the environment variables name). When
-``STOCKZEN_TEST_CONTAINERS=1`` is set and a Docker engine answers, fresh containers are started
-with testcontainers instead. Test resources get names of their own: the ``stockzen_test``
+Where a Docker engine answers, fresh Postgres, Redis and RabbitMQ containers are started with
+testcontainers; otherwise (as on the CI machine) the local services, or whatever the environment
+variables name, are used. ``STOCKZEN_TEST_CONTAINERS=0`` forces the latter, ``=1`` insists on Docker. Test resources get names of their own: the ``stockzen_test``
 database, Redis database 15 with a per-run key prefix, and a per-run queue name.
 """
 
@@ -58,7 +58,7 @@ def service_urls() -> Iterator[ServiceUrls]:
     """The services for this test run (containers if asked for and possible, else the environment's)."""
     run_id = uuid.uuid4().hex[:10]
     database = os.environ.get("TEST_DATABASE_NAME", "stockzen_test")
-    if os.environ.get("STOCKZEN_TEST_CONTAINERS") == "1" and docker_engine_answers():
+    if _want_containers():
         with _containers() as (admin, redis, amqp):
             yield _urls(admin, redis, amqp, database, run_id, app_password="stockzen-test-app-password")
         return
@@ -66,6 +66,16 @@ def service_urls() -> Iterator[ServiceUrls]:
     redis = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
     amqp = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
     yield _urls(admin, redis, amqp, database, run_id)
+
+
+def _want_containers() -> bool:
+    choice = os.environ.get("STOCKZEN_TEST_CONTAINERS", "auto")
+    if choice == "0":
+        return False
+    answers = docker_engine_answers()
+    if choice == "1" and not answers:
+        raise RuntimeError("STOCKZEN_TEST_CONTAINERS=1 but no Docker engine answers")
+    return answers
 
 
 def _urls(
@@ -87,14 +97,21 @@ def _urls(
 
 @contextmanager
 def _containers() -> Iterator[tuple[str, str, str]]:
-    from testcontainers.postgres import PostgresContainer
-    from testcontainers.rabbitmq import RabbitMqContainer
-    from testcontainers.redis import RedisContainer
+    # testcontainers 4: the community paths; RabbitMqContainer warns on import, so a plain container
+    # waiting for the broker's own "started" line stands in for it.
+    from testcontainers.community.postgres import PostgresContainer
+    from testcontainers.community.redis import RedisContainer
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
     with ExitStack() as stack:
         pg = stack.enter_context(PostgresContainer("postgres:15", driver=None))
         redis = stack.enter_context(RedisContainer("redis:7"))
-        rabbit = stack.enter_context(RabbitMqContainer("rabbitmq:3.10"))
+        rabbit = stack.enter_context(
+            DockerContainer("rabbitmq:3.10")
+            .with_exposed_ports(5672)
+            .waiting_for(LogMessageWaitStrategy("Server startup complete"))
+        )
         admin = pg.get_connection_url()
         redis_url = f"redis://{redis.get_container_host_ip()}:{redis.get_exposed_port(6379)}/15"
         amqp = f"amqp://guest:guest@{rabbit.get_container_host_ip()}:{rabbit.get_exposed_port(5672)}/"

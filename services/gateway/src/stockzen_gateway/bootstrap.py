@@ -89,9 +89,12 @@ def build_runtime(settings: GatewaySettings) -> tuple[GatewayRuntime, aioredis.R
 async def _monitor_queues(publisher: AmqpBatchPublisher, interval: float) -> None:
     """Export queue depth and consumer counts (no RabbitMQ plugin needed)."""
     while True:
-        for queue, (messages, consumers) in (await publisher.queue_depths()).items():
+        depths = await publisher.queue_depths()
+        for queue, (messages, consumers) in depths.items():
             METRICS.queue_messages.labels(queue).set(messages)
             METRICS.queue_consumers.labels(queue).set(consumers)
+        if depths:
+            METRICS.queue_polled_at.set_to_current_time()
         await asyncio.sleep(interval)
 
 

@@ -78,6 +78,10 @@ class GatewayMetrics:
         self.queue_consumers = Gauge(
             "stockzen_queue_consumers", "Consumers attached to a queue (polled by the gateway)", ["queue"]
         )
+        self.queue_polled_at = Gauge(
+            "stockzen_queue_last_poll_timestamp_seconds",
+            "When the gateway last read the queues' depth (stale gauges above mean the broker is out of reach)",
+        )
         self._create_known_series()
 
     def _create_known_series(self) -> None:

@@ -51,6 +51,11 @@ class WorkerMetrics:
         self.database_errors = Counter(
             "stockzen_worker_database_errors_total", "Batches that failed on Postgres", ["kind"]
         )
+        self.batch_failures = Counter(
+            "stockzen_worker_batch_failures_total",
+            "Batches that failed and will be retried, by exception (Postgres, Redis or other)",
+            ["kind"],
+        )
         self.dead_lettered = Counter(
             "stockzen_worker_dead_lettered_total", "Messages sent to the dead-letter queue", ["actor_name"]
         )

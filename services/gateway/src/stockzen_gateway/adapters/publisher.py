@@ -34,7 +34,7 @@ class AmqpBatchPublisher:
         self._channel: AbstractChannel | None = None  # a strong reference keeps it alive
         self._lock = asyncio.Lock()
 
-    async def _ready_channel(self) -> AbstractChannel:
+    async def _ready_connection(self) -> AbstractRobustConnection:
         async with self._lock:
             if self._connection is None:
                 self._connection = await aio_pika.connect_robust(
@@ -43,8 +43,13 @@ class AmqpBatchPublisher:
                     reconnect_interval=1,
                     client_properties={"connection_name": "stockzen-gateway"},
                 )
+            return self._connection
+
+    async def _ready_channel(self) -> AbstractChannel:
+        connection = await self._ready_connection()
+        async with self._lock:
             if self._channel is None:
-                self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+                self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             return self._channel
 
     async def publish(self, command: ApplySyncBatch) -> None:
@@ -79,14 +84,20 @@ class AmqpBatchPublisher:
             METRICS.publish_seconds.observe(time.perf_counter() - started)
 
     async def queue_depths(self) -> dict[str, tuple[int, int]]:
-        """(messages, consumers) of the sync queue and its dead-letter queue, via passive declares."""
-        if self._connection is None or self._connection.is_closed:
+        """(messages, consumers) of the sync queue and its dead-letter queue, via passive declares.
+
+        Empty when the broker is out of reach (the connection is opened here too if need be).
+        """
+        try:
+            async with asyncio.timeout(self._timeout):
+                connection = await self._ready_connection()
+        except (AMQPError, ConnectionError, OSError, TimeoutError):
             return {}
         depths = {}
         for name in (self._queue, f"{self._queue}.XQ"):
             try:
                 async with asyncio.timeout(self._timeout):
-                    async with self._connection.channel() as channel:  # a throwaway: a 404 closes it
+                    async with connection.channel() as channel:  # a throwaway: a 404 closes it
                         queue = await channel.declare_queue(name, passive=True)
                         result = queue.declaration_result
                         depths[name] = (result.message_count or 0, result.consumer_count or 0)

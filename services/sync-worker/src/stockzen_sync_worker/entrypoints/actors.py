@@ -10,9 +10,11 @@ import logging
 import time
 from typing import Any
 
+import asyncpg
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from stockzen_contracts import APPLY_SYNC_BATCH_ACTOR, ApplySyncBatch, Code, ItemStatus
 from stockzen_platform.logging import configure_logging, log_context
@@ -49,12 +51,14 @@ async def apply_sync_batch_actor(message: dict[str, Any]) -> None:
     current = CurrentMessage.get_current_message()
     assert current is not None  # the CurrentMessage middleware is installed by configure()
     with log_context(request_id=command.request_id, tenant_id=str(command.tenant_id), message_id=current.message_id):
-        ledger, cache = await runtime.adapters()
         started = time.perf_counter()
         try:
+            ledger, cache = await runtime.adapters()
             outcome = await apply_sync_batch(command, current.message_id, ledger, cache)
         except Exception as exc:
-            METRICS.database_errors.labels(type(exc).__name__).inc()
+            METRICS.batch_failures.labels(type(exc).__name__).inc()
+            if _is_database_error(exc):
+                METRICS.database_errors.labels(type(exc).__name__).inc()
             log.warning("batch failed; it will be retried", extra={"error": repr(exc)[:500]})
             raise
         METRICS.batch_seconds.observe(time.perf_counter() - started)
@@ -68,6 +72,14 @@ async def apply_sync_batch_actor(message: dict[str, Any]) -> None:
                 "checkpoint": outcome.applied.checkpoint,
             },
         )
+
+
+def _is_database_error(exc: Exception) -> bool:
+    # asyncpg raises its own classes, and plain OSErrors when it cannot connect; Redis never
+    # raises a plain OSError (its errors are RedisError).
+    return isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError) or (
+        isinstance(exc, OSError) and not isinstance(exc, RedisError)
+    )
 
 
 def _count(command: ApplySyncBatch, outcome: BatchOutcome) -> None:

@@ -86,16 +86,17 @@ def build_runtime(settings: GatewaySettings) -> tuple[GatewayRuntime, aioredis.R
     return runtime, client
 
 
-async def _monitor_queues(publisher: AmqpBatchPublisher, interval: float) -> None:
-    """Export queue depth and consumer counts (no RabbitMQ plugin needed)."""
-    while True:
+async def _monitor_queues(publisher: AmqpBatchPublisher, interval: float, stop: asyncio.Event) -> None:
+    """Export queue depth and consumer counts (no RabbitMQ plugin needed) until ``stop`` is set."""
+    while not stop.is_set():
         depths = await publisher.queue_depths()
         for queue, (messages, consumers) in depths.items():
             METRICS.queue_messages.labels(queue).set(messages)
             METRICS.queue_consumers.labels(queue).set(consumers)
         if depths:
             METRICS.queue_polled_at.set_to_current_time()
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
 
 
 def build_app(settings: GatewaySettings) -> FastAPI:
@@ -107,13 +108,17 @@ def build_app(settings: GatewaySettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        monitor = asyncio.create_task(_monitor_queues(runtime.publisher, settings.queue_monitor_interval_seconds))
+        stop = asyncio.Event()
+        monitor = asyncio.create_task(_monitor_queues(runtime.publisher, settings.queue_monitor_interval_seconds, stop))
         try:
             yield
         finally:
-            monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await monitor
+            # Let a poll in progress finish (it is bounded by its own timeouts): cancelling aiormq
+            # mid-connect can swallow the cancellation and leave its reader behind.
+            stop.set()
+            finished, _ = await asyncio.wait({monitor}, timeout=settings.publish_timeout_seconds + 1)
+            if not finished:
+                monitor.cancel()
             await runtime.publisher.close()
             await runtime.inventory.aclose()
             await client.aclose()

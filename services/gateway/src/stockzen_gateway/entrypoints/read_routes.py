@@ -6,21 +6,12 @@ shape, forwards them with an internal token naming the caller, and passes the an
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from stockzen_contracts import (
-    CHECKPOINT_MAX_LENGTH,
-    CURSOR_MAX_LENGTH,
-    FEED_PAGE_DEFAULT,
-    FEED_PAGE_MAX,
-    MOVEMENT_PAGE_DEFAULT,
-    MOVEMENT_PAGE_MAX,
-    PRODUCT_PAGE_DEFAULT,
-    PRODUCT_PAGE_MAX,
-    SEARCH_TEXT_MAX,
     ChangeFeedPage,
     Code,
     ErrorBody,
@@ -32,6 +23,18 @@ from stockzen_gateway.adapters.inventory_client import InventoryUnavailable
 from stockzen_gateway.bootstrap import GatewayRuntime
 from stockzen_platform.http import ApiError, request_id_of
 from stockzen_platform.identity import Identity
+from stockzen_platform.read_params import (
+    FEED_PAGE_DEFAULT,
+    MOVEMENT_PAGE_DEFAULT,
+    PRODUCT_PAGE_DEFAULT,
+    ArchivedFilter,
+    Cursor,
+    FeedCheckpoint,
+    FeedLimit,
+    MovementLimit,
+    ProductLimit,
+    SearchText,
+)
 
 from .dependencies import CurrentIdentity, Runtime, rate_limit
 
@@ -42,11 +45,6 @@ _FEED_ERRORS: dict[int | str, dict[str, Any]] = {
     **{status: {"model": ErrorBody} for status in (401, 422, 429, 503)},
     409: {"model": ErrorBody, "description": "RESET_REQUIRED: the checkpoint cannot be resumed from"},
 }
-
-Cursor = Annotated[
-    str | None,
-    Query(max_length=CURSOR_MAX_LENGTH, description="`nextCursor` of the previous page; omit for the first page"),
-]
 
 
 async def _forward(
@@ -80,13 +78,10 @@ async def list_products(
     request: Request,
     identity: CurrentIdentity,
     runtime: Runtime,
-    q: Annotated[
-        str | None,
-        Query(max_length=SEARCH_TEXT_MAX, description="case-insensitive text found in the name, SKU or barcode"),
-    ] = None,
-    archived: Annotated[bool | None, Query(description="only archived (true) or unarchived (false) products")] = None,
+    q: SearchText = None,
+    archived: ArchivedFilter = None,
     cursor: Cursor = None,
-    limit: Annotated[int, Query(ge=1, le=PRODUCT_PAGE_MAX)] = PRODUCT_PAGE_DEFAULT,
+    limit: ProductLimit = PRODUCT_PAGE_DEFAULT,
 ) -> Response:
     """The tenant's live products, ordered by name (case-insensitive), then id."""
     return await _forward(
@@ -119,7 +114,7 @@ async def movement_history(
     identity: CurrentIdentity,
     runtime: Runtime,
     cursor: Cursor = None,
-    limit: Annotated[int, Query(ge=1, le=MOVEMENT_PAGE_MAX)] = MOVEMENT_PAGE_DEFAULT,
+    limit: MovementLimit = MOVEMENT_PAGE_DEFAULT,
 ) -> Response:
     """Movements ordered by ``occurredAt`` then checkpoint, newest first. The cursor is a position,
     not an offset: movements recorded while scrolling never repeat or hide older ones."""
@@ -139,14 +134,8 @@ async def change_feed(
     request: Request,
     identity: CurrentIdentity,
     runtime: Runtime,
-    checkpoint: Annotated[
-        str | None,
-        Query(
-            max_length=CHECKPOINT_MAX_LENGTH,
-            description="the last checkpoint the client holds; omit it for a first download",
-        ),
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=FEED_PAGE_MAX)] = FEED_PAGE_DEFAULT,
+    checkpoint: FeedCheckpoint = None,
+    limit: FeedLimit = FEED_PAGE_DEFAULT,
 ) -> Response:
     """Product states (upserts and tombstones) and movements after ``checkpoint``, in checkpoint order.
 

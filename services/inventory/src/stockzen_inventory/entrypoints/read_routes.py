@@ -7,21 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Response
 
 from stockzen_contracts import (
-    CHECKPOINT_MAX_LENGTH,
-    CURSOR_MAX_LENGTH,
-    FEED_PAGE_DEFAULT,
-    FEED_PAGE_MAX,
-    MOVEMENT_PAGE_DEFAULT,
-    MOVEMENT_PAGE_MAX,
-    PRODUCT_PAGE_DEFAULT,
-    PRODUCT_PAGE_MAX,
-    SEARCH_TEXT_MAX,
     ChangeFeedPage,
     Code,
     ErrorBody,
@@ -36,6 +27,18 @@ from stockzen_inventory.domain.pagination import InvalidCursor
 from stockzen_inventory.domain.products import ProductFilter
 from stockzen_inventory.metrics import METRICS
 from stockzen_platform.http import ApiError
+from stockzen_platform.read_params import (
+    FEED_PAGE_DEFAULT,
+    MOVEMENT_PAGE_DEFAULT,
+    PRODUCT_PAGE_DEFAULT,
+    ArchivedFilter,
+    Cursor,
+    FeedCheckpoint,
+    FeedLimit,
+    MovementLimit,
+    ProductLimit,
+    SearchText,
+)
 
 from .dependencies import Caller, Reader, require_caller
 
@@ -46,11 +49,6 @@ _FEED_ERRORS: dict[int | str, dict[str, Any]] = {
     **{status: {"model": ErrorBody} for status in (401, 422, 503)},
     409: {"model": ErrorBody, "description": "RESET_REQUIRED: the checkpoint cannot be resumed from"},
 }
-
-Cursor = Annotated[
-    str | None,
-    Query(max_length=CURSOR_MAX_LENGTH, description="`nextCursor` of the previous page; omit for the first page"),
-]
 
 
 @contextmanager
@@ -81,13 +79,10 @@ def _json(model: WireModel) -> Response:
 async def list_products(
     caller: Caller,
     reader: Reader,
-    q: Annotated[
-        str | None,
-        Query(max_length=SEARCH_TEXT_MAX, description="case-insensitive text found in the name, SKU or barcode"),
-    ] = None,
-    archived: Annotated[bool | None, Query(description="only archived (true) or unarchived (false) products")] = None,
+    q: SearchText = None,
+    archived: ArchivedFilter = None,
     cursor: Cursor = None,
-    limit: Annotated[int, Query(ge=1, le=PRODUCT_PAGE_MAX)] = PRODUCT_PAGE_DEFAULT,
+    limit: ProductLimit = PRODUCT_PAGE_DEFAULT,
 ) -> Response:
     """The tenant's live products, ordered by name (case-insensitive), then id."""
     with _answering_errors():
@@ -123,7 +118,7 @@ async def movement_history(
     caller: Caller,
     reader: Reader,
     cursor: Cursor = None,
-    limit: Annotated[int, Query(ge=1, le=MOVEMENT_PAGE_MAX)] = MOVEMENT_PAGE_DEFAULT,
+    limit: MovementLimit = MOVEMENT_PAGE_DEFAULT,
 ) -> Response:
     """Movements ordered by ``occurredAt`` then checkpoint, newest first. The cursor is a position,
     not an offset: movements recorded while scrolling never repeat or hide older ones."""
@@ -142,14 +137,8 @@ async def movement_history(
 async def change_feed(
     caller: Caller,
     reader: Reader,
-    checkpoint: Annotated[
-        str | None,
-        Query(
-            max_length=CHECKPOINT_MAX_LENGTH,
-            description="the last checkpoint the client holds; omit it for a first download",
-        ),
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=FEED_PAGE_MAX)] = FEED_PAGE_DEFAULT,
+    checkpoint: FeedCheckpoint = None,
+    limit: FeedLimit = FEED_PAGE_DEFAULT,
 ) -> Response:
     """Product states (upserts and tombstones) and movements after ``checkpoint``, in checkpoint order.
 

@@ -68,7 +68,13 @@ def _start_rabbitmq() -> bool:
     if not shutil.which("rabbitmq-server"):
         return False
     _run(["rabbitmq-server", "-detached"])
-    _run(["rabbitmqctl", "--timeout", "120", "await_startup"])
+    # Right after -detached the node is not yet known to epmd and await_startup fails at once.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done = subprocess.run(["rabbitmqctl", "--timeout", "60", "await_startup"], capture_output=True, check=False)
+        if done.returncode == 0:
+            break
+        time.sleep(2)
     return True
 
 

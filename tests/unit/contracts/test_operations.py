@@ -61,6 +61,7 @@ def test_a_product_create_round_trips_in_camel_case_with_utc_times() -> None:
     assert op.payload.name == "Blue mug"
     assert op.payload.price_cents == 1299
     assert op.modified_at == datetime(2026, 11, 24, 8, 0, 0, 250000, tzinfo=UTC)
+    assert op.modified_at.utcoffset() == timedelta(0)  # held in UTC, whatever zone it came in
     wire = op.to_wire()
     assert wire["modifiedAt"] == "2026-11-24T08:00:00.250000Z"
     assert wire["payload"]["priceCents"] == 1299

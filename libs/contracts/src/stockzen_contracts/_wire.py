@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -36,14 +37,10 @@ def format_utc(value: datetime) -> str:
 UtcDateTime = Annotated[
     AwareDatetime,
     BeforeValidator(_iso_timestamp_only),
+    AfterValidator(_to_utc),
     PlainSerializer(format_utc, return_type=str, when_used="json"),
 ]
 """A timestamp that must carry a timezone; held in UTC, emitted as ``...Z``."""
-
-
-def utc_from(value: datetime) -> datetime:
-    """Normalise an aware datetime to UTC (the form every model keeps)."""
-    return _to_utc(value)
 
 
 def text(max_length: int, *, min_length: int = 0) -> StringConstraints:

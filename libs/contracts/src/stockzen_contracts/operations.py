@@ -111,8 +111,6 @@ Operation = Annotated[
 ]
 """Any valid operation (``_ChangeStockMovement`` never validates)."""
 
-ProductOperation = CreateProduct | UpdateProduct | DeleteProduct
-
 _operation_adapter: TypeAdapter[Operation] = TypeAdapter(Operation)
 
 

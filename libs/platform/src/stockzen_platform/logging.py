@@ -41,11 +41,6 @@ def log_context(**fields: Any) -> Iterator[None]:
         _context.reset(token)
 
 
-def bind_log_context(**fields: Any) -> None:
-    """Add fields to the current context (for the rest of the current task or request)."""
-    _context.set({**(_context.get() or {}), **{k: v for k, v in fields.items() if v is not None}})
-
-
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, service, logger, message, context and extras."""
 

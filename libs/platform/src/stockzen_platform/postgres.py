@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 from uuid import UUID
 
 import asyncpg
@@ -57,8 +57,3 @@ async def tenant_transaction(
     async with pool.acquire() as connection, connection.transaction(isolation=isolation, readonly=readonly):
         await connection.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
         yield connection
-
-
-def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:
-    """A plain dict of a row (or ``None``)."""
-    return dict(record) if record is not None else None

@@ -181,12 +181,17 @@ class MemoryResultCache:
         found = {op: self.results[(tenant_id, op)] for op in operation_ids if (tenant_id, op) in self.results}
         return found, self.checkpoints.get(tenant_id)
 
-    async def store(self, tenant_id: UUID, results: dict[UUID, StoredResult], checkpoint: int) -> None:
+    async def deliver(
+        self,
+        tenant_id: UUID,
+        results: dict[UUID, StoredResult],
+        checkpoint: int,
+        reply_to: str,
+        applied: SyncBatchApplied,
+    ) -> None:
         for op, stored in results.items():
             self.results[(tenant_id, op)] = stored
         self.checkpoints[tenant_id] = max(checkpoint, self.checkpoints.get(tenant_id, 0))
-
-    async def reply(self, reply_to: str, applied: SyncBatchApplied) -> None:
         self.replies.setdefault(reply_to, []).append(applied)
 
     def flush(self) -> None:

@@ -116,24 +116,20 @@ async def test_expired_tombstones_are_purged_and_move_the_feed_horizon(
     assert await admin.fetchval("SELECT feed_horizon FROM tenants WHERE tenant_id = $1", tenant) == old_checkpoint
 
 
-async def test_the_cache_keeps_results_and_only_moves_checkpoints_forward(harness: PostgresHarness) -> None:
+async def test_the_cache_keeps_results_answers_the_gateway_and_only_moves_checkpoints_forward(
+    harness: PostgresHarness, redis_client: aioredis.Redis
+) -> None:
     tenant, op = uuid.uuid4(), uuid.uuid4()
+    reply_to = f"{harness._prefix}reply:{uuid.uuid4().hex}"
     stored = StoredResult("m-1", ItemResult(operation_id=op, status=ItemStatus.APPLIED))
-    await harness.cache.store(tenant, {op: stored}, 7)
-    await harness.cache.store(tenant, {}, 5)
+    applied = SyncBatchApplied(request_id="r", checkpoint="7", results=[stored.result])
+    await harness.cache.deliver(tenant, {op: stored}, 7, reply_to, applied)
+    await harness.cache.deliver(tenant, {}, 5, reply_to, applied)
+
     found, checkpoint = await harness.cache.lookup(tenant, [op, uuid.uuid4()])
     assert found == {op: stored}
     assert checkpoint == 7
-
-
-async def test_replies_reach_the_waiting_gateway_and_expire(
-    harness: PostgresHarness, redis_client: aioredis.Redis
-) -> None:
-    reply_to = f"{harness._prefix}reply:{uuid.uuid4().hex}"
-    applied = SyncBatchApplied(request_id="r", checkpoint="3", results=[])
-    await harness.cache.reply(reply_to, applied)
     popped = await redis_client.blpop([reply_to], timeout=1)
     assert popped is not None
     assert SyncBatchApplied.model_validate_json(popped[1]) == applied
-    await harness.cache.reply(reply_to, applied)
     assert 0 < await redis_client.ttl(reply_to) <= 300

@@ -62,12 +62,13 @@ def _command(tenant: uuid.UUID, ops: list[dict[str, Any]]) -> ApplySyncBatch:
 async def test_results_redis_knows_never_reach_postgres(harness: MemoryHarness) -> None:
     tenant, product = uuid.uuid4(), uuid.uuid4()
     command = _command(tenant, [create_product(tenant, product, "Mug", T0), movement(tenant, product)])
-    await apply_sync_batch(command, "m-1", harness.ledger, harness.cache)
+    first = await apply_sync_batch(command, "m-1", harness.ledger, harness.cache)
     before = harness.ledger.transactions
     outcome = await apply_sync_batch(command, "m-2", harness.ledger, harness.cache)
     assert harness.ledger.transactions == before  # answered from the cache, checkpoint included
     assert (outcome.cache_hits, outcome.ledger_hits) == (2, 0)
     assert outcome.applied.checkpoint == "2"
+    assert harness.cache.replies["x"] == [first.applied, outcome.applied]  # both answered the gateway
 
 
 async def test_tombstones_are_purged_only_after_a_delete(harness: MemoryHarness) -> None:

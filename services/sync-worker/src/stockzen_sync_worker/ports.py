@@ -81,10 +81,14 @@ class ResultCache(Protocol):
         """Known results and the tenant's last known checkpoint, in one round trip."""
         ...
 
-    async def store(self, tenant_id: UUID, results: dict[UUID, StoredResult], checkpoint: int) -> None:
-        """Keep new results (with a TTL) and advance the cached checkpoint."""
-        ...
-
-    async def reply(self, reply_to: str, applied: SyncBatchApplied) -> None:
-        """Hand the batch's results to the gateway waiting on ``reply_to``."""
+    async def deliver(
+        self,
+        tenant_id: UUID,
+        results: dict[UUID, StoredResult],
+        checkpoint: int,
+        reply_to: str,
+        applied: SyncBatchApplied,
+    ) -> None:
+        """Keep the new results (with a TTL), advance the cached checkpoint, and hand the batch's
+        results to the gateway waiting on ``reply_to``."""
         ...

@@ -37,7 +37,8 @@ class BatchOutcome:
 async def apply_sync_batch(
     command: ApplySyncBatch, message_id: str, ledger: Ledger, cache: ResultCache
 ) -> BatchOutcome:
-    """Apply a batch for its tenant; every operation is applied at most once, whatever is replayed.
+    """Apply a batch for its tenant and answer the waiting gateway; every operation is applied at
+    most once, whatever is replayed.
 
     Redis answers for operations it remembers; Postgres decides the rest inside one transaction
     that holds the tenant's checkpoint counter, so a concurrent delivery of the same operations
@@ -59,13 +60,12 @@ async def apply_sync_batch(
         checkpoint = (
             cached_checkpoint if cached_checkpoint is not None else await ledger.read_checkpoint(command.tenant_id)
         )
-    if fresh:
-        await cache.store(command.tenant_id, fresh, checkpoint)
     applied = SyncBatchApplied(
         request_id=command.request_id,
         checkpoint=str(checkpoint),
         results=[results[i] for i in range(len(ids))],
     )
+    await cache.deliver(command.tenant_id, fresh, checkpoint, command.reply_to, applied)
     return BatchOutcome(applied, cache_hits=len(ids) - len(todo), ledger_hits=ledger_hits)
 
 

@@ -60,16 +60,20 @@ class RedisResultCache:
         checkpoint = int(values[-1]) if values[-1] is not None else None
         return found, checkpoint
 
-    async def store(self, tenant_id: UUID, results: dict[UUID, StoredResult], checkpoint: int) -> None:
+    async def deliver(
+        self,
+        tenant_id: UUID,
+        results: dict[UUID, StoredResult],
+        checkpoint: int,
+        reply_to: str,
+        applied: SyncBatchApplied,
+    ) -> None:
+        # One round trip: remember the new results, advance the checkpoint, answer the gateway.
         async with self._redis.pipeline(transaction=False) as pipe:
             for op, stored in results.items():
                 entry = {"messageId": stored.message_id, "result": stored.result.to_wire()}
                 pipe.set(self._result_key(tenant_id, op), json.dumps(entry), ex=self._ttl)
             pipe.eval(_ADVANCE_CHECKPOINT, 1, self._checkpoint_key(tenant_id), checkpoint, self._ttl)
-            await pipe.execute()
-
-    async def reply(self, reply_to: str, applied: SyncBatchApplied) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
             pipe.rpush(reply_to, applied.model_dump_json())
             pipe.expire(reply_to, self._reply_ttl)
             await pipe.execute()

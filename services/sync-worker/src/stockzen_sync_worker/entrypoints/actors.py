@@ -42,7 +42,7 @@ class PoisonMessage(Exception):
     throws=(PoisonMessage,),
 )
 async def apply_sync_batch_actor(message: dict[str, Any]) -> None:
-    """Apply one sync batch and push its results to the waiting gateway."""
+    """Apply one sync batch; its results go back to the waiting gateway through Redis."""
     try:
         command = ApplySyncBatch.model_validate(message)
     except ValidationError as exc:
@@ -63,7 +63,6 @@ async def apply_sync_batch_actor(message: dict[str, Any]) -> None:
             raise
         METRICS.batch_seconds.observe(time.perf_counter() - started)
         _count(command, outcome)
-        await cache.reply(command.reply_to, outcome.applied)
         log.info(
             "batch applied",
             extra={

@@ -70,30 +70,35 @@ def _merge_sql() -> str:
                 FROM jsonb_object_keys($3::jsonb) AS k WHERE {_wins("k")}),
             modified_at = GREATEST(products.modified_at, $5),
             checkpoint = next_checkpoint()
-        WHERE tenant_id = $1 AND id = $2 AND {any_wins}
+        WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL AND {any_wins}
         RETURNING {_STATE},
             ARRAY(SELECT k FROM jsonb_object_keys($3::jsonb) AS k
                   WHERE products.field_versions ->> k = $4::text) AS won
     """
 
 
+# Each write is one statement that does nothing when it does not apply; only then does the
+# adapter read the row to say why. No product row lock is needed: the tenant's row is held.
 _MERGE = _merge_sql()
+_ABSENT = "NOT EXISTS (SELECT 1 FROM products WHERE tenant_id = $1 AND id = $2)"
 _CREATE = f"""
     INSERT INTO products (tenant_id, id, {", ".join(PRODUCT_FIELDS)}, field_versions, modified_at, checkpoint)
-    VALUES ($1, $2, {", ".join(f"${i}" for i in range(3, 3 + len(PRODUCT_FIELDS)))},
-            ${3 + len(PRODUCT_FIELDS)}, ${4 + len(PRODUCT_FIELDS)}, next_checkpoint())
+    SELECT $1, $2, {", ".join(f"${i}::{t}" for i, t in enumerate(_COLUMN_TYPES.values(), start=3))},
+           ${3 + len(PRODUCT_FIELDS)}::jsonb, ${4 + len(PRODUCT_FIELDS)}::timestamptz, next_checkpoint()
+    WHERE {_ABSENT}
     RETURNING {_STATE}
 """
-_LOCK_PRODUCT = f"SELECT {_STATE} FROM products WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
-_TOMBSTONE_NEW = f"""
-    INSERT INTO products (tenant_id, id, modified_at, deleted_at, deleted_by, checkpoint)
-    VALUES ($1, $2, $3, now(), $4, next_checkpoint())
-    RETURNING {_STATE}
-"""
+_CURRENT = f"SELECT {_STATE} FROM products WHERE tenant_id = $1 AND id = $2"
 _TOMBSTONE = f"""
     UPDATE products SET deleted_at = now(), deleted_by = $4,
         modified_at = GREATEST(modified_at, $3), checkpoint = next_checkpoint()
-    WHERE tenant_id = $1 AND id = $2
+    WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
+    RETURNING {_STATE}
+"""
+_TOMBSTONE_NEW = f"""
+    INSERT INTO products (tenant_id, id, modified_at, deleted_at, deleted_by, checkpoint)
+    SELECT $1, $2, $3::timestamptz, now(), $4::uuid, next_checkpoint()
+    WHERE {_ABSENT}
     RETURNING {_STATE}
 """
 _RECORD_MOVEMENT = """
@@ -151,11 +156,9 @@ class PostgresTenantLedger:
     async def merge_product(
         self, product_id: UUID, changes: dict[str, Any], version: Version, *, create: bool
     ) -> Effect:
-        current = await self._db.fetchrow(_LOCK_PRODUCT, self._tenant, product_id)
-        if current is None:
-            if not create:
-                return MissingEntity(f"product {product_id} does not exist")
-            row = await self._db.fetchrow(
+        requested = tuple(changes)
+        if create:
+            created = await self._db.fetchrow(
                 _CREATE,
                 self._tenant,
                 product_id,
@@ -163,23 +166,26 @@ class PostgresTenantLedger:
                 {f: version.encode() for f in changes},
                 version.modified_at,
             )
-            return ProductMerged(_product_state(row), tuple(changes), tuple(changes))
-        if current["deleted"]:
-            return ProductWasDeleted(_product_state(current))
+            if created is not None:
+                return ProductMerged(_product_state(created), requested, requested)
         merged = await self._db.fetchrow(
             _MERGE, self._tenant, product_id, changes, version.encode(), version.modified_at
         )
-        if merged is None:  # every field already holds a newer write
-            return ProductMerged(_product_state(current), tuple(changes), ())
-        return ProductMerged(_product_state(merged), tuple(changes), tuple(merged["won"]))
+        if merged is not None:
+            return ProductMerged(_product_state(merged), requested, tuple(merged["won"]))
+        current = await self._db.fetchrow(_CURRENT, self._tenant, product_id)
+        if current is None:
+            return MissingEntity(f"product {product_id} does not exist")
+        if current["deleted"]:
+            return ProductWasDeleted(_product_state(current))
+        return ProductMerged(_product_state(current), requested, ())  # every field holds a newer write
 
     async def delete_product(self, product_id: UUID, version: Version) -> Effect:
-        current = await self._db.fetchrow(_LOCK_PRODUCT, self._tenant, product_id)
-        if current is not None and current["deleted"]:
-            return ProductDeleted(_product_state(current))
+        args = (self._tenant, product_id, version.modified_at, version.operation_id)
         # A delete may overtake its product's create: it still leaves a tombstone, which wins.
-        statement = _TOMBSTONE_NEW if current is None else _TOMBSTONE
-        row = await self._db.fetchrow(statement, self._tenant, product_id, version.modified_at, version.operation_id)
+        row = await self._db.fetchrow(_TOMBSTONE, *args) or await self._db.fetchrow(_TOMBSTONE_NEW, *args)
+        if row is None:  # already a tombstone
+            row = await self._db.fetchrow(_CURRENT, self._tenant, product_id)
         return ProductDeleted(_product_state(row))
 
     async def record_movement(self, operation: RecordStockMovement, occurred_at: datetime) -> Effect:

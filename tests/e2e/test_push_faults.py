@@ -88,3 +88,36 @@ async def test_with_rabbitmq_out_of_reach_the_gateway_answers_503_and_applies_no
         assert await movement_rows(admin, tenant_id, [ops[1]["operationId"]]) == 1
     finally:
         await proxy.cut()
+
+
+async def test_with_redis_out_of_the_gateways_reach_keyed_requests_are_unavailable_and_others_pend(
+    own_stack: Stack, database: ServiceUrls, admin: asyncpg.Connection, tenant_id: uuid.UUID
+) -> None:
+    proxy = CuttableProxy("127.0.0.1", 6379)
+    await proxy.start()
+    via_proxy = database.redis_url.replace(":6379/", f":{proxy.port}/")
+    try:
+        await asyncio.to_thread(own_stack.start_worker)  # the worker keeps its own, direct Redis
+        await asyncio.to_thread(own_stack.start_gateway, REDIS_URL=via_proxy, SYNC_RESULT_TIMEOUT_SECONDS="2")
+        product = uuid.uuid4()
+        ops = [create_product(tenant_id, product), movement(tenant_id, product, "entry", 4)]
+        headers = {"Authorization": f"Bearer {user_token(tenant_id)}"}
+        async with httpx.AsyncClient(base_url=own_stack.gateway_url, headers=headers, timeout=30) as client:
+            await proxy.cut()
+            keyed = await client.post("/api/sync", json={"operations": ops}, headers={"Idempotency-Key": "k-1"})
+            assert keyed.status_code == 503, keyed.text
+            assert keyed.json()["code"] == "UNAVAILABLE"
+            assert int(keyed.headers["retry-after"]) >= 1
+            assert await applied_rows(admin, tenant_id, [o["operationId"] for o in ops]) == 0
+
+            # Without a key the rate limiter fails open and the batch is queued; its results cannot come back.
+            plain = await client.post("/api/sync", json={"operations": ops})
+            assert plain.status_code == 202
+            assert {r["status"] for r in plain.json()["results"]} == {"pending"}
+
+            await proxy.restore()
+            final = await sync_until_final(client, ops)
+        assert [r["status"] for r in final.json()["results"]] == ["duplicate", "duplicate"]
+        assert await movement_rows(admin, tenant_id, [ops[1]["operationId"]]) == 1
+    finally:
+        await proxy.cut()

@@ -126,6 +126,7 @@ def build_app(settings: GatewaySettings) -> FastAPI:
     app = FastAPI(title="StockZen Sync gateway", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
     install_error_handlers(app)
+    http.answer_redis_outages(app)
     app.add_middleware(RequestContextMiddleware, metrics=METRICS.http)
     app.include_router(http.router)
     app.include_router(sync_routes.router)

@@ -35,7 +35,7 @@ PUBLISH_FAILURE_REASONS = (
 )
 """The usual ``reason`` values (exception class names) of ``stockzen_gateway_publish_failures_total``."""
 
-REDIS_USES = ("rate_limit",)
+REDIS_USES = ("rate_limit", "wait_for_reply", "request")
 """The ``use`` values of ``stockzen_gateway_redis_errors_total``."""
 
 

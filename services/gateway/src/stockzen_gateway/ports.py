@@ -42,5 +42,5 @@ class SyncState(Protocol):
         ...
 
     async def wait_for_reply(self, reply_to: str, timeout_seconds: float) -> SyncBatchApplied | None:
-        """The worker's results, or ``None`` past the deadline."""
+        """The worker's results, or ``None`` past the deadline or when they cannot be waited for."""
         ...

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import JsonValue
-from redis.exceptions import RedisError
 
 from stockzen_contracts import ApplySyncBatch, ItemResult, SyncRequest, SyncResponse
 from stockzen_platform.identity import Identity
@@ -25,8 +23,6 @@ from .domain.idempotency import (
 )
 from .domain.results import assemble_results, is_complete
 from .ports import BatchPublisher, SyncState
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +85,7 @@ async def sync(
                 operations=judged.accepted,
             )
         )
-        try:
-            applied = await state.wait_for_reply(reply_to, policy.result_timeout_seconds)
-        except RedisError as exc:
-            # The batch is queued and will be applied once; the client learns its results on retry.
-            log.warning("could not wait for results", extra={"error": str(exc)})
+        applied = await state.wait_for_reply(reply_to, policy.result_timeout_seconds)
     results = assemble_results(judged, applied)
     response = SyncResponse(
         checkpoint=applied.checkpoint if applied else request.checkpoint,

@@ -5,16 +5,20 @@ Nothing here lives in process memory, so any number of gateway replicas share it
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from uuid import UUID
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from stockzen_contracts import SyncBatchApplied
 from stockzen_gateway.domain.idempotency import KeyClaim, KeyState, StoredResponse
 from stockzen_gateway.domain.rate_limits import RateDecision, RateLimit
 from stockzen_gateway.metrics import METRICS
+
+log = logging.getLogger(__name__)
 
 # A token bucket per key, atomic in one script, timed by the Redis server's clock so that
 # gateways with drifting clocks agree. Returns {allowed, retry_after_ms}.
@@ -107,10 +111,16 @@ class RedisGatewayState:
         return f"{self._prefix}reply:{uuid.uuid4().hex}"
 
     async def wait_for_reply(self, reply_to: str, timeout_seconds: float) -> SyncBatchApplied | None:
-        """The worker's results, or ``None`` when they are not back within the deadline."""
+        """The worker's results, or ``None`` when they are not back within the deadline (or Redis is away:
+        the batch is queued all the same, and the client learns its results on retry)."""
         # Observed whether the results came, timed out or Redis failed: the wait is the client's latency.
         with METRICS.result_wait_seconds.time():
-            popped = await self._redis.blpop([reply_to], timeout=timeout_seconds)
+            try:
+                popped = await self._redis.blpop([reply_to], timeout=timeout_seconds)
+            except RedisError as exc:
+                METRICS.redis_errors.labels("wait_for_reply").inc()
+                log.warning("could not wait for results", extra={"error": str(exc)})
+                return None
         if popped is None:
             return None
         _, payload = popped

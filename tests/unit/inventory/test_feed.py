@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stockzen_contracts import ChangeOperation, EntityType, MovementKind, ProductState, StockMovementState
+from stockzen_contracts import Change, ChangeOperation, EntityType, MovementKind, ProductState, StockMovementState
 from stockzen_inventory.domain.feed import (
     FeedPosition,
     InvalidCheckpoint,
@@ -63,7 +63,7 @@ def test_anything_else_is_not_a_checkpoint(token: str) -> None:
 def test_a_client_resumes_from_the_horizon_up_to_the_last_checkpoint() -> None:
     position = FeedPosition(last_checkpoint=50, horizon=10)
     for since in (None, 10, 11, 50):
-        check_resumable(since, position)
+        check_resumable(since, position)  # raises ResetRequired when it cannot
 
 
 @pytest.mark.parametrize("since", [0, 9, 51])
@@ -72,10 +72,14 @@ def test_a_client_below_the_horizon_or_ahead_of_the_data_must_reset(since: int) 
         check_resumable(since, FeedPosition(last_checkpoint=50, horizon=10))
 
 
-def test_a_page_merges_products_and_movements_in_checkpoint_order() -> None:
+def _changes(*items: ProductState | StockMovementState) -> list[Change]:
+    return [Change.of_product(i) if isinstance(i, ProductState) else Change.of_movement(i) for i in items]
+
+
+def test_a_page_shows_product_states_and_movements_as_changes() -> None:
     products = [_product(2), _product(5, deleted=True)]
-    movements = [_movement(3), _movement(4), _movement(7)]
-    page = assemble_feed_page(products, movements, limit=10, position=FeedPosition(last_checkpoint=9, horizon=0))
+    changes = _changes(products[0], _movement(3), _movement(4), products[1], _movement(7))
+    page = assemble_feed_page(changes, limit=10, position=FeedPosition(last_checkpoint=9, horizon=0))
     assert [c.checkpoint for c in page.changes] == ["2", "3", "4", "5", "7"]
     assert [c.entity_type for c in page.changes] == [EntityType.PRODUCT] + [EntityType.STOCK_MOVEMENT] * 2 + [
         EntityType.PRODUCT,
@@ -89,20 +93,19 @@ def test_a_page_merges_products_and_movements_in_checkpoint_order() -> None:
 
 
 def test_a_full_page_resumes_after_its_last_change() -> None:
-    products = [_product(1), _product(4), _product(6)]
-    movements = [_movement(2), _movement(3), _movement(5)]
-    page = assemble_feed_page(products, movements, limit=4, position=FeedPosition(last_checkpoint=6, horizon=0))
+    changes = _changes(_product(1), _movement(2), _movement(3), _product(4), _movement(5))  # limit + 1 fetched
+    page = assemble_feed_page(changes, limit=4, position=FeedPosition(last_checkpoint=6, horizon=0))
     assert [c.checkpoint for c in page.changes] == ["1", "2", "3", "4"]
     assert (page.has_more, page.checkpoint) == (True, "4")
 
 
 def test_an_empty_feed_keeps_the_clients_place() -> None:
-    page = assemble_feed_page([], [], limit=100, position=FeedPosition(last_checkpoint=12, horizon=3))
+    page = assemble_feed_page([], limit=100, position=FeedPosition(last_checkpoint=12, horizon=3))
     assert (page.changes, page.has_more, page.checkpoint) == ([], False, "12")
 
 
 def test_the_wire_form_leaves_out_the_absent_entity() -> None:
-    page = assemble_feed_page([_product(1)], [_movement(2)], limit=10, position=FeedPosition(2, 0))
+    page = assemble_feed_page(_changes(_product(1), _movement(2)), limit=10, position=FeedPosition(2, 0))
     product_change, movement_change = page.to_wire()["changes"]
     assert "movement" not in product_change
     assert product_change["product"]["checkpoint"] == "1"

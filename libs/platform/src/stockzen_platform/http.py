@@ -17,24 +17,22 @@ from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from stockzen_contracts import Code
+
 from .logging import log_context
 
 log = logging.getLogger(__name__)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _STATUS_CODES = {
-    400: "VALIDATION_ERROR",
-    401: "UNAUTHORIZED",
-    403: "UNAUTHORIZED",
-    404: "NOT_FOUND",
-    405: "VALIDATION_ERROR",
-    409: "CONFLICT",
-    413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE",
-    422: "VALIDATION_ERROR",
-    429: "RATE_LIMITED",
-    503: "UNAVAILABLE",
-}
+    401: Code.UNAUTHORIZED,
+    403: Code.UNAUTHORIZED,
+    404: Code.NOT_FOUND,
+    413: Code.PAYLOAD_TOO_LARGE,
+    415: Code.UNSUPPORTED_MEDIA_TYPE,
+    429: Code.RATE_LIMITED,
+    503: Code.UNAVAILABLE,
+}  # any other 4xx is VALIDATION_ERROR, any other 5xx INTERNAL_ERROR
 
 
 class ApiError(Exception):
@@ -70,17 +68,19 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _STATUS_CODES.get(exc.status_code, "INTERNAL_ERROR" if exc.status_code >= 500 else "VALIDATION_ERROR")
+        code = _STATUS_CODES.get(
+            exc.status_code, Code.INTERNAL_ERROR if exc.status_code >= 500 else Code.VALIDATION_ERROR
+        )
         return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "VALIDATION_ERROR", _describe_validation(exc))
+        return error_response(422, Code.VALIDATION_ERROR, _describe_validation(exc))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return error_response(500, "INTERNAL_ERROR", "internal error; the request id names it in the logs")
+        return error_response(500, Code.INTERNAL_ERROR, "internal error; the request id names it in the logs")
 
 
 class HttpMetrics:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Query
 
@@ -17,6 +17,7 @@ from stockzen_contracts import (
     PRODUCT_PAGE_DEFAULT,
     PRODUCT_PAGE_MAX,
     SEARCH_TEXT_MAX,
+    ErrorBody,
 )
 
 Cursor = Annotated[
@@ -39,6 +40,15 @@ FeedCheckpoint = Annotated[
     ),
 ]
 
+
+def error_responses(*statuses: int, resettable: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a read route: the error shape for each status (and 409 for the feed)."""
+    documented: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in statuses}
+    if resettable:
+        documented[409] = {"model": ErrorBody, "description": "RESET_REQUIRED: the checkpoint cannot be resumed from"}
+    return documented
+
+
 __all__ = [
     "FEED_PAGE_DEFAULT",
     "MOVEMENT_PAGE_DEFAULT",
@@ -50,4 +60,5 @@ __all__ = [
     "MovementLimit",
     "ProductLimit",
     "SearchText",
+    "error_responses",
 ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
 
-from stockzen_contracts import ProductState, ProductView, StockMovementState
+from stockzen_contracts import Change, ProductView, StockMovementState
 
 from .domain.feed import FeedPosition
 from .domain.pagination import MovementCursor, ProductCursor
@@ -29,12 +29,9 @@ class FeedSnapshot(Protocol):
         """The tenant's last checkpoint and feed horizon (zeros for a tenant that never wrote)."""
         ...
 
-    async def products_after(self, checkpoint: int, limit: int) -> list[ProductState]:
-        """Current states (tombstones included) of products whose checkpoint is above ``checkpoint``."""
-        ...
-
-    async def movements_after(self, checkpoint: int, limit: int) -> list[StockMovementState]:
-        """Movements whose checkpoint is above ``checkpoint``, in checkpoint order."""
+    async def changes_after(self, checkpoint: int, limit: int) -> list[Change]:
+        """The first ``limit`` changes above ``checkpoint`` in checkpoint order: products' current
+        states (tombstones included) and movements."""
         ...
 
 

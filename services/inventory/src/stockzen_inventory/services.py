@@ -69,6 +69,5 @@ async def change_feed(
         position = await snapshot.position()
         check_resumable(since, position)
         start = since or 0
-        products = await snapshot.products_after(start, limit + 1)
-        movements = await snapshot.movements_after(start, limit + 1)
-    return assemble_feed_page(products, movements, limit=limit, position=position)
+        changes = await snapshot.changes_after(start, limit + 1)
+    return assemble_feed_page(changes, limit=limit, position=position)

@@ -54,14 +54,14 @@ class InventoryClient:
         )
 
     async def get(
-        self, path: str, identity: Identity, *, params: Mapping[str, str], request_id: str | None = None
+        self, path: str, identity: Identity, *, params: Mapping[str, str | int | bool], request_id: str | None = None
     ) -> InventoryAnswer:
         """GET ``path`` for ``identity``; raise :class:`InventoryUnavailable` when there is no usable answer."""
         headers = {"Authorization": f"Bearer {self._issuer.issue(identity, ttl_seconds=INTERNAL_TOKEN_TTL_SECONDS)}"}
         if request_id is not None:
             headers["X-Request-Id"] = request_id  # one id across both services' logs
         try:
-            response = await self._http.get(path, params=dict(params), headers=headers)
+            response = await self._http.get(path, params=params, headers=headers)
         except httpx.TransportError as exc:  # refused, reset, timed out
             log.warning("inventory unreachable", extra={"error": type(exc).__name__, "path": path})
             raise InventoryUnavailable(type(exc).__name__) from exc

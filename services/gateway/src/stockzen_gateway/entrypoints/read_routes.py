@@ -14,7 +14,6 @@ from fastapi import APIRouter, Depends, Request, Response
 from stockzen_contracts import (
     ChangeFeedPage,
     Code,
-    ErrorBody,
     MovementPage,
     ProductPage,
     ProductView,
@@ -34,24 +33,22 @@ from stockzen_platform.read_params import (
     MovementLimit,
     ProductLimit,
     SearchText,
+    error_responses,
 )
 
 from .dependencies import CurrentIdentity, Runtime, rate_limit
 
 router = APIRouter(dependencies=[Depends(rate_limit(lambda runtime: runtime.read_limit))])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 404, 422, 429, 503)}
-_FEED_ERRORS: dict[int | str, dict[str, Any]] = {
-    **{status: {"model": ErrorBody} for status in (401, 422, 429, 503)},
-    409: {"model": ErrorBody, "description": "RESET_REQUIRED: the checkpoint cannot be resumed from"},
-}
+_ERRORS = error_responses(401, 404, 422, 429, 503)
+_FEED_ERRORS = error_responses(401, 422, 429, 503, resettable=True)
 
 
 async def _forward(
     request: Request, runtime: GatewayRuntime, identity: Identity, path: str, params: dict[str, Any]
 ) -> Response:
     """Ask inventory for ``path`` with the parameters given, and answer with what it says."""
-    present = {name: _query_value(value) for name, value in params.items() if value is not None}
+    present = {name: value for name, value in params.items() if value is not None}
     try:
         answer = await runtime.inventory.get(path, identity, params=present, request_id=request_id_of(request))
     except InventoryUnavailable:
@@ -59,12 +56,6 @@ async def _forward(
             503, Code.UNAVAILABLE, "the inventory service is unavailable; retry later", {"Retry-After": "5"}
         ) from None
     return Response(answer.body, status_code=answer.status_code, headers=answer.headers)
-
-
-def _query_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 @router.get(

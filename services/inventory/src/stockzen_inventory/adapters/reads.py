@@ -13,7 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
-from stockzen_contracts import ProductState, ProductView, StockMovementState
+from stockzen_contracts import Change, ProductState, ProductView, StockMovementState
 from stockzen_inventory.domain.feed import FeedPosition
 from stockzen_inventory.domain.pagination import MovementCursor, ProductCursor
 from stockzen_inventory.domain.products import ProductFilter, contains_pattern
@@ -30,45 +30,58 @@ _WITH_STOCK = f"""
     LEFT JOIN stock_levels l ON l.tenant_id = p.tenant_id AND l.product_id = p.id
 """
 _GET_PRODUCT = f"{_WITH_STOCK} WHERE p.tenant_id = $1 AND p.id = $2 AND p.deleted_at IS NULL"
-_PRODUCT_IS_LIVE = "SELECT 1 FROM products WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL"
 
 _MOVEMENT_COLUMNS = "id, product_id, kind, quantity, reason, occurred_at, checkpoint"
-_HISTORY_FIRST_PAGE = f"""
-    SELECT {_MOVEMENT_COLUMNS} FROM stock_movements
-    WHERE tenant_id = $1 AND product_id = $2
-    ORDER BY occurred_at DESC, checkpoint DESC LIMIT $3
-"""
-_HISTORY_AFTER = f"""
-    SELECT {_MOVEMENT_COLUMNS} FROM stock_movements
-    WHERE tenant_id = $1 AND product_id = $2 AND (occurred_at, checkpoint) < ($4::timestamptz, $5::bigint)
-    ORDER BY occurred_at DESC, checkpoint DESC LIMIT $3
-"""
+
+
+def _history_sql(after: bool) -> str:
+    # One statement, so one snapshot: the product's liveness and its movements agree. No row means
+    # no live product; a row of NULLs means a live product without movements (on this page).
+    position = "AND (occurred_at, checkpoint) < ($4::timestamptz, $5::bigint)" if after else ""
+    return f"""
+        SELECT m.* FROM products p
+        LEFT JOIN LATERAL (
+            SELECT {_MOVEMENT_COLUMNS} FROM stock_movements
+            WHERE tenant_id = p.tenant_id AND product_id = p.id {position}
+            ORDER BY occurred_at DESC, checkpoint DESC LIMIT $3) m ON true
+        WHERE p.tenant_id = $1 AND p.id = $2 AND p.deleted_at IS NULL
+    """
+
+
+_HISTORY_FIRST_PAGE = _history_sql(after=False)
+_HISTORY_AFTER = _history_sql(after=True)
 
 _FEED_POSITION = "SELECT last_checkpoint, feed_horizon FROM tenants WHERE tenant_id = $1"
-_FEED_PRODUCTS = f"""
-    SELECT {_PRODUCT_COLUMNS} FROM products p
-    WHERE p.tenant_id = $1 AND p.checkpoint > $2 ORDER BY p.checkpoint LIMIT $3
+# Products and movements merged by Postgres in checkpoint order: each branch reads only its first
+# rows from its (tenant_id, checkpoint) index, and the page's limit applies to the union.
+_FEED_CHANGES = f"""
+    (SELECT 'product' AS entity, {_PRODUCT_COLUMNS}, NULL::uuid AS product_id, NULL::text AS kind,
+            NULL::bigint AS quantity, NULL::text AS reason, NULL::timestamptz AS occurred_at
+     FROM products p WHERE p.tenant_id = $1 AND p.checkpoint > $2 ORDER BY p.checkpoint LIMIT $3)
+    UNION ALL
+    (SELECT 'stockMovement', m.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, m.checkpoint,
+            m.product_id, m.kind, m.quantity, m.reason, m.occurred_at
+     FROM stock_movements m WHERE m.tenant_id = $1 AND m.checkpoint > $2 ORDER BY m.checkpoint LIMIT $3)
+    ORDER BY checkpoint LIMIT $3
 """
-_FEED_MOVEMENTS = f"""
-    SELECT {_MOVEMENT_COLUMNS} FROM stock_movements
-    WHERE tenant_id = $1 AND checkpoint > $2 ORDER BY checkpoint LIMIT $3
-"""
-
-
-def _product_state(row: asyncpg.Record) -> ProductState:
-    return ProductState.model_validate(_with_text_checkpoint(row, "sort_name", "stock_level"))
 
 
 def _product_view(row: asyncpg.Record) -> ProductView:
-    return ProductView.model_validate(_with_text_checkpoint(row, "sort_name"))
+    return ProductView.model_validate(_with_text_checkpoint(row))  # extra columns are ignored
 
 
 def _movement(row: asyncpg.Record) -> StockMovementState:
     return StockMovementState.model_validate(_with_text_checkpoint(row))
 
 
-def _with_text_checkpoint(row: asyncpg.Record, *drop: str) -> dict[str, Any]:
-    data = {key: value for key, value in row.items() if key not in drop}
+def _change(row: asyncpg.Record) -> Change:
+    if row["entity"] == "product":
+        return Change.of_product(ProductState.model_validate(_with_text_checkpoint(row)))
+    return Change.of_movement(_movement(row))
+
+
+def _with_text_checkpoint(row: asyncpg.Record) -> dict[str, Any]:
+    data = dict(row)
     data["checkpoint"] = str(data["checkpoint"])  # the wire's opaque token
     return data
 
@@ -108,13 +121,9 @@ class PostgresFeedSnapshot:
             return FeedPosition(last_checkpoint=0, horizon=0)
         return FeedPosition(last_checkpoint=row["last_checkpoint"], horizon=row["feed_horizon"])
 
-    async def products_after(self, checkpoint: int, limit: int) -> list[ProductState]:
-        rows = await self._db.fetch(_FEED_PRODUCTS, self._tenant, checkpoint, limit)
-        return [_product_state(row) for row in rows]
-
-    async def movements_after(self, checkpoint: int, limit: int) -> list[StockMovementState]:
-        rows = await self._db.fetch(_FEED_MOVEMENTS, self._tenant, checkpoint, limit)
-        return [_movement(row) for row in rows]
+    async def changes_after(self, checkpoint: int, limit: int) -> list[Change]:
+        rows = await self._db.fetch(_FEED_CHANGES, self._tenant, checkpoint, limit)
+        return [_change(row) for row in rows]
 
 
 class PostgresInventoryReader:
@@ -139,15 +148,14 @@ class PostgresInventoryReader:
     async def movement_history(
         self, tenant_id: UUID, product_id: UUID, after: MovementCursor | None, limit: int
     ) -> list[StockMovementState] | None:
-        # One snapshot, so the product cannot vanish between the check and the read.
-        async with tenant_transaction(self._pool, tenant_id, isolation="repeatable_read", readonly=True) as db:
-            if await db.fetchval(_PRODUCT_IS_LIVE, tenant_id, product_id) is None:
-                return None
+        async with tenant_transaction(self._pool, tenant_id, readonly=True) as db:
             if after is None:
                 rows = await db.fetch(_HISTORY_FIRST_PAGE, tenant_id, product_id, limit)
             else:
                 rows = await db.fetch(_HISTORY_AFTER, tenant_id, product_id, limit, after.occurred_at, after.checkpoint)
-        return [_movement(row) for row in rows]
+        if not rows:
+            return None
+        return [_movement(row) for row in rows if row["id"] is not None]
 
     @asynccontextmanager
     async def feed_snapshot(self, tenant_id: UUID) -> AsyncIterator[PostgresFeedSnapshot]:

@@ -31,10 +31,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from stockzen_contracts import Change, ChangeFeedPage, ProductState, StockMovementState
+from stockzen_contracts import Change, ChangeFeedPage
 
 _CHECKPOINT = re.compile(r"^(0|[1-9][0-9]{0,18})$")
-_MAX_CHECKPOINT = 2**63 - 1  # Postgres bigint
+MAX_CHECKPOINT = 2**63 - 1  # Postgres bigint
 
 
 class InvalidCheckpoint(ValueError):
@@ -57,7 +57,7 @@ def parse_checkpoint(token: str | None) -> int | None:
     """The counter value a checkpoint token names; ``None`` when the client has none yet."""
     if token is None:
         return None
-    if not _CHECKPOINT.match(token) or int(token) > _MAX_CHECKPOINT:
+    if not _CHECKPOINT.match(token) or int(token) > MAX_CHECKPOINT:
         raise InvalidCheckpoint("checkpoint must be a value this API returned (omit it for a first download)")
     return int(token)
 
@@ -87,25 +87,13 @@ def check_resumable(since: int | None, position: FeedPosition) -> None:
         )
 
 
-def assemble_feed_page(
-    products: list[ProductState],
-    movements: list[StockMovementState],
-    *,
-    limit: int,
-    position: FeedPosition,
-) -> ChangeFeedPage:
-    """Merge the products and movements after a checkpoint into one page, in checkpoint order.
+def assemble_feed_page(changes: list[Change], *, limit: int, position: FeedPosition) -> ChangeFeedPage:
+    """One page from (up to) the first ``limit + 1`` changes after a checkpoint, in checkpoint order.
 
-    Each list must hold (up to) the first ``limit + 1`` rows after the checkpoint, in checkpoint
-    order: the first ``limit + 1`` changes overall are then among them. When more follow, the
-    next pull resumes after the last change shown; otherwise after the tenant's last checkpoint,
-    read in the same snapshot (it may be higher than the last change shown, when the latest
-    changes were superseded product states).
+    When more follow, the next pull resumes after the last change shown; otherwise after the
+    tenant's last checkpoint, read in the same snapshot (it may be higher than the last change
+    shown, when the latest changes were superseded product states).
     """
-    merged = sorted(
-        [Change.of_product(p) for p in products] + [Change.of_movement(m) for m in movements],
-        key=lambda change: int(change.checkpoint),
-    )
-    page, has_more = merged[:limit], len(merged) > limit
+    page, has_more = changes[:limit], len(changes) > limit
     checkpoint = page[-1].checkpoint if has_more else format_checkpoint(position.last_checkpoint)
     return ChangeFeedPage(checkpoint=checkpoint, has_more=has_more, changes=page)

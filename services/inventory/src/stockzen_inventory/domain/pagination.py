@@ -18,7 +18,7 @@ from uuid import UUID
 
 from stockzen_contracts import CURSOR_MAX_LENGTH
 
-_MAX_CHECKPOINT = 2**63 - 1  # Postgres bigint
+from .feed import MAX_CHECKPOINT
 
 T = TypeVar("T")
 
@@ -74,7 +74,7 @@ def decode_movement_cursor(token: str) -> MovementCursor:
     """The movement-history position a token names, or :class:`InvalidCursor`."""
     data = _decode(token, "movement")
     occurred, checkpoint = data.get("t"), data.get("c")
-    if not isinstance(occurred, str) or type(checkpoint) is not int or not 0 <= checkpoint <= _MAX_CHECKPOINT:
+    if not isinstance(occurred, str) or type(checkpoint) is not int or not 0 <= checkpoint <= MAX_CHECKPOINT:
         raise InvalidCursor("cursor is not a movement-history cursor")
     try:
         moment = datetime.fromisoformat(occurred)

@@ -5,9 +5,9 @@ Every route needs the gateway's internal token; the tenant is the one that token
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Response
@@ -15,7 +15,6 @@ from fastapi import APIRouter, Depends, Response
 from stockzen_contracts import (
     ChangeFeedPage,
     Code,
-    ErrorBody,
     MovementPage,
     ProductPage,
     ProductView,
@@ -38,17 +37,15 @@ from stockzen_platform.read_params import (
     MovementLimit,
     ProductLimit,
     SearchText,
+    error_responses,
 )
 
 from .dependencies import Caller, Reader, require_caller
 
 router = APIRouter(dependencies=[Depends(require_caller)])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 404, 422, 503)}
-_FEED_ERRORS: dict[int | str, dict[str, Any]] = {
-    **{status: {"model": ErrorBody} for status in (401, 422, 503)},
-    409: {"model": ErrorBody, "description": "RESET_REQUIRED: the checkpoint cannot be resumed from"},
-}
+_ERRORS = error_responses(401, 404, 422, 503)
+_FEED_ERRORS = error_responses(401, 422, 503, resettable=True)
 
 
 @contextmanager
@@ -148,6 +145,6 @@ async def change_feed(
     """
     with _answering_errors():
         page = await services.change_feed(reader, caller.tenant_id, checkpoint=checkpoint, limit=limit)
-    for change in page.changes:
-        METRICS.feed_rows.labels(change.entity_type.value).inc()
+    for entity_type, rows in Counter(change.entity_type.value for change in page.changes).items():
+        METRICS.feed_rows.labels(entity_type).inc(rows)
     return _json(page)

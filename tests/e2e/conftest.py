@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.support.services import ServiceUrls
-from tests.support.stack import Stack, delete_redis_keys, user_token
+from tests.support.stack import Stack, delete_redis_keys, gateway_client
 
 
 @pytest.fixture(scope="session")
@@ -43,14 +43,7 @@ async def own_stack(database: ServiceUrls, log_dir: Path, request: pytest.Fixtur
 
 
 @pytest.fixture
-def tenant_token(tenant_id: uuid.UUID) -> str:
-    return user_token(tenant_id)
-
-
-@pytest.fixture
-async def gateway(stack: Stack, tenant_token: str) -> AsyncIterator[httpx.AsyncClient]:
+async def gateway(stack: Stack, tenant_id: uuid.UUID) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the shared gateway, authenticated as a user of this test's tenant."""
-    async with httpx.AsyncClient(
-        base_url=stack.gateway_url, headers={"Authorization": f"Bearer {tenant_token}"}, timeout=30
-    ) as client:
+    async with gateway_client(stack, tenant_id) as client:
         yield client

@@ -12,9 +12,12 @@ import asyncpg
 import httpx
 import jwt
 import pytest
+import redis.asyncio as aioredis
 
 from tests.support.db import applied_rows
 from tests.support.ops import create_product, movement
+from tests.support.retry import eventually
+from tests.support.services import ServiceUrls
 from tests.support.stack import JWT_SECRET, Stack, user_token
 
 
@@ -95,6 +98,7 @@ async def test_a_bad_envelope_fails_the_request_with_the_error_shape(
 async def test_past_the_rate_limit_the_gateway_answers_429_with_retry_after(
     own_stack: Stack, tenant_id: uuid.UUID
 ) -> None:
+    await asyncio.to_thread(own_stack.start_inventory)
     await asyncio.to_thread(own_stack.start_gateway, SYNC_RATE_LIMIT_BURST="3", SYNC_RATE_LIMIT_PER_MINUTE="2")
     # Items of another tenant are refused by the gateway itself: no worker is needed here.
     body = {"operations": [movement(uuid.uuid4(), uuid.uuid4())]}
@@ -108,9 +112,8 @@ async def test_past_the_rate_limit_the_gateway_answers_429_with_retry_after(
         # The limit is per (tenant, user): a colleague is not held back by alice.
         bob = {"Authorization": f"Bearer {user_token(tenant_id, 'bob')}"}
         assert (await client.post("/api/sync", json=body, headers=bob)).status_code == 200
-        # Reads have a separate, looser limit.
-        health = await client.get("/healthz")
-        assert health.status_code == 200
+        # Reads have a bucket of their own: alice, held back on sync, still reads.
+        assert (await client.get("/api/products", headers=alice)).status_code == 200
 
 
 async def test_a_single_operation_key_must_be_the_operation_id(
@@ -168,18 +171,28 @@ async def test_keys_are_scoped_by_tenant(stack: Stack) -> None:
             assert [r["status"] for r in response.json()["results"]] == ["applied", "applied"]
 
 
+async def _exists(redis: aioredis.Redis, key: str) -> bool:
+    return bool(await redis.exists(key))
+
+
 async def test_a_key_in_flight_gets_409_and_a_pending_answer_is_not_replayed(
-    own_stack: Stack, admin: asyncpg.Connection, tenant_id: uuid.UUID
+    own_stack: Stack, database: ServiceUrls, admin: asyncpg.Connection, tenant_id: uuid.UUID
 ) -> None:
     await asyncio.to_thread(own_stack.start_worker)  # declares the queue
     await asyncio.to_thread(own_stack.processes["worker"].stop)  # then nobody consumes it
     await asyncio.to_thread(own_stack.start_gateway, SYNC_RESULT_TIMEOUT_SECONDS="2")
     product = uuid.uuid4()
     ops = [create_product(tenant_id, product), movement(tenant_id, product, "entry", 2)]
-    headers = {"Authorization": f"Bearer {user_token(tenant_id)}", "Idempotency-Key": f"k-{uuid.uuid4()}"}
+    key = f"k-{uuid.uuid4()}"
+    headers = {"Authorization": f"Bearer {user_token(tenant_id)}", "Idempotency-Key": key}
     async with httpx.AsyncClient(base_url=own_stack.gateway_url, headers=headers, timeout=30) as client:
         first = asyncio.create_task(client.post("/api/sync", json={"operations": ops}))
-        await asyncio.sleep(0.5)
+        redis = aioredis.Redis.from_url(database.redis_url)
+        try:
+            claimed = f"{database.redis_prefix}idem:{tenant_id}:{key}"
+            await eventually(lambda: _exists(redis, claimed))  # the first request holds the key
+        finally:
+            await redis.aclose()
         _error(await client.post("/api/sync", json={"operations": ops}), 409, "IDEMPOTENCY_KEY_IN_FLIGHT")
 
         pending = await first

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import httpx
 import pytest
 
 from tests.support.db import applied_rows, movement_rows, stock_level
 from tests.support.ops import create_product, movement
 from tests.support.proxy import CuttableProxy
-from tests.support.retry import sync_until_final
+from tests.support.retry import eventually, sync_until_final
 from tests.support.services import ServiceUrls
-from tests.support.stack import Stack, user_token
+from tests.support.stack import Stack, gateway_client
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +24,7 @@ async def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(
     await asyncio.to_thread(own_stack.start_worker)
     await asyncio.to_thread(own_stack.start_gateway, SYNC_RESULT_TIMEOUT_SECONDS="2")
     product = uuid.uuid4()
-    headers = {"Authorization": f"Bearer {user_token(tenant_id)}"}
-    async with httpx.AsyncClient(base_url=own_stack.gateway_url, headers=headers, timeout=30) as client:
+    async with gateway_client(own_stack, tenant_id) as client:
         assert (
             await client.post("/api/sync", json={"operations": [create_product(tenant_id, product)]})
         ).status_code == 200
@@ -42,6 +39,14 @@ async def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(
         assert stuck.status_code == 202
         assert {r["status"] for r in stuck.json()["results"]} == {"pending"}
 
+        async def worker_waits_inside_its_transaction() -> bool:
+            waiting: int = await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'stockzen_app' "
+                "AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO tenants%' AND pid <> pg_backend_pid()"
+            )
+            return waiting == 1
+
+        await eventually(worker_waits_inside_its_transaction)
         await asyncio.to_thread(own_stack.processes["worker"].kill)  # SIGKILL, mid-transaction
         await transaction.rollback()
         assert await movement_rows(admin, tenant_id, [o["operationId"] for o in ops]) == 0
@@ -58,17 +63,14 @@ async def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(
 async def test_with_rabbitmq_out_of_reach_the_gateway_answers_503_and_applies_nothing(
     own_stack: Stack, database: ServiceUrls, admin: asyncpg.Connection, tenant_id: uuid.UUID
 ) -> None:
-    broker = urlsplit(database.amqp_url)
-    proxy = CuttableProxy(broker.hostname or "127.0.0.1", broker.port or 5672)
+    proxy = CuttableProxy.for_url(database.amqp_url)
     await proxy.start()
-    through_proxy = urlunsplit(broker._replace(netloc=f"{broker.username}:{broker.password}@127.0.0.1:{proxy.port}"))
     try:
         await asyncio.to_thread(own_stack.start_worker)  # the worker keeps its own, direct connection
-        await asyncio.to_thread(own_stack.start_gateway, AMQP_URL=through_proxy)
+        await asyncio.to_thread(own_stack.start_gateway, AMQP_URL=proxy.url(database.amqp_url))
         product = uuid.uuid4()
         ops = [create_product(tenant_id, product), movement(tenant_id, product, "entry", 6)]
-        headers = {"Authorization": f"Bearer {user_token(tenant_id)}"}
-        async with httpx.AsyncClient(base_url=own_stack.gateway_url, headers=headers, timeout=30) as client:
+        async with gateway_client(own_stack, tenant_id) as client:
             # A first batch opens the gateway's connection, so the cut below breaks a live one.
             warm = [create_product(tenant_id, uuid.uuid4())]
             assert (await client.post("/api/sync", json={"operations": warm})).status_code == 200
@@ -78,12 +80,12 @@ async def test_with_rabbitmq_out_of_reach_the_gateway_answers_503_and_applies_no
             assert refused.status_code == 503, refused.text
             assert refused.json()["code"] == "UNAVAILABLE"
             assert int(refused.headers["retry-after"]) >= 1
-            await asyncio.sleep(1.5)  # nothing was queued, so nothing can be applied later either
             assert await applied_rows(admin, tenant_id, [o["operationId"] for o in ops]) == 0
 
             await proxy.restore()
             final = await sync_until_final(client, ops, seconds=30)
         assert final.status_code == 200, final.text
+        # "applied", not "duplicate": the refused attempt was never queued, so it never ran later.
         assert [r["status"] for r in final.json()["results"]] == ["applied", "applied"]
         assert await movement_rows(admin, tenant_id, [ops[1]["operationId"]]) == 1
     finally:
@@ -93,16 +95,15 @@ async def test_with_rabbitmq_out_of_reach_the_gateway_answers_503_and_applies_no
 async def test_with_redis_out_of_the_gateways_reach_keyed_requests_are_unavailable_and_others_pend(
     own_stack: Stack, database: ServiceUrls, admin: asyncpg.Connection, tenant_id: uuid.UUID
 ) -> None:
-    proxy = CuttableProxy("127.0.0.1", 6379)
+    proxy = CuttableProxy.for_url(database.redis_url)
     await proxy.start()
-    via_proxy = database.redis_url.replace(":6379/", f":{proxy.port}/")
+    via_proxy = proxy.url(database.redis_url)
     try:
         await asyncio.to_thread(own_stack.start_worker)  # the worker keeps its own, direct Redis
         await asyncio.to_thread(own_stack.start_gateway, REDIS_URL=via_proxy, SYNC_RESULT_TIMEOUT_SECONDS="2")
         product = uuid.uuid4()
         ops = [create_product(tenant_id, product), movement(tenant_id, product, "entry", 4)]
-        headers = {"Authorization": f"Bearer {user_token(tenant_id)}"}
-        async with httpx.AsyncClient(base_url=own_stack.gateway_url, headers=headers, timeout=30) as client:
+        async with gateway_client(own_stack, tenant_id) as client:
             await proxy.cut()
             keyed = await client.post("/api/sync", json={"operations": ops}, headers={"Idempotency-Key": "k-1"})
             assert keyed.status_code == 503, keyed.text

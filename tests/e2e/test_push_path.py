@@ -13,7 +13,7 @@ import httpx
 from tests.support.db import applied_rows, movement_rows, product_row, stock_level
 from tests.support.ops import create_product, earlier, movement, op, update_product
 from tests.support.services import ServiceUrls
-from tests.support.stack import Stack, delete_redis_keys
+from tests.support.stack import Stack, delete_redis_keys, gateway_client, queue_counts
 
 
 def _statuses(body: dict[str, Any]) -> list[str]:
@@ -45,7 +45,7 @@ async def test_a_mixed_batch_gets_one_result_per_operation_and_only_good_ones_la
     assert "payload.quantity" in body["results"][3]["message"]
     assert body["results"][5]["code"] == "TENANT_MISMATCH"
     assert all(r["retryable"] is False for r in body["results"] if r["status"] == "rejected")
-    assert int(body["checkpoint"]) >= 5
+    assert body["checkpoint"] == "5"  # a new tenant: one checkpoint per change (create, update, three movements)
     assert datetime.fromisoformat(body["serverTime"]) <= datetime.now(UTC)
 
     row = await product_row(admin, tenant_id, product)
@@ -225,17 +225,20 @@ async def test_the_checkpoint_moves_forward_with_each_change(gateway: httpx.Asyn
     assert int(first["checkpoint"]) < int(second["checkpoint"]) < int(replay["checkpoint"])
 
 
-async def test_a_request_with_nothing_valid_publishes_nothing(stack: Stack, tenant_id: uuid.UUID) -> None:
-    from tests.support.stack import user_token
-
-    async with httpx.AsyncClient(base_url=stack.gateway_url) as client:
+async def test_a_request_with_nothing_valid_publishes_nothing(
+    own_stack: Stack, database: ServiceUrls, tenant_id: uuid.UUID
+) -> None:
+    await asyncio.to_thread(own_stack.start_worker)  # declares the queue
+    await asyncio.to_thread(own_stack.processes["worker"].stop)  # then nobody consumes it
+    await asyncio.to_thread(own_stack.start_gateway)
+    async with gateway_client(own_stack, tenant_id) as client:
         response = await client.post(
             "/api/sync",
             json={"checkpoint": "17", "operations": [movement(uuid.uuid4(), uuid.uuid4()), {"operationId": 1}]},
-            headers={"Authorization": f"Bearer {user_token(tenant_id)}"},
         )
     body = response.json()
     assert response.status_code == 200
     assert [r["code"] for r in body["results"]] == ["TENANT_MISMATCH", "VALIDATION_ERROR"]
     assert body["results"][1]["operationId"] is None
     assert body["checkpoint"] == "17"  # nothing changed on the caller's behalf
+    assert await asyncio.to_thread(queue_counts, database.amqp_url, own_stack.queue) == (0, 0)

@@ -8,8 +8,6 @@ import itertools
 import random
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,39 +16,21 @@ import asyncpg
 import httpx
 
 from tests.support.ops import create_product, delete_product, movement, update_product
-from tests.support.stack import Stack, user_token
-
-
-@asynccontextmanager
-async def _client(stack: Stack, tenant_id: uuid.UUID, user_id: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A gateway client for one user of a tenant (each user has rate-limit buckets of its own)."""
-    headers = {"Authorization": f"Bearer {user_token(tenant_id, user_id)}"}
-    async with httpx.AsyncClient(base_url=stack.gateway_url, headers=headers, timeout=30) as client:
-        yield client
+from tests.support.retry import get_within_limits, sync_until_final
+from tests.support.stack import Stack, gateway_client, user_token
 
 
 async def _get(client: httpx.AsyncClient, path: str, **params: str) -> httpx.Response:
-    """GET, waiting out rate limits (a busy test may exceed a user's read burst)."""
-    while True:
-        response = await client.get(path, params=params)
-        if response.status_code != 429:
-            return response
-        await asyncio.sleep(float(response.headers["retry-after"]))
+    return await get_within_limits(client, path, params)
 
 
 async def _push(client: httpx.AsyncClient, operations: list[dict[str, Any]]) -> dict[str, Any]:
-    """POST /api/sync until every result is final (the same ids again after a 202, as a client does)."""
-    while True:
-        response = await client.post("/api/sync", json={"operations": operations})
-        if response.status_code == 429:
-            await asyncio.sleep(float(response.headers["retry-after"]))
-            continue
-        assert response.status_code in (200, 202), response.text
-        body: dict[str, Any] = response.json()
-        if response.status_code == 200:
-            assert all(r["status"] in ("applied", "conflict") for r in body["results"]), body
-            return body
-        await asyncio.sleep(0.2)
+    """Push until every result is final, as a client does; each must have been applied or settled."""
+    response = await sync_until_final(client, operations)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    assert all(r["status"] in ("applied", "conflict") for r in body["results"]), body
+    return body
 
 
 @dataclass
@@ -126,7 +106,7 @@ async def test_no_read_route_shows_another_tenants_data(
     moved = movement(tenant_id, product, "entry", 4)
     await _push(gateway, [create_product(tenant_id, product, f"Secret {tag}"), moved])
     other_tenant = uuid.uuid4()
-    async with _client(stack, other_tenant, "intruder") as intruder:
+    async with gateway_client(stack, other_tenant, "intruder") as intruder:
         await _push(intruder, [create_product(other_tenant, uuid.uuid4(), f"Own {tag}")])
         for path in (f"/api/products/{product}", f"/api/products/{product}/movements"):
             response = await _get(intruder, path)
@@ -218,7 +198,7 @@ async def test_a_reader_never_misses_a_commit_of_concurrent_writers(stack: Stack
     pushed_checkpoints: list[int] = []
 
     async def write(writer: int) -> None:
-        async with _client(stack, tenant_id, f"writer-{writer}") as client:
+        async with gateway_client(stack, tenant_id, f"writer-{writer}") as client:
             for batch in range(5):
                 products = [uuid.uuid4(), uuid.uuid4()]
                 moves = [movement(tenant_id, random.choice(products), "entry", n + 1) for n in range(4)]
@@ -235,7 +215,7 @@ async def test_a_reader_never_misses_a_commit_of_concurrent_writers(stack: Stack
 
     async def read() -> None:
         nonlocal pulls_while_writing
-        async with _client(stack, tenant_id, "reader") as client:
+        async with gateway_client(stack, tenant_id, "reader") as client:
             while True:
                 finished = writers_done.is_set()  # a pull that starts after the last commit ends the loop
                 more = await _pull(client, pulled, limit=9)
@@ -267,14 +247,14 @@ async def test_history_pages_stay_whole_while_movements_are_pushed(stack: Stack,
     def at(minutes: float) -> str:
         return (base + timedelta(minutes=minutes)).isoformat()
 
-    async with _client(stack, tenant_id, "scroller") as scroller:
+    async with gateway_client(stack, tenant_id, "scroller") as scroller:
         # Three movements per minute: equal times are ordered by checkpoint.
         initial = [movement(tenant_id, product, "entry", 1, occurredAt=at(i // 3)) for i in range(30)]
         await _push(scroller, [create_product(tenant_id, product, "Scrolled"), *initial])
         scrolling = asyncio.Event()
 
         async def push_more(user: int) -> None:
-            async with _client(stack, tenant_id, f"device-{user}") as device:
+            async with gateway_client(stack, tenant_id, f"device-{user}") as device:
                 while not scrolling.is_set():
                     # At the top, in the middle of what is being read, and on instants already there.
                     when = random.choice([datetime.now(UTC).isoformat(), at(random.randint(0, 9))])
@@ -300,3 +280,14 @@ async def test_history_pages_stay_whole_while_movements_are_pushed(stack: Stack,
     assert keys == sorted(keys, reverse=True), "newest first, ties by checkpoint"
     assert len({m["id"] for m in seen}) == len(seen), "no duplicates"
     assert {m["entityId"] for m in initial} <= {m["id"] for m in seen}, "no gaps"
+
+
+async def test_with_inventory_down_the_gateway_answers_503(own_stack: Stack, tenant_id: uuid.UUID) -> None:
+    # No inventory started: the gateway's INVENTORY_URL names a port nothing listens on.
+    await asyncio.to_thread(own_stack.start_gateway)
+    async with gateway_client(own_stack, tenant_id) as client:
+        for path in ("/api/products", f"/api/products/{uuid.uuid4()}", "/api/sync/changes"):
+            response = await client.get(path)
+            assert response.status_code == 503, (path, response.text)
+            assert response.json()["code"] == "UNAVAILABLE"
+            assert int(response.headers["retry-after"]) >= 1

@@ -19,17 +19,9 @@ from tests.support.ops import create_product, movement
 from tests.support.proxy import CuttableProxy
 from tests.support.retry import eventually, sync_until_final
 from tests.support.services import ServiceUrls
-from tests.support.stack import Stack, user_token
+from tests.support.stack import Stack, gateway_client, queue_counts
 
 pytestmark = pytest.mark.slow
-
-
-async def _queue_depth(amqp_url: str, queue: str) -> int:
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return declared.declaration_result.message_count or 0
 
 
 async def test_a_poison_message_is_dead_lettered_and_does_not_block_the_queue(
@@ -47,14 +39,14 @@ async def test_a_poison_message_is_dead_lettered_and_does_not_block_the_queue(
 
     product = uuid.uuid4()
     ops = [create_product(tenant_id, product), movement(tenant_id, product, "entry", 3)]
-    headers = {"Authorization": f"Bearer {user_token(tenant_id)}"}
-    async with httpx.AsyncClient(base_url=own_stack.gateway_url, headers=headers, timeout=30) as client:
+    async with gateway_client(own_stack, tenant_id) as client:
         behind = await client.post("/api/sync", json={"operations": ops})
     assert behind.status_code == 200
     assert [r["status"] for r in behind.json()["results"]] == ["applied", "applied"]
 
     async def dead_lettered() -> bool:
-        return await _queue_depth(database.amqp_url, f"{own_stack.queue}.XQ") == 1
+        messages, _ = await asyncio.to_thread(queue_counts, database.amqp_url, f"{own_stack.queue}.XQ")
+        return messages == 1
 
     await eventually(dead_lettered)
     async with httpx.AsyncClient() as client:
@@ -75,16 +67,15 @@ async def test_a_poison_message_is_dead_lettered_and_does_not_block_the_queue(
 async def test_with_postgres_out_of_reach_the_batch_waits_and_is_applied_once_it_is_back(
     own_stack: Stack, database: ServiceUrls, admin: asyncpg.Connection, tenant_id: uuid.UUID
 ) -> None:
-    proxy = CuttableProxy("127.0.0.1", 5432)
+    proxy = CuttableProxy.for_url(database.app_url)
     await proxy.start()
-    via_proxy = database.app_url.replace(":5432/", f":{proxy.port}/")
+    via_proxy = proxy.url(database.app_url)
     try:
         await asyncio.to_thread(own_stack.start_worker, DATABASE_URL=via_proxy, SYNC_MAX_RETRIES="20")
         await asyncio.to_thread(own_stack.start_gateway, SYNC_RESULT_TIMEOUT_SECONDS="2")
         product = uuid.uuid4()
         ops = [create_product(tenant_id, product), movement(tenant_id, product, "entry", 8)]
-        headers = {"Authorization": f"Bearer {user_token(tenant_id)}"}
-        async with httpx.AsyncClient(base_url=own_stack.gateway_url, headers=headers, timeout=30) as client:
+        async with gateway_client(own_stack, tenant_id) as client:
             await proxy.cut()
             pending = await client.post("/api/sync", json={"operations": ops})
             assert pending.status_code == 202
@@ -106,16 +97,15 @@ async def test_with_postgres_out_of_reach_the_batch_waits_and_is_applied_once_it
 async def test_with_redis_out_of_reach_the_worker_still_applies_once(
     own_stack: Stack, database: ServiceUrls, admin: asyncpg.Connection, tenant_id: uuid.UUID
 ) -> None:
-    proxy = CuttableProxy("127.0.0.1", 6379)
+    proxy = CuttableProxy.for_url(database.redis_url)
     await proxy.start()
-    via_proxy = database.redis_url.replace(":6379/", f":{proxy.port}/")
+    via_proxy = proxy.url(database.redis_url)
     try:
         await asyncio.to_thread(own_stack.start_worker, REDIS_URL=via_proxy, SYNC_MAX_RETRIES="20")
         await asyncio.to_thread(own_stack.start_gateway, SYNC_RESULT_TIMEOUT_SECONDS="2")
         product = uuid.uuid4()
         ops = [create_product(tenant_id, product), movement(tenant_id, product, "exit", 2)]
-        headers = {"Authorization": f"Bearer {user_token(tenant_id)}"}
-        async with httpx.AsyncClient(base_url=own_stack.gateway_url, headers=headers, timeout=30) as client:
+        async with gateway_client(own_stack, tenant_id) as client:
             await proxy.cut()
             # The worker applies in Postgres but cannot answer through Redis: the client hears "pending".
             pending = await client.post("/api/sync", json={"operations": ops})
@@ -144,4 +134,6 @@ async def _counter_total(stack: Stack, name: str) -> float:
     """The sum of a counter's samples on the worker's metrics endpoint."""
     async with httpx.AsyncClient() as client:
         text = (await client.get(stack.worker_metrics_url)).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+    samples = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")]
+    assert samples, f"the worker exports no {name}"  # a renamed series must not read as zero
+    return sum(samples)

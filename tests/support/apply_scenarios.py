@@ -20,14 +20,29 @@ T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 class Harness(Protocol):
     """A ledger and a cache, and a way to look at what they hold."""
 
-    ledger: Ledger
-    cache: ResultCache
+    @property
+    def ledger(self) -> Ledger: ...
+
+    @property
+    def cache(self) -> ResultCache: ...
 
     async def product(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> dict[str, Any] | None: ...
 
     async def level(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> int | None: ...
 
     async def flush_cache(self) -> None: ...
+
+
+def command(tenant_id: uuid.UUID, ops: list[dict[str, Any]], *, received_at: datetime | None = None) -> ApplySyncBatch:
+    """The batch the gateway would publish for ``ops``."""
+    return ApplySyncBatch(
+        request_id=uuid.uuid4().hex,
+        tenant_id=tenant_id,
+        user_id="u1",
+        received_at=received_at or datetime.now(UTC),
+        reply_to="reply:test",
+        operations=[parse_operation(o) for o in ops],
+    )
 
 
 async def apply(
@@ -38,15 +53,8 @@ async def apply(
     message_id: str | None = None,
     received_at: datetime | None = None,
 ) -> BatchOutcome:
-    command = ApplySyncBatch(
-        request_id=uuid.uuid4().hex,
-        tenant_id=tenant_id,
-        user_id="u1",
-        received_at=received_at or datetime.now(UTC),
-        reply_to="reply:test",
-        operations=[parse_operation(o) for o in ops],
-    )
-    return await apply_sync_batch(command, message_id or uuid.uuid4().hex, harness.ledger, harness.cache)
+    batch = command(tenant_id, ops, received_at=received_at)
+    return await apply_sync_batch(batch, message_id or uuid.uuid4().hex, harness.ledger, harness.cache)
 
 
 def statuses(outcome: BatchOutcome) -> list[str]:
@@ -186,25 +194,18 @@ async def test_the_same_operation_twice_in_one_batch_is_applied_once(harness: Ha
 
 async def test_one_item_refused_by_the_ledger_does_not_undo_the_others(harness: Harness) -> None:
     tenant, product = uuid.uuid4(), uuid.uuid4()
-    command = ApplySyncBatch(
-        request_id="r",
-        tenant_id=tenant,
-        user_id="u1",
-        received_at=datetime.now(UTC),
-        reply_to="reply:test",
-        operations=[parse_operation(create_product(tenant, product, "Mug", T0))],
-    )
+    batch = command(tenant, [create_product(tenant, product, "Mug", T0)])
     # An operation the contract would never let through, to reach the ledger's own constraints.
     too_long = parse_operation(update_product(tenant, product, T0 + timedelta(minutes=1), name="ok"))
     too_long.payload.__dict__["name"] = "x" * 300
     entry = parse_operation(movement(tenant, product, "entry", 5))
-    command = command.model_copy(update={"operations": [*command.operations, too_long, entry]})
-    outcome = await apply_sync_batch(command, "m-1", harness.ledger, harness.cache)
+    batch = batch.model_copy(update={"operations": [*batch.operations, too_long, entry]})
+    outcome = await apply_sync_batch(batch, "m-1", harness.ledger, harness.cache)
 
     assert statuses(outcome) == ["applied", "rejected", "applied"]
     assert outcome.applied.results[1].code is Code.VALIDATION_ERROR
     assert await harness.level(tenant, product) == 5
-    again = await apply_sync_batch(command, "m-2", harness.ledger, harness.cache)
+    again = await apply_sync_batch(batch, "m-2", harness.ledger, harness.cache)
     assert statuses(again) == ["duplicate", "rejected", "duplicate"]
 
 

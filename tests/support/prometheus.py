@@ -44,6 +44,11 @@ _KEYWORDS = frozenset(
 )
 
 
+def with_grafana_variables_filled(expr: str) -> str:
+    """A dashboard query with Grafana's ``$__rate_interval``-style variables replaced, as plain PromQL."""
+    return _GRAFANA_VARIABLE.sub("1m", expr)
+
+
 def metric_names(expr: str) -> set[str]:
     """The metric names a PromQL expression (possibly with Grafana variables) selects.
 
@@ -51,7 +56,7 @@ def metric_names(expr: str) -> set[str]:
     for a counter. Function and aggregation names (anything called), keywords, label names and
     values, numbers and durations are not metric names.
     """
-    text = _GRAFANA_VARIABLE.sub("1m", expr)
+    text = with_grafana_variables_filled(expr)
     text = _STRING.sub('""', text)
     text = _LABEL_MATCHERS.sub(" ", text)
     text = _RANGE.sub(" ", text)

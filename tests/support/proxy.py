@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from urllib.parse import urlsplit, urlunsplit
 
 
 class CuttableProxy:
@@ -15,6 +16,19 @@ class CuttableProxy:
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
+
+    @classmethod
+    def for_url(cls, url: str) -> CuttableProxy:
+        """A proxy in front of the service ``url`` names (start it, then use :meth:`url`)."""
+        parts = urlsplit(url)
+        return cls(parts.hostname or "127.0.0.1", parts.port or 0)
+
+    def url(self, url: str) -> str:
+        """``url`` with its host and port replaced by this proxy's."""
+        parts = urlsplit(url)
+        credentials = parts.netloc.rpartition("@")[0]
+        netloc = f"{credentials}@127.0.0.1:{self.port}" if credentials else f"127.0.0.1:{self.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
 
     async def start(self, port: int = 0) -> None:
         """Listen (on ``port``, or a free one the first time)."""

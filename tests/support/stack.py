@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aio_pika
+import httpx
 import pika
 import pika.exceptions
 import redis.asyncio as aioredis
@@ -92,22 +95,11 @@ class Stack:
         """Start (or restart) the sync worker; wait for its metrics endpoint and its consumer."""
         process = self._start("worker", ["stockzen_sync_worker"], self.worker_metrics_url, overrides)
         deadline = time.monotonic() + 20
-        while self._consumers() < 1:
+        while queue_counts(self.services.amqp_url, self.queue)[1] < 1:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the worker never consumed {self.queue}:\n{process.log_tail()}")
             time.sleep(0.2)
         return process
-
-    def _consumers(self) -> int:
-        with contextlib.suppress(pika.exceptions.AMQPError):
-            connection = pika.BlockingConnection(pika.URLParameters(self.services.amqp_url))
-            try:
-                declared = connection.channel().queue_declare(self.queue, passive=True)
-                count: int = declared.method.consumer_count
-                return count
-            finally:
-                connection.close()
-        return 0
 
     def start_all(self) -> Stack:
         self.start_inventory()
@@ -146,3 +138,28 @@ async def delete_redis_keys(redis_url: str, prefix: str) -> None:
             await client.delete(key)
     finally:
         await client.aclose()
+
+
+def queue_counts(amqp_url: str, queue: str) -> tuple[int, int]:
+    """(messages ready, consumers) of a queue, by a passive declare; (0, 0) when it does not exist yet.
+
+    Blocking (pika): call it through ``asyncio.to_thread`` from async code.
+    """
+    with contextlib.suppress(pika.exceptions.AMQPError):
+        connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        try:
+            declared = connection.channel().queue_declare(queue, passive=True)
+            return declared.method.message_count, declared.method.consumer_count
+        finally:
+            connection.close()
+    return 0, 0
+
+
+@asynccontextmanager
+async def gateway_client(
+    stack: Stack, tenant_id: uuid.UUID, user_id: str = "user-1"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``stack``'s gateway, signed in as ``user_id`` of ``tenant_id``."""
+    headers = {"Authorization": f"Bearer {user_token(tenant_id, user_id)}"}
+    async with httpx.AsyncClient(base_url=stack.gateway_url, headers=headers, timeout=30) as client:
+        yield client

@@ -44,10 +44,14 @@ class Gateway:
     tenant_id: uuid.UUID
 
     async def get(
-        self, path: str, params: dict[str, str] | None = None, headers: dict[str, str] | None = None
+        self,
+        path: str,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        user: str = "reader",
     ) -> httpx.Response:
         """GET as a user of the test's tenant."""
-        auth = {"Authorization": f"Bearer {user_token(self.tenant_id, 'reader')}"}
+        auth = {"Authorization": f"Bearer {user_token(self.tenant_id, user)}"}
         return await self.client.get(path, params=params, headers={**auth, **(headers or {})})
 
 
@@ -87,18 +91,19 @@ async def gateway(database: ServiceUrls, tenant_id: uuid.UUID) -> AsyncIterator[
 
 
 async def test_a_read_reaches_inventory_as_the_verified_caller(gateway: Gateway) -> None:
+    gateway.inventory.respond = lambda _: httpx.Response(200, json={"items": [], "nextCursor": "from-inventory"})
     response = await gateway.get(
         "/api/products", params={"q": "mug", "archived": "false", "limit": "10"}, headers={"X-Request-Id": "req-42"}
     )
     assert response.status_code == 200, response.text
-    assert response.json() == {"items": [], "nextCursor": None}
+    assert response.json() == {"items": [], "nextCursor": "from-inventory"}
     (forwarded,) = gateway.inventory.seen
     assert forwarded.url.path == "/api/products"
     assert dict(forwarded.url.params) == {"q": "mug", "archived": "false", "limit": "10"}
     scheme, _, token = forwarded.headers["authorization"].partition(" ")
     assert scheme == "Bearer"
     assert internal_token_verifier(INTERNAL_SECRET).verify(token) == Identity("reader", gateway.tenant_id)
-    assert forwarded.headers["x-request-id"] == response.headers["x-request-id"]
+    assert forwarded.headers["x-request-id"] == response.headers["x-request-id"] == "req-42"
 
 
 async def test_each_route_forwards_its_own_path_and_parameters(gateway: Gateway) -> None:
@@ -166,6 +171,8 @@ async def test_reads_are_rate_limited_per_user(gateway: Gateway) -> None:
     assert answers[-1].json()["code"] == "RATE_LIMITED"
     assert int(answers[-1].headers["retry-after"]) >= 1
     assert len(gateway.inventory.seen) == 5
+    # Per user: a colleague in the same tenant still reads.
+    assert (await gateway.get("/api/products", user="colleague")).status_code == 200
 
 
 async def test_openapi_documents_the_read_routes(gateway: Gateway) -> None:

@@ -3,7 +3,6 @@ PromQL of every dashboard panel (Debian's prometheus package; `scripts/ensure_to
 
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from tests.support.prometheus import (
     dashboard_files,
     promtool_binary,
     render_scrape_config,
+    with_grafana_variables_filled,
 )
 
 
@@ -47,7 +47,7 @@ def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
     rules: list[dict[str, Any]] = []
     for dashboard in dashboard_files():
         for where, expr in dashboard_exprs(dashboard).items():
-            concrete = re.sub(r"\$__\w+|\$\{[^}]*\}|\$\w+", "1m", expr)  # Grafana's variables
+            concrete = with_grafana_variables_filled(expr)
             rules.append({"record": f"dashboard:query_{len(rules)}", "expr": concrete, "labels": {"where": where}})
     assert rules
     path = tmp_path / "dashboard_queries.yml"

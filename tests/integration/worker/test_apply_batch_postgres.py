@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from stockzen_contracts import ApplySyncBatch, ItemResult, ItemStatus, SyncBatchApplied, parse_operation
+from stockzen_contracts import ItemResult, ItemStatus, SyncBatchApplied
 from stockzen_sync_worker.adapters.ledger import PostgresLedger
 from stockzen_sync_worker.adapters.result_cache import RedisResultCache
 from stockzen_sync_worker.domain.outcomes import StoredResult
-from stockzen_sync_worker.services import apply_sync_batch
 from tests.support.apply_scenarios import (  # noqa: F401 (pytest collects the imported scenarios)
     T0,
+    apply,
     test_a_future_clock_is_clamped_to_when_the_server_received_the_change,
     test_a_redelivered_message_gets_its_original_results_and_another_gets_duplicates,
     test_checkpoints_count_the_changes,
@@ -29,6 +29,7 @@ from tests.support.apply_scenarios import (  # noqa: F401 (pytest collects the i
     test_the_same_operation_twice_in_one_batch_is_applied_once,
     test_what_does_not_exist_is_not_found,
 )
+from tests.support.db import stock_level
 from tests.support.ops import create_product, delete_product
 from tests.support.services import ServiceUrls
 from tests.support.stack import delete_redis_keys
@@ -37,12 +38,14 @@ RETENTION = timedelta(days=30)
 
 
 class PostgresHarness:
-    def __init__(self, pool: asyncpg.Pool, admin: asyncpg.Connection, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, admin: asyncpg.Connection, client: aioredis.Redis, redis_url: str, prefix: str
+    ) -> None:
         self.ledger = PostgresLedger(pool, tombstone_retention=RETENTION)
         self.cache = RedisResultCache(client, prefix=prefix, result_ttl_seconds=600)
         self._admin = admin
-        self._client = client
-        self._prefix = prefix
+        self._redis_url = redis_url
+        self.prefix = prefix
 
     async def product(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> dict[str, Any] | None:
         row = await self._admin.fetchrow(
@@ -53,14 +56,10 @@ class PostgresHarness:
         return dict(row) if row else None
 
     async def level(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> int | None:
-        value: int | None = await self._admin.fetchval(
-            "SELECT quantity FROM stock_levels WHERE tenant_id = $1 AND product_id = $2", tenant_id, product_id
-        )
-        return value
+        return await stock_level(self._admin, tenant_id, product_id)
 
     async def flush_cache(self) -> None:
-        async for key in self._client.scan_iter(match=f"{self._prefix}*"):
-            await self._client.delete(key)
+        await delete_redis_keys(self._redis_url, self.prefix)
 
 
 @pytest.fixture
@@ -75,7 +74,7 @@ async def harness(
     app_pool: asyncpg.Pool, admin: asyncpg.Connection, redis_client: aioredis.Redis, database: ServiceUrls
 ) -> AsyncIterator[PostgresHarness]:
     prefix = f"{database.redis_prefix}{uuid.uuid4().hex[:6]}:"
-    yield PostgresHarness(app_pool, admin, redis_client, prefix)
+    yield PostgresHarness(app_pool, admin, redis_client, database.redis_url, prefix)
     await delete_redis_keys(database.redis_url, prefix)
 
 
@@ -84,18 +83,7 @@ async def test_expired_tombstones_are_purged_and_move_the_feed_horizon(
 ) -> None:
     tenant, old, fresh = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
 
-    async def run(ops: list[dict[str, Any]]) -> None:
-        command = ApplySyncBatch(
-            request_id="r",
-            tenant_id=tenant,
-            user_id="u",
-            received_at=datetime.now(UTC),
-            reply_to="x",
-            operations=[parse_operation(o) for o in ops],
-        )
-        await apply_sync_batch(command, uuid.uuid4().hex, harness.ledger, harness.cache)
-
-    await run([create_product(tenant, old, "Old", T0), delete_product(tenant, old, T0)])
+    await apply(harness, tenant, [create_product(tenant, old, "Old", T0), delete_product(tenant, old, T0)])
     old_checkpoint = await admin.fetchval(
         "SELECT checkpoint FROM products WHERE tenant_id = $1 AND id = $2", tenant, old
     )
@@ -107,7 +95,7 @@ async def test_expired_tombstones_are_purged_and_move_the_feed_horizon(
     )
     assert await admin.fetchval("SELECT feed_horizon FROM tenants WHERE tenant_id = $1", tenant) == 0
 
-    await run([create_product(tenant, fresh, "Fresh", T0), delete_product(tenant, fresh, T0)])
+    await apply(harness, tenant, [create_product(tenant, fresh, "Fresh", T0), delete_product(tenant, fresh, T0)])
 
     assert await harness.product(tenant, old) is None
     fresh_row = await harness.product(tenant, fresh)
@@ -120,7 +108,7 @@ async def test_the_cache_keeps_results_answers_the_gateway_and_only_moves_checkp
     harness: PostgresHarness, redis_client: aioredis.Redis
 ) -> None:
     tenant, op = uuid.uuid4(), uuid.uuid4()
-    reply_to = f"{harness._prefix}reply:{uuid.uuid4().hex}"
+    reply_to = f"{harness.prefix}reply:{uuid.uuid4().hex}"
     stored = StoredResult("m-1", ItemResult(operation_id=op, status=ItemStatus.APPLIED))
     applied = SyncBatchApplied(request_id="r", checkpoint="7", results=[stored.result])
     await harness.cache.deliver(tenant, {op: stored}, 7, reply_to, applied)

@@ -18,13 +18,13 @@ from stockzen_contracts import (
     InvalidOperation,
     ItemResult,
     ItemStatus,
-    ProductState,
     RecordStockMovement,
     SyncRequest,
     SyncResponse,
     UpdateProduct,
     parse_operation,
 )
+from tests.support.states import product_state
 
 
 def _op(**overrides: Any) -> dict[str, Any]:
@@ -168,19 +168,7 @@ def test_the_envelope_keeps_items_raw_so_each_is_judged_alone() -> None:
 
 def test_results_omit_what_they_do_not_have_but_keep_nulls_inside_server_state() -> None:
     op_id = uuid.uuid4()
-    state = ProductState(
-        id=uuid.uuid4(),
-        name="Blue mug",
-        sku=None,
-        barcode=None,
-        unit=None,
-        price_cents=None,
-        low_stock_threshold=None,
-        archived=False,
-        deleted=False,
-        modified_at=datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=-5))),
-        checkpoint="12",
-    )
+    state = product_state(name="Blue mug", modified_at=datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=-5))))
     conflict = ItemResult(
         operation_id=op_id, status=ItemStatus.CONFLICT, code=Code.CONFLICT_RESOLVED, server_state=state
     )

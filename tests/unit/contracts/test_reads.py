@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -17,21 +16,16 @@ from stockzen_contracts import (
     ProductPage,
     ProductState,
     ProductView,
-    StockMovementState,
 )
+from tests.support.states import movement_state, product_state
 
 
 def _state() -> ProductState:
-    return ProductState(
-        id=uuid.uuid4(),
-        name="Mug",
+    return product_state(
         sku="MUG-1",
-        barcode=None,
         unit="pc",
         price_cents=450,
         low_stock_threshold=2,
-        archived=False,
-        deleted=False,
         modified_at=datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
         checkpoint="7",
     )
@@ -55,15 +49,7 @@ def test_clients_ignore_fields_they_do_not_know() -> None:
 
 
 def test_a_change_carries_exactly_the_entity_it_names() -> None:
-    movement = StockMovementState(
-        id=uuid.uuid4(),
-        product_id=uuid.uuid4(),
-        kind=MovementKind.EXIT,
-        quantity=2,
-        reason=None,
-        occurred_at=datetime.now(UTC),
-        checkpoint="9",
-    )
+    movement = movement_state(kind=MovementKind.EXIT, quantity=2, checkpoint="9")
     change = Change.of_movement(movement)
     assert (change.entity_type, change.operation, change.entity_id) == (
         EntityType.STOCK_MOVEMENT,

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-
 import pytest
 
-from stockzen_contracts import Change, ChangeOperation, EntityType, MovementKind, ProductState, StockMovementState
+from stockzen_contracts import Change, ChangeOperation, EntityType, ProductState, StockMovementState
 from stockzen_inventory.domain.feed import (
     FeedPosition,
     InvalidCheckpoint,
@@ -17,34 +14,15 @@ from stockzen_inventory.domain.feed import (
     parse_checkpoint,
 )
 from stockzen_inventory.domain.products import ProductFilter, contains_pattern
+from tests.support.states import movement_state, product_state
 
 
 def _product(checkpoint: int, *, deleted: bool = False) -> ProductState:
-    return ProductState(
-        id=uuid.uuid4(),
-        name="Mug",
-        sku=None,
-        barcode=None,
-        unit=None,
-        price_cents=None,
-        low_stock_threshold=None,
-        archived=False,
-        deleted=deleted,
-        modified_at=datetime.now(UTC),
-        checkpoint=str(checkpoint),
-    )
+    return product_state(checkpoint=str(checkpoint), deleted=deleted)
 
 
 def _movement(checkpoint: int) -> StockMovementState:
-    return StockMovementState(
-        id=uuid.uuid4(),
-        product_id=uuid.uuid4(),
-        kind=MovementKind.ENTRY,
-        quantity=1,
-        reason=None,
-        occurred_at=datetime.now(UTC),
-        checkpoint=str(checkpoint),
-    )
+    return movement_state(checkpoint=str(checkpoint))
 
 
 def test_checkpoints_are_decimal_counter_values() -> None:

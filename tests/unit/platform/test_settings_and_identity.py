@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import time
 import uuid
 
@@ -94,14 +98,27 @@ def test_rs256_needs_a_public_key_and_verifies_with_it(monkeypatch: pytest.Monke
     ).decode()
     token = TokenIssuer(algorithm="RS256", key=private_pem).issue(Identity("u1", tenant), ttl_seconds=60)
     assert verifier.verify(token) == Identity("u1", tenant)
-    # An HS256 token signed with the public key (the classic confusion attack) is refused.
-    forged = jwt.api_jws.PyJWS().encode(
-        jwt.utils.force_bytes(f'{{"sub":"u1","tenant_id":"{tenant}","exp":{int(time.time()) + 60}}}'),
-        key=b"irrelevant-but-long-enough-for-hmac-0123456789",
-        algorithm="HS256",
+    # The classic confusion attack: an HS256 token whose HMAC key is the (public) RSA key. A verifier
+    # that let the token pick its algorithm would accept it; this one is pinned to RS256.
+    forged = _hs256_signed(
+        {"sub": "u1", "tenant_id": str(tenant), "exp": int(time.time()) + 60}, key=public_pem.encode()
     )
     with pytest.raises(InvalidToken):
         verifier.verify(forged)
+    # Well-formed, with the claims a real token has: it is refused for its algorithm, not its shape.
+    header = jwt.get_unverified_header(forged)
+    assert header["alg"] == "HS256"
+
+
+def _hs256_signed(claims: dict[str, object], *, key: bytes) -> str:
+    """A JWT signed by hand (PyJWT refuses a PEM as an HMAC key, which is exactly the attacker's move)."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())
+    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(signature)}"
 
 
 def test_internal_tokens_are_bound_to_their_audience_and_issuer() -> None:

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from stockzen_contracts import ApplySyncBatch, parse_operation
 from stockzen_sync_worker.services import apply_sync_batch
 from tests.support.apply_scenarios import (  # noqa: F401 (pytest collects the imported scenarios)
     T0,
+    command,
     test_a_future_clock_is_clamped_to_when_the_server_received_the_change,
     test_a_redelivered_message_gets_its_original_results_and_another_gets_duplicates,
     test_checkpoints_count_the_changes,
@@ -48,34 +48,23 @@ def harness() -> MemoryHarness:
     return MemoryHarness()
 
 
-def _command(tenant: uuid.UUID, ops: list[dict[str, Any]]) -> ApplySyncBatch:
-    return ApplySyncBatch(
-        request_id="r",
-        tenant_id=tenant,
-        user_id="u",
-        received_at=T0,
-        reply_to="x",
-        operations=[parse_operation(o) for o in ops],
-    )
-
-
 async def test_results_redis_knows_never_reach_postgres(harness: MemoryHarness) -> None:
     tenant, product = uuid.uuid4(), uuid.uuid4()
-    command = _command(tenant, [create_product(tenant, product, "Mug", T0), movement(tenant, product)])
-    first = await apply_sync_batch(command, "m-1", harness.ledger, harness.cache)
+    batch = command(tenant, [create_product(tenant, product, "Mug", T0), movement(tenant, product)])
+    first = await apply_sync_batch(batch, "m-1", harness.ledger, harness.cache)
     before = harness.ledger.transactions
-    outcome = await apply_sync_batch(command, "m-2", harness.ledger, harness.cache)
+    outcome = await apply_sync_batch(batch, "m-2", harness.ledger, harness.cache)
     assert harness.ledger.transactions == before  # answered from the cache, checkpoint included
     assert (outcome.cache_hits, outcome.ledger_hits) == (2, 0)
     assert outcome.applied.checkpoint == "2"
-    assert harness.cache.replies["x"] == [first.applied, outcome.applied]  # both answered the gateway
+    assert harness.cache.replies["reply:test"] == [first.applied, outcome.applied]  # both answered the gateway
 
 
 async def test_tombstones_are_purged_only_after_a_delete(harness: MemoryHarness) -> None:
     tenant, product = uuid.uuid4(), uuid.uuid4()
     await apply_sync_batch(
-        _command(tenant, [create_product(tenant, product, "Mug", T0)]), "m", harness.ledger, harness.cache
+        command(tenant, [create_product(tenant, product, "Mug", T0)]), "m", harness.ledger, harness.cache
     )
     assert harness.ledger.purges == []
-    await apply_sync_batch(_command(tenant, [delete_product(tenant, product, T0)]), "m2", harness.ledger, harness.cache)
+    await apply_sync_batch(command(tenant, [delete_product(tenant, product, T0)]), "m2", harness.ledger, harness.cache)
     assert harness.ledger.purges == [2]

@@ -6,7 +6,7 @@ import random
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
-from stockzen_contracts import Code, ItemResult, ItemStatus, ProductState
+from stockzen_contracts import Code, ItemResult, ItemStatus
 from stockzen_sync_worker.domain.lww import Version, clamp_modified_at, lww_winner, winning_fields
 from stockzen_sync_worker.domain.outcomes import (
     MissingEntity,
@@ -18,26 +18,9 @@ from stockzen_sync_worker.domain.outcomes import (
     replay,
     result_for,
 )
+from tests.support.states import product_state
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-
-
-def _state(**overrides: object) -> ProductState:
-    fields: dict[str, object] = {
-        "id": uuid.uuid4(),
-        "name": "Mug",
-        "sku": None,
-        "barcode": None,
-        "unit": None,
-        "price_cents": 5,
-        "low_stock_threshold": None,
-        "archived": False,
-        "deleted": False,
-        "modified_at": NOW,
-        "checkpoint": "3",
-    }
-    fields.update(overrides)
-    return ProductState.model_validate(fields)
 
 
 def test_a_clock_ahead_of_the_server_is_pulled_back_to_when_the_server_received_the_change() -> None:
@@ -79,7 +62,7 @@ def test_a_write_wins_only_the_fields_it_is_later_for() -> None:
 
 def test_results_for_effects() -> None:
     op = uuid.uuid4()
-    state = _state()
+    state = product_state()
     assert result_for(op, ProductMerged(state, ("name",), ("name",))).status is ItemStatus.APPLIED
     partial = result_for(op, ProductMerged(state, ("name", "price_cents"), ("name",)))
     assert (partial.status, partial.code) == (ItemStatus.CONFLICT, Code.CONFLICT_RESOLVED)
@@ -89,7 +72,7 @@ def test_results_for_effects() -> None:
     assert partial.server_state == state
     lost = result_for(op, ProductMerged(state, ("name",), ()))
     assert lost.message == "newer edits won for name"
-    deleted = result_for(op, ProductWasDeleted(_state(deleted=True)))
+    deleted = result_for(op, ProductWasDeleted(product_state(deleted=True)))
     assert deleted.server_state is not None
     assert deleted.server_state.deleted
     assert result_for(op, MissingEntity("no such product")).code is Code.NOT_FOUND
@@ -103,7 +86,7 @@ def test_a_replay_is_a_duplicate_except_for_the_same_message_and_for_refusals() 
     assert replay(StoredResult("m1", applied), "m2").status is ItemStatus.DUPLICATE
     refused = ItemResult.rejected(op, Code.NOT_FOUND, "gone")
     assert replay(StoredResult("m1", refused), "m2") == refused
-    conflict = result_for(op, ProductMerged(_state(), ("name",), ()))
+    conflict = result_for(op, ProductMerged(product_state(), ("name",), ()))
     again = as_duplicate(conflict)
     assert (again.status, again.code, again.server_state) == (
         ItemStatus.DUPLICATE,

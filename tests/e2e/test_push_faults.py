@@ -63,9 +63,7 @@ async def test_a_worker_killed_mid_batch_loses_and_doubles_nothing(
 async def test_with_rabbitmq_out_of_reach_the_gateway_answers_503_and_applies_nothing(
     own_stack: Stack, database: ServiceUrls, admin: asyncpg.Connection, tenant_id: uuid.UUID
 ) -> None:
-    proxy = CuttableProxy.for_url(database.amqp_url)
-    await proxy.start()
-    try:
+    async with CuttableProxy.in_front_of(database.amqp_url) as proxy:
         await asyncio.to_thread(own_stack.start_worker)  # the worker keeps its own, direct connection
         await asyncio.to_thread(own_stack.start_gateway, AMQP_URL=proxy.url(database.amqp_url))
         product = uuid.uuid4()
@@ -88,17 +86,13 @@ async def test_with_rabbitmq_out_of_reach_the_gateway_answers_503_and_applies_no
         # "applied", not "duplicate": the refused attempt was never queued, so it never ran later.
         assert [r["status"] for r in final.json()["results"]] == ["applied", "applied"]
         assert await movement_rows(admin, tenant_id, [ops[1]["operationId"]]) == 1
-    finally:
-        await proxy.cut()
 
 
 async def test_with_redis_out_of_the_gateways_reach_keyed_requests_are_unavailable_and_others_pend(
     own_stack: Stack, database: ServiceUrls, admin: asyncpg.Connection, tenant_id: uuid.UUID
 ) -> None:
-    proxy = CuttableProxy.for_url(database.redis_url)
-    await proxy.start()
-    via_proxy = proxy.url(database.redis_url)
-    try:
+    async with CuttableProxy.in_front_of(database.redis_url) as proxy:
+        via_proxy = proxy.url(database.redis_url)
         await asyncio.to_thread(own_stack.start_worker)  # the worker keeps its own, direct Redis
         await asyncio.to_thread(own_stack.start_gateway, REDIS_URL=via_proxy, SYNC_RESULT_TIMEOUT_SECONDS="2")
         product = uuid.uuid4()
@@ -120,5 +114,3 @@ async def test_with_redis_out_of_the_gateways_reach_keyed_requests_are_unavailab
             final = await sync_until_final(client, ops)
         assert [r["status"] for r in final.json()["results"]] == ["duplicate", "duplicate"]
         assert await movement_rows(admin, tenant_id, [ops[1]["operationId"]]) == 1
-    finally:
-        await proxy.cut()

@@ -67,10 +67,8 @@ async def test_a_poison_message_is_dead_lettered_and_does_not_block_the_queue(
 async def test_with_postgres_out_of_reach_the_batch_waits_and_is_applied_once_it_is_back(
     own_stack: Stack, database: ServiceUrls, admin: asyncpg.Connection, tenant_id: uuid.UUID
 ) -> None:
-    proxy = CuttableProxy.for_url(database.app_url)
-    await proxy.start()
-    via_proxy = proxy.url(database.app_url)
-    try:
+    async with CuttableProxy.in_front_of(database.app_url) as proxy:
+        via_proxy = proxy.url(database.app_url)
         await asyncio.to_thread(own_stack.start_worker, DATABASE_URL=via_proxy, SYNC_MAX_RETRIES="20")
         await asyncio.to_thread(own_stack.start_gateway, SYNC_RESULT_TIMEOUT_SECONDS="2")
         product = uuid.uuid4()
@@ -90,17 +88,13 @@ async def test_with_postgres_out_of_reach_the_batch_waits_and_is_applied_once_it
         assert await stock_level(admin, tenant_id, product) == 8
         failures = await _counter_total(own_stack, "stockzen_worker_database_errors_total")
         assert failures >= 1  # counted as what it was: Postgres
-    finally:
-        await proxy.cut()
 
 
 async def test_with_redis_out_of_reach_the_worker_still_applies_once(
     own_stack: Stack, database: ServiceUrls, admin: asyncpg.Connection, tenant_id: uuid.UUID
 ) -> None:
-    proxy = CuttableProxy.for_url(database.redis_url)
-    await proxy.start()
-    via_proxy = proxy.url(database.redis_url)
-    try:
+    async with CuttableProxy.in_front_of(database.redis_url) as proxy:
+        via_proxy = proxy.url(database.redis_url)
         await asyncio.to_thread(own_stack.start_worker, REDIS_URL=via_proxy, SYNC_MAX_RETRIES="20")
         await asyncio.to_thread(own_stack.start_gateway, SYNC_RESULT_TIMEOUT_SECONDS="2")
         product = uuid.uuid4()
@@ -122,8 +116,6 @@ async def test_with_redis_out_of_reach_the_worker_still_applies_once(
         assert await stock_level(admin, tenant_id, product) == -2
         assert await _counter_total(own_stack, "stockzen_worker_batch_failures_total") >= 1
         assert await _counter_total(own_stack, "stockzen_worker_database_errors_total") == 0  # Redis, not Postgres
-    finally:
-        await proxy.cut()
 
 
 async def _applied(admin: asyncpg.Connection, tenant_id: uuid.UUID, ops: list[dict[str, Any]]) -> bool:

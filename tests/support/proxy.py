@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -22,6 +24,17 @@ class CuttableProxy:
         """A proxy in front of the service ``url`` names (start it, then use :meth:`url`)."""
         parts = urlsplit(url)
         return cls(parts.hostname or "127.0.0.1", parts.port or 0)
+
+    @classmethod
+    @asynccontextmanager
+    async def in_front_of(cls, url: str) -> AsyncIterator[CuttableProxy]:
+        """A running proxy for the service ``url`` names, cut when the block ends."""
+        proxy = cls.for_url(url)
+        await proxy.start()
+        try:
+            yield proxy
+        finally:
+            await proxy.cut()
 
     def url(self, url: str) -> str:
         """``url`` with its host and port replaced by this proxy's."""

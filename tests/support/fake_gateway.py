@@ -69,6 +69,7 @@ class FakeGateway:
     failures: list[httpx.Response] = field(default_factory=list)
     reset_next_pull: bool = False
     held_back: list[ApplySyncBatch] = field(default_factory=list)
+    held_back_total: int = 0
     pushes: list[list[dict[str, Any]]] = field(default_factory=list)
     ledger: FeedLedger = field(default_factory=FeedLedger)
     cache: MemoryResultCache = field(default_factory=MemoryResultCache)
@@ -129,6 +130,7 @@ class FakeGateway:
             )
             if self.rng.random() < self.pending_rate:
                 self.held_back.append(batch)
+                self.held_back_total += 1
                 applied = [ItemResult.pending(op.operation_id) for op in valid]
                 status_code = 202
             else:

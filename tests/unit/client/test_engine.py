@@ -42,13 +42,16 @@ async def test_writes_return_at_once_offline_and_stay_queued(make_client: Client
     client.stock_out(product, 2)
 
     shown = client.product(product)
-    assert shown is not None and (shown.name, shown.stock_level, shown.queued_changes) == ("Blue mug", 3, 1)
+    assert shown is not None
+    assert (shown.name, shown.stock_level, shown.queued_changes) == ("Blue mug", 3, 1)
     assert [m.queued for m in client.history(product)] == [True, True]
 
     status = await client.sync()
     assert status.state is SyncState.OFFLINE
-    assert status.queued == 3 and "cannot reach" in (status.last_error or "")
-    assert server.pushes == [] and server.products() == {}
+    assert status.queued == 3
+    assert "cannot reach" in (status.last_error or "")
+    assert server.pushes == []
+    assert server.products() == {}
 
 
 async def test_a_sync_pushes_in_order_then_pulls_and_is_up_to_date(
@@ -88,9 +91,11 @@ async def test_a_conflict_replaces_the_local_record_and_emits_a_notice(
 
     assert status.state is SyncState.UP_TO_DATE
     shown = tablet.product(product)
-    assert shown is not None and shown.name == "Phone's name"
+    assert shown is not None
+    assert shown.name == "Phone's name"
     conflicts = [n for n in status.notices if n.kind == "conflict"]
-    assert len(conflicts) == 1 and conflicts[0].entity_id == str(product)
+    assert len(conflicts) == 1
+    assert conflicts[0].entity_id == str(product)
     assert "conflict resolved" in conflicts[0].message
     assert any(n.kind == "conflict" for s in seen for n in s.notices)
     assert view(tablet) == view(phone) == server.products()
@@ -131,7 +136,7 @@ async def test_pending_results_stay_queued_with_backoff_and_are_sent_once_per_sy
 
     assert (status.state, status.queued) == (SyncState.SYNCING, 2)
     assert len(server.pushes) == 1  # no rapid retry loop
-    assert client.store.next_attempt_at() is not None and client.store.next_attempt_at() > clock()  # type: ignore[operator]
+    assert (client.store.next_attempt_at() or 0) > clock()
     await client.sync()
     assert len(server.pushes) == 1  # not due yet
 
@@ -140,7 +145,7 @@ async def test_pending_results_stay_queued_with_backoff_and_are_sent_once_per_sy
     clock.advance(31)
     status = await client.sync()
     assert status.state is SyncState.UP_TO_DATE
-    assert [r for r in server.pushes[1]] == server.pushes[0]  # same ids, same content
+    assert server.pushes[1] == server.pushes[0]  # same ids, same content
     assert server.products()[product]["stock_level"] == 4
     assert len(server.data.applied) == 2
 
@@ -175,8 +180,9 @@ async def test_a_failing_server_means_error_and_retry_after_is_honoured(
 
     status = await client.sync()
 
-    assert status.state is SyncState.ERROR and "503" in (status.last_error or "")
-    assert client.store.next_attempt_at() >= clock() + 20  # type: ignore[operator]
+    assert status.state is SyncState.ERROR
+    assert "503" in (status.last_error or "")
+    assert (client.store.next_attempt_at() or 0) >= clock() + 20
     client.stock_in(product, 2)  # work goes on
     assert client.status.queued == 2
     server.failures.append(failure(429, Code.RATE_LIMITED, "slow down", retry_after=5))
@@ -184,7 +190,8 @@ async def test_a_failing_server_means_error_and_retry_after_is_honoured(
     assert (await client.sync()).state is SyncState.ERROR
     clock.advance(40)
     status = await client.sync()
-    assert status.state is SyncState.UP_TO_DATE and status.last_error is None
+    assert status.state is SyncState.UP_TO_DATE
+    assert status.last_error is None
     assert server.products()[product]["stock_level"] == 2
 
 
@@ -192,7 +199,8 @@ async def test_two_triggers_in_one_process_share_one_sync(make_client: ClientFac
     client = make_client("phone")
     client.add_product("Mug")
     first, second = await asyncio.gather(client.sync(), client.sync())
-    assert first == second and first.state is SyncState.UP_TO_DATE
+    assert first == second
+    assert first.state is SyncState.UP_TO_DATE
     assert len(server.pushes) == 1
 
 
@@ -260,7 +268,8 @@ async def test_the_checkpoint_never_passes_what_the_store_holds(
     checkpoint = int(tablet.store.checkpoint or 0)
     held = {p.id for p in tablet.products()}
     covered = {c.entity_id for c in server.changes_after(0) if int(c.checkpoint) <= checkpoint}
-    assert len(held) == 2 and held == covered
+    assert len(held) == 2
+    assert held == covered
 
 
 class Crash(BaseException):
@@ -307,9 +316,11 @@ async def test_reset_required_downloads_everything_again_and_keeps_queued_change
 
     status = await client.sync()
 
-    assert status.state is SyncState.SYNCING and status.queued == 1
+    assert status.state is SyncState.SYNCING
+    assert status.queued == 1
     shown = client.product(product)
-    assert shown is not None and (shown.name, shown.unit) == ("Mug", "box")
+    assert shown is not None
+    assert (shown.name, shown.unit) == ("Mug", "box")
     assert client.store.checkpoint == str(server.data.checkpoint)
 
 

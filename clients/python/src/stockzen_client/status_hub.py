@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 from stockzen_client.domain.status import SyncState, SyncStatus
 
@@ -34,7 +34,7 @@ class StatusHub:
 
         return unsubscribe
 
-    async def updates(self) -> AsyncIterator[SyncStatus]:
+    async def updates(self) -> AsyncGenerator[SyncStatus, None]:
         """The current status, then each new one, for ``async for`` (ends when the consumer stops)."""
         queue: asyncio.Queue[SyncStatus] = asyncio.Queue()
         self._queues.add(queue)

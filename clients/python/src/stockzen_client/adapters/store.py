@@ -379,6 +379,11 @@ class LocalStore:
         ).fetchone()
         return row[0] if row else None
 
+    def outbox(self) -> list[tuple[UUID, str]]:
+        """Every change this device made, oldest first: (operation id, outbox status)."""
+        rows = self._db.execute("SELECT operation_id, status FROM outbox ORDER BY seq")
+        return [(UUID(row[0]), row[1]) for row in rows]
+
     def failed(self) -> list[tuple[UUID, str]]:
         """Changes the server refused for good: (operation id, reason)."""
         rows = self._db.execute("SELECT operation_id, last_error FROM outbox WHERE status = 'failed' ORDER BY seq")

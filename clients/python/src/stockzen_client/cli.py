@@ -38,7 +38,12 @@ _T = TypeVar("_T")
 
 
 class Failure(Exception):
-    """A command failed; ``str()`` is the one sentence the user sees."""
+    """A command failed; ``str()`` is the one sentence the user sees, ``details`` go with ``--json``."""
+
+    def __init__(self, message: str, code: str = "FAILED", details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details or {}
 
 
 class Output:
@@ -59,9 +64,9 @@ class Output:
         else:
             self.console.print(text, markup=False, soft_wrap=True)
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str, code: str = "FAILED", details: dict[str, Any] | None = None) -> None:
         if self.as_json:
-            print(json.dumps({"code": "FAILED", "message": message}))
+            print(json.dumps({"code": code, "message": message, **(details or {})}))
         self.errors.print(f"Error: {message}", markup=False, soft_wrap=True)
 
 
@@ -70,7 +75,10 @@ def _command(as_json: bool) -> Iterator[Output]:
     output = Output(as_json)
     try:
         yield output
-    except (Failure, ProfileError, InvalidChange, SyncBusy) as exc:
+    except Failure as exc:
+        output.fail(str(exc), exc.code, exc.details)
+        raise typer.Exit(1) from None
+    except (ProfileError, InvalidChange, SyncBusy) as exc:
         output.fail(str(exc))
         raise typer.Exit(1) from None
 
@@ -251,9 +259,11 @@ def sync(profile: ProfileName = DEFAULT_PROFILE, as_json: Json = False) -> None:
                 return await client.sync(lambda done, total: bar.update(task, completed=done, total=total))
 
         status = _with_client(profile, run)
-        out.result(status.to_json(), status.describe())
         if status.state is not SyncState.UP_TO_DATE:
-            raise Failure(_not_synced(status))
+            if not out.as_json:
+                out.result(None, status.describe())
+            raise Failure(_not_synced(status), "NOT_SYNCED", {"status": status.to_json()})
+        out.result(status.to_json(), status.describe())
 
 
 @app.command()

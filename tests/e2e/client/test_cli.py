@@ -95,8 +95,8 @@ async def test_watch_syncs_changes_another_process_queues_and_stops_cleanly_on_c
     cli = Cli(tmp_path)
     await cli.json("login", "--server", stack.gateway_url, "--token", user_token(tenant_id, "watcher"))
     product = uuid.UUID((await cli.json("product", "add", "Watched"))["id"])
-    watcher = subprocess.Popen(
-        [STOCKZEN, "watch", "--json"], env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    watcher = await asyncio.create_subprocess_exec(
+        STOCKZEN, "watch", "--json", env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         await cli.json("stock", "in", str(product), "6")  # another terminal, while watch runs
@@ -108,12 +108,12 @@ async def test_watch_syncs_changes_another_process_queues_and_stops_cleanly_on_c
         status = await cli.json("status")
         assert status["queued"] == 0
         watcher.send_signal(signal.SIGINT)
-        out, err = await asyncio.to_thread(watcher.communicate, timeout=20)
+        out, err = await asyncio.wait_for(watcher.communicate(), 20)
     finally:
-        if watcher.poll() is None:
+        if watcher.returncode is None:
             watcher.kill()
-            watcher.wait()
+            await watcher.wait()
     assert watcher.returncode == 0, err
-    states = [json.loads(line)["state"] for line in out.splitlines()]
+    states = [json.loads(line)["state"] for line in out.decode().splitlines()]
     assert "syncing" in states
     assert states[-1] == "upToDate"

@@ -366,3 +366,17 @@ async def test_the_engine_syncs_by_itself_when_the_connection_returns(
     finally:
         stop.set()
         await running
+
+
+async def test_a_refused_token_is_an_error_that_asks_for_a_new_login(
+    make_client: ClientFactory, server: FakeGateway
+) -> None:
+    client = make_client("phone")
+    client.add_product("Mug")
+    server.failures.append(failure(401, Code.UNAUTHORIZED, "the bearer token is invalid or expired"))
+
+    status = await client.sync()
+
+    assert status.state is SyncState.ERROR
+    assert "log in again" in (status.last_error or "")
+    assert status.queued == 1

@@ -270,6 +270,7 @@ def sync(profile: ProfileName = DEFAULT_PROFILE, as_json: Json = False) -> None:
 def status(profile: ProfileName = DEFAULT_PROFILE, as_json: Json = False) -> None:
     """Where syncing stands, from local data only: state, queued and failed counts, last sync, notices."""
     with _command(as_json) as out:
+        Profile.load(profile_directory(profile))
         running = _watch_running(profile)
         current = _local(profile, lambda client: stored_status(client.store, engine_running=running))
         failed = _local(profile, lambda client: client.store.failed())
@@ -289,6 +290,7 @@ def status(profile: ProfileName = DEFAULT_PROFILE, as_json: Json = False) -> Non
 def watch(profile: ProfileName = DEFAULT_PROFILE, as_json: Json = False) -> None:
     """Run the sync engine in the foreground with a live status line; Ctrl-C stops it."""
     with _command(as_json) as out:
+        Profile.load(profile_directory(profile))
         guard = filelock.FileLock(profile_directory(profile) / "watch.lock")
         try:
             guard.acquire(blocking=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from stockzen_client.adapters.store import LocalStore
 from stockzen_client.domain.backoff import Backoff
 from stockzen_client.domain.status import SyncState, SyncStatus, settled_state
 from stockzen_client.status_hub import StatusHub
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 """Called with (changes sent so far, changes queued when the push began)."""
@@ -108,8 +111,13 @@ class SyncEngine:
                 due = now >= next_sync or changed or (retry_at is not None and retry_at <= self._clock())
             if due:
                 head = self.store.outbox_head()
-                with contextlib.suppress(SyncBusy):
+                try:
                     await self.sync()
+                except SyncBusy:
+                    pass  # another process is syncing the profile; it does the work
+                except Exception as exc:  # a bug or a local fault must not stop the engine; say it and retry
+                    log.exception("sync failed unexpectedly")
+                    self._failed(SyncState.ERROR, f"unexpected failure: {exc}")
                 next_sync = time.monotonic() + self._pause_after()
             else:
                 self.refresh()

@@ -122,6 +122,8 @@ class GatewayApi:
             return await self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise Unreachable(f"cannot reach the server at {self._http.base_url} ({type(exc).__name__})") from exc
+        except httpx.RequestError as exc:  # an answer came, but not one httpx could read
+            raise ServerFailing(f"the server's answer could not be read ({type(exc).__name__})") from exc
 
 
 def _parse(model: type[_Answer], response: httpx.Response, what: str) -> _Answer:

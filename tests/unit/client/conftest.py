@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 
@@ -49,14 +50,16 @@ ClientFactory = Callable[..., StockzenClient]
 async def make_client(
     tmp_path: Path, server: FakeGateway, clock: Clock, tenant_id: uuid.UUID
 ) -> AsyncIterator[ClientFactory]:
-    """``make_client("phone")`` opens (or reopens) that device's profile against ``server``."""
+    """``make_client("phone")`` opens (or reopens) that device's profile against ``server`` (or ``transport``)."""
     opened: list[StockzenClient] = []
 
-    def make(device: str = "device", **settings: Any) -> StockzenClient:
+    def make(
+        device: str = "device", transport: httpx.AsyncBaseTransport | None = None, **settings: Any
+    ) -> StockzenClient:
         profile = Profile.create(tmp_path / device, SERVER_URL, device_token(tenant_id))
         client = StockzenClient(
             profile,
-            transport=server.transport(device),
+            transport=transport or server.transport(device),
             settings=EngineSettings(**{"lock_wait": 2.0, **settings}),
             backoff=Backoff(base=1.0, cap=30.0),
             clock=clock,

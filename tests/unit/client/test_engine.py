@@ -259,8 +259,7 @@ async def test_the_checkpoint_never_passes_what_the_store_holds(
                 raise httpx.ConnectError("cut", request=request)
         return await server.handle(request)
 
-    tablet = make_client("tablet")
-    tablet.api._http._transport = httpx.MockTransport(cut_after_two_pages)
+    tablet = make_client("tablet", transport=httpx.MockTransport(cut_after_two_pages))
 
     status = await tablet.sync()
 
@@ -279,16 +278,14 @@ class Crash(BaseException):
 async def test_the_outbox_survives_a_crash_between_send_and_reconcile(
     make_client: ClientFactory, server: FakeGateway
 ) -> None:
-    client = make_client("phone")
-    product = client.add_product("Mug")
-    client.stock_in(product, 3)
-    sent_ids = [item.operation_id for item in client.store.sendable(10)]
-
     async def apply_then_die(request: httpx.Request) -> httpx.Response:
         await server.handle(request)  # the server applies the batch; its answer never arrives
         raise Crash
 
-    client.api._http._transport = httpx.MockTransport(apply_then_die)
+    client = make_client("phone", transport=httpx.MockTransport(apply_then_die))
+    product = client.add_product("Mug")
+    client.stock_in(product, 3)
+    sent_ids = [item.operation_id for item in client.store.sendable(10)]
     with pytest.raises(Crash):
         await client.sync()
     assert client.store.counts()[0] == 2  # still queued (``processing``)
@@ -380,3 +377,27 @@ async def test_a_refused_token_is_an_error_that_asks_for_a_new_login(
     assert status.state is SyncState.ERROR
     assert "log in again" in (status.last_error or "")
     assert status.queued == 1
+
+
+async def test_up_to_date_waits_for_a_pull_that_covers_the_push(
+    make_client: ClientFactory, server: FakeGateway
+) -> None:
+    async def feed_down(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/sync/changes":
+            return failure(503, Code.UNAVAILABLE, "the inventory service is unavailable; retry later", 1)
+        return await server.handle(request)
+
+    client = make_client("phone", transport=httpx.MockTransport(feed_down))
+    product = client.add_product("Mug")
+    status = await client.sync()
+
+    assert status.state is SyncState.ERROR  # pushed, but not pulled back
+    assert status.queued == 0
+    assert product in server.products()
+    assert client.product(product) is not None  # still shown while the pull is missing
+    assert client.store.counts()[2] == 1
+
+    restarted = make_client("phone")  # the same profile, the feed back
+    assert (await restarted.sync()).state is SyncState.UP_TO_DATE
+    assert restarted.store.counts()[2] == 0
+    assert restarted.store.checkpoint == str(server.data.checkpoint)

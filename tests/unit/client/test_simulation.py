@@ -1,6 +1,6 @@
 """A deterministic simulation: several devices edit offline at random, lose and regain their
-connection, and meet a server that holds batches back as ``pending``; once everyone syncs, every
-device shows exactly what the server holds.
+connection, and meet a server that holds batches back as ``pending``, pages its feed and now and
+then asks for a full download; once everyone syncs, every device shows exactly what the server holds.
 
 Seeded (one seed per case) so that a failure replays exactly.
 """
@@ -69,8 +69,10 @@ async def test_every_device_ends_up_equal_to_the_server(
         elif action < 0.85:
             server.pending_rate = rng.choice([0.0, 0.3, 0.6, 0.9])
             offline_syncs += (await client.sync()).state is SyncState.OFFLINE
-        elif action < 0.92:
+        elif action < 0.9:
             await server.deliver_held_back()
+        elif action < 0.92:
+            server.reset_next_pull = True  # the next pull must start over (RESET_REQUIRED)
         else:
             clock.advance(rng.choice([0.5, 5, 40]))
 

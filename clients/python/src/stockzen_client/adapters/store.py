@@ -96,9 +96,9 @@ class LocalStore:
         self._clock = clock
         self._db = sqlite3.connect(path, isolation_level=None, timeout=10)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA busy_timeout = 10000")  # other processes on the profile write too
+        self._db.execute("PRAGMA journal_mode = WAL")  # readers never wait for the engine's writes
         self._db.execute("PRAGMA synchronous = FULL")  # an acknowledged local write survives a power cut
-        self._db.execute("PRAGMA busy_timeout = 10000")
         with self._transaction() as db:
             for statement in _statements(SCHEMA):
                 db.execute(statement)

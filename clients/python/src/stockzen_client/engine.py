@@ -41,6 +41,15 @@ class EngineSettings:
     lock_wait: float = 30.0  # how long a sync waits for another process's sync on the profile
 
 
+@dataclass(slots=True)
+class _LoopMarks:
+    """Where the engine's loop stands: the outbox head it last synced, and when to sync or probe next."""
+
+    head: int = -1
+    next_sync: float = 0.0
+    next_probe: float = 0.0
+
+
 class SyncBusy(Exception):
     """Another process kept the profile's sync lock longer than the engine would wait."""
 
@@ -93,36 +102,44 @@ class SyncEngine:
     async def run(self, stop: asyncio.Event) -> None:
         """Sync by itself until ``stop`` is set: when the connection returns, when a change is queued
         (by this process or another on the profile), when a backing-off change is due, and periodically."""
-        head = -1
-        next_sync = 0.0
-        next_probe = 0.0
+        loop = _LoopMarks()
         while not stop.is_set():
-            now = time.monotonic()
-            if self._state is SyncState.OFFLINE and head >= 0:
-                due = False
-                if now >= next_probe:
-                    next_probe = now + self.settings.probe_every
-                    if await self.api.probe():
-                        self.store.release_backoff()
-                        due = True
+            if await self._due(loop):
+                loop.head = self.store.outbox_head()
+                await self._sync_in_loop()
+                loop.next_sync = time.monotonic() + self._pause_after()
             else:
-                retry_at = self.store.next_attempt_at()
-                changed = self.store.outbox_head() != head
-                due = now >= next_sync or changed or (retry_at is not None and retry_at <= self._clock())
-            if due:
-                head = self.store.outbox_head()
-                try:
-                    await self.sync()
-                except SyncBusy:
-                    pass  # another process is syncing the profile; it does the work
-                except Exception as exc:  # a bug or a local fault must not stop the engine; say it and retry
-                    log.exception("sync failed unexpectedly")
-                    self._failed(SyncState.ERROR, f"unexpected failure: {exc}")
-                next_sync = time.monotonic() + self._pause_after()
-            else:
-                self.refresh()
+                self.refresh()  # counts change when another process queues a change while offline
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.tick)
+
+    async def _due(self, loop: _LoopMarks) -> bool:
+        now = time.monotonic()
+        if self._state is SyncState.OFFLINE and loop.head >= 0:
+            # Offline, only the light probe goes out; its success makes every queued change due.
+            if now < loop.next_probe:
+                return False
+            loop.next_probe = now + self.settings.probe_every
+            if not await self.api.probe():
+                return False
+            self.store.release_backoff()
+            return True
+        # The outbox's last sequence number grows whenever any process on the profile queues a change.
+        retry_at = self.store.next_attempt_at()
+        return (
+            now >= loop.next_sync
+            or self.store.outbox_head() != loop.head
+            or (retry_at is not None and retry_at <= self._clock())
+        )
+
+    async def _sync_in_loop(self) -> None:
+        try:
+            await self.sync()
+        except SyncBusy:
+            pass  # another process is syncing the profile; it does the work
+        except Exception as exc:  # a bug or a local fault must not stop the engine; say it and retry later
+            log.exception("sync failed unexpectedly")
+            self._failed(SyncState.ERROR, f"unexpected failure: {exc}")
 
     def _pause_after(self) -> float:
         if self._state is SyncState.ERROR:

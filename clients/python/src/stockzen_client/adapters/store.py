@@ -179,15 +179,20 @@ class LocalStore:
 
     def defer(self, items: Sequence[OutboxItem], error: str, delay: Callable[[int], float]) -> None:
         """Keep these changes queued, each due again after ``delay(its attempts)`` seconds."""
-        now = self._clock()
         with self._transaction() as db:
-            for item in items:
-                attempts = item.attempts + 1
-                db.execute(
-                    "UPDATE outbox SET status = 'pending', attempts = ?, next_attempt_at = ?, last_error = ?"
-                    " WHERE seq = ? AND status IN ('pending', 'processing')",
-                    (attempts, now + delay(attempts), error, item.seq),
-                )
+            self._requeue(db, [(item, error) for item in items], delay)
+
+    def _requeue(
+        self, db: sqlite3.Connection, items: Sequence[tuple[OutboxItem, str]], delay: Callable[[int], float]
+    ) -> None:
+        now = self._clock()
+        for item, error in items:
+            attempts = item.attempts + 1
+            db.execute(
+                "UPDATE outbox SET status = 'pending', attempts = ?, next_attempt_at = ?, last_error = ?"
+                " WHERE seq = ? AND status IN ('pending', 'processing')",
+                (attempts, now + delay(attempts), error, item.seq),
+            )
 
     def release_backoff(self) -> None:
         """Make every queued change due now (the connection came back: their failures said nothing
@@ -210,45 +215,29 @@ class LocalStore:
         """
         by_id = {r.operation_id: r for r in results}
         notices: list[Notice] = []
-        deferred = 0
-        now = self._clock()
+        retry: list[tuple[OutboxItem, str]] = []
         with self._transaction() as db:
             for item in items:
                 result = by_id.get(item.operation_id)
-                if (
-                    result is None
-                    or result.status is ItemStatus.PENDING
-                    or (result.status is ItemStatus.REJECTED and result.retryable)
-                ):
-                    attempts = item.attempts + 1
-                    reason = _reason(result) if result else "the server sent no result for it"
-                    db.execute(
-                        "UPDATE outbox SET status = 'pending', attempts = ?, next_attempt_at = ?, last_error = ?"
-                        " WHERE seq = ?",
-                        (attempts, now + delay(attempts), reason, item.seq),
-                    )
-                    deferred += 1
+                if result is None:
+                    retry.append((item, "the server sent no result for it"))
+                elif result.status is ItemStatus.PENDING or (result.status is ItemStatus.REJECTED and result.retryable):
+                    retry.append((item, _reason(result)))
                 elif result.status in (ItemStatus.APPLIED, ItemStatus.DUPLICATE):
-                    db.execute(
-                        "UPDATE outbox SET status = 'completed', outcome = ?, awaiting_pull = 1, last_error = NULL"
-                        " WHERE seq = ?",
-                        (result.status.value, item.seq),
-                    )
+                    _complete(db, item, result.status.value, awaiting_pull=True)
                 elif result.status is ItemStatus.CONFLICT:
                     if result.server_state is not None:
                         _put_product(db, result.server_state)
-                    db.execute(
-                        "UPDATE outbox SET status = 'completed', outcome = 'conflict', awaiting_pull = 0 WHERE seq = ?",
-                        (item.seq,),
-                    )
-                    notices.append(self._notice(db, "conflict", item, _conflict_message(item, result)))
+                    _complete(db, item, "conflict", awaiting_pull=False)  # its edit lost: nothing to show on top
+                    notices.append(self._notice(db, "conflict", item, _conflict_message(item)))
                 else:
                     db.execute(
                         "UPDATE outbox SET status = 'failed', outcome = 'rejected', last_error = ? WHERE seq = ?",
                         (_reason(result), item.seq),
                     )
                     notices.append(self._notice(db, "rejected", item, _rejection_message(item, result)))
-        return Settled(notices, deferred)
+            self._requeue(db, retry, delay)
+        return Settled(notices, len(retry))
 
     def _notice(self, db: sqlite3.Connection, kind: str, item: OutboxItem, message: str) -> Notice:
         notice = Notice(datetime.now(UTC), kind, str(item.operation.entity_id), message)
@@ -474,7 +463,14 @@ def _describe(item: OutboxItem) -> str:
     return f"{op.operation_type.value} of product {op.entity_id}"
 
 
-def _conflict_message(item: OutboxItem, result: ItemResult) -> str:
+def _complete(db: sqlite3.Connection, item: OutboxItem, outcome: str, *, awaiting_pull: bool) -> None:
+    db.execute(
+        "UPDATE outbox SET status = 'completed', outcome = ?, awaiting_pull = ?, last_error = NULL WHERE seq = ?",
+        (outcome, int(awaiting_pull), item.seq),
+    )
+
+
+def _conflict_message(item: OutboxItem) -> str:
     return (
         f"conflict resolved: the server kept another device's newer version ({_describe(item)}); your copy now shows it"
     )

@@ -7,12 +7,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stockzen_client import LocalProduct, SyncState
+import pytest
+
+from stockzen_client import LocalProduct, Profile, ProfileError, SyncState
 from stockzen_client.adapters.store import LocalStore
 from stockzen_client.domain.status import settled_state
 from stockzen_client.domain.view import rebase
 from stockzen_client.engine import stored_status
 from stockzen_contracts import Operation, parse_operation
+from tests.unit.client.conftest import device_token
 
 TENANT = uuid.uuid4()
 
@@ -77,3 +80,17 @@ def test_a_stale_up_to_date_is_not_shown_once_changes_are_queued(tmp_path: Path)
         assert stored_status(store, engine_running=True).queued == 1
     finally:
         store.close()
+
+
+def test_a_profile_keeps_its_token_readable_by_its_owner_only(tmp_path: Path) -> None:
+    directory = tmp_path / "p"
+    directory.mkdir()
+    (directory / "profile.json").write_text("{}")
+    (directory / "profile.json").chmod(0o644)
+    tenant = uuid.uuid4()
+    Profile.create(directory, "http://localhost:8000/", device_token(tenant)).save()
+    loaded = Profile.load(directory)
+    assert (loaded.server_url, loaded.tenant_id) == ("http://localhost:8000", tenant)
+    assert (directory / "profile.json").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(ProfileError, match="not a StockZen token"):
+        Profile.create(directory, "http://localhost:8000", "not-a-token")

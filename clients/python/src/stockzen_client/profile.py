@@ -61,6 +61,7 @@ class Profile:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / "profile.json"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # also when an older file was readable by others
         with os.fdopen(fd, "w") as file:
             json.dump({"serverUrl": self.server_url, "token": self.token}, file)
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import uuid
 
 import asyncpg
 import pytest
 
-from stockzen_inventory.adapters.migrations import migrate
+from stockzen_inventory.adapters.migrations import bundled_migrations, migrate
 from stockzen_platform.postgres import tenant_transaction
 from tests.support.services import ServiceUrls
 
@@ -251,3 +252,32 @@ async def test_different_tenants_do_not_wait_for_each_others_checkpoints(app_poo
         async with tenant_transaction(app_pool, tenant_b) as other:
             await other.execute("SET LOCAL lock_timeout = '2s'")
             assert await other.fetchval("SELECT next_checkpoint()") == 1
+
+
+async def test_migration_0002_gives_old_versions_a_sequence_and_can_run_again(
+    admin: asyncpg.Connection, app_pool: asyncpg.Pool
+) -> None:
+    tenant, product, writer = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    old = f"2026-01-02T03:04:05.000006Z|{writer}"
+    new = f"2026-01-02T03:04:05.000007Z|0003|{writer}"
+    await admin.execute("INSERT INTO tenants (tenant_id, last_checkpoint) VALUES ($1, 1)", tenant)
+    await admin.execute(
+        "INSERT INTO products (tenant_id, id, name, field_versions, modified_at, checkpoint) "
+        "VALUES ($1, $2, 'Mug', $3::jsonb, now(), 1)",
+        tenant,
+        product,
+        json.dumps({"name": old, "sku": new}),
+    )
+    (migration,) = [m for m in bundled_migrations() if m.version == "0002"]
+    for _ in range(2):
+        async with admin.transaction():
+            await admin.execute("SET LOCAL ROLE stockzen_owner")
+            await admin.execute(migration.sql)
+        versions = await admin.fetchval(
+            "SELECT field_versions::text FROM products WHERE tenant_id = $1 AND id = $2", tenant, product
+        )
+        assert json.loads(versions) == {"name": f"2026-01-02T03:04:05.000006Z|0000|{writer}", "sku": new}
+    forced = await admin.fetchval("SELECT relforcerowsecurity FROM pg_class WHERE relname = 'products'")
+    assert forced
+    async with tenant_transaction(app_pool, uuid.uuid4(), readonly=True) as db:  # still isolated
+        assert await db.fetchval("SELECT count(*) FROM products WHERE tenant_id = $1", tenant) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -11,11 +12,14 @@ from stockzen_contracts import (
     Code,
     CreateProduct,
     DeleteProduct,
+    InvalidOperation,
     ItemResult,
     Operation,
+    RawSyncBatch,
     RecordStockMovement,
     SyncBatchApplied,
     UpdateProduct,
+    parse_operation,
 )
 
 from .domain.lww import Version, clamp_modified_at, write_sequence
@@ -42,15 +46,43 @@ class BatchOutcome:
     ledger_hits: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReadBatch:
+    """A batch message as read: the operations to apply, and the refusals of those it could not read,
+    by their position in the message."""
+
+    command: ApplySyncBatch
+    unreadable: dict[int, ItemResult]
+
+
+def read_batch(raw: RawSyncBatch) -> ReadBatch:
+    """Parse each operation of a batch on its own: one that cannot be read is refused alone."""
+    valid: list[Operation] = []
+    unreadable: dict[int, ItemResult] = {}
+    for position, item in enumerate(raw.operations):
+        try:
+            valid.append(parse_operation(item))
+        except InvalidOperation as exc:
+            unreadable[position] = ItemResult.rejected(exc.operation_id, Code.VALIDATION_ERROR, exc.message)
+    header = raw.model_dump(exclude={"operations"})
+    return ReadBatch(ApplySyncBatch(**header, operations=valid), unreadable)
+
+
 async def apply_sync_batch(
-    command: ApplySyncBatch, message_id: str, ledger: Ledger, cache: ResultCache
+    command: ApplySyncBatch,
+    message_id: str,
+    ledger: Ledger,
+    cache: ResultCache,
+    *,
+    unreadable: Mapping[int, ItemResult] | None = None,
 ) -> BatchOutcome:
     """Apply a batch for its tenant and answer the waiting gateway; every operation is applied at
     most once, whatever is replayed.
 
     Redis answers for operations it remembers; Postgres decides the rest inside one transaction
     that holds the tenant's checkpoint counter, so a concurrent delivery of the same operations
-    waits and then finds them applied.
+    waits and then finds them applied. ``unreadable`` holds the refusals of operations the message
+    carried but the worker could not read, by position in the message; the answer keeps that order.
     """
     ids = [op.operation_id for op in command.operations]
     fingerprints = [operation_fingerprint(op) for op in command.operations]
@@ -74,10 +106,16 @@ async def apply_sync_batch(
     applied = SyncBatchApplied(
         request_id=command.request_id,
         checkpoint=str(checkpoint),
-        results=[results[i] for i in range(len(ids))],
+        results=_in_message_order([results[i] for i in range(len(ids))], unreadable or {}),
     )
     await cache.deliver(command.tenant_id, fresh, checkpoint, command.reply_to, applied)
     return BatchOutcome(applied, cache_hits=len(ids) - len(todo), ledger_hits=ledger_hits)
+
+
+def _in_message_order(results: list[ItemResult], unreadable: Mapping[int, ItemResult]) -> list[ItemResult]:
+    applied = iter(results)
+    total = len(results) + len(unreadable)
+    return [unreadable[i] if i in unreadable else next(applied) for i in range(total)]
 
 
 async def _apply_in_order(

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import uuid
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
-from stockzen_inventory.adapters.migrations import bundled_migrations, migrate
+from stockzen_inventory.adapters.migrations import bundled_migrations, migrate, prepare_database, scram_sha256_verifier
 from stockzen_platform.postgres import tenant_transaction
+from tests.support.proxy import CuttableProxy
 from tests.support.services import ServiceUrls
 
 TENANT_TABLES = ("tenants", "products", "stock_movements", "stock_levels", "applied_operations")
@@ -281,3 +284,27 @@ async def test_migration_0002_gives_old_versions_a_sequence_and_can_run_again(
     assert forced
     async with tenant_transaction(app_pool, uuid.uuid4(), readonly=True) as db:  # still isolated
         assert await db.fetchval("SELECT count(*) FROM products WHERE tenant_id = $1", tenant) == 0
+
+
+async def test_the_app_roles_password_reaches_the_server_only_as_a_scram_verifier(
+    database: ServiceUrls, admin: asyncpg.Connection
+) -> None:
+    parts = urlsplit(database.app_url)
+    password = unquote(parts.password) if parts.password else f"test-only-{uuid.uuid4().hex}"
+    with_password = urlunsplit(parts._replace(netloc=f"stockzen_app:{password}@{parts.hostname}:{parts.port}"))
+    admin_parts = urlsplit(database.admin_server_url)
+    proxy = CuttableProxy(admin_parts.hostname or "127.0.0.1", admin_parts.port or 5432)
+    await proxy.start()
+    try:
+        await prepare_database(proxy.url(database.admin_server_url), with_password)
+        stored = await admin.fetchval("SELECT rolpassword FROM pg_authid WHERE rolname = 'stockzen_app'")
+    finally:
+        await proxy.cut()
+        if not parts.password:  # leave the role as this run found it
+            await admin.execute("ALTER ROLE stockzen_app PASSWORD NULL")
+    assert b"ALTER ROLE stockzen_app PASSWORD 'SCRAM-SHA-256$4096:" in proxy.sent
+    assert password.encode() not in proxy.sent
+    # Postgres kept the verifier as sent: it read it as a SCRAM secret, not as a password to hash.
+    assert stored.encode() in proxy.sent
+    iterations, salt = stored.removeprefix("SCRAM-SHA-256$").split("$")[0].split(":")
+    assert stored == scram_sha256_verifier(password, salt=base64.b64decode(salt), iterations=int(iterations))

@@ -111,7 +111,12 @@ async def test_a_nul_byte_in_a_product_or_a_movement_is_rejected_alone(
     ("path", "params"),
     [
         ("/api/products", {"q": "mug\x00"}),
-        ("/api/products", {"cursor": "eyJrIjoicHJvZHVjdCIsIm4iOiJhXHUwMDAwYiIsImkiOiIwMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDAifQ"}),
+        (
+            "/api/products",
+            {
+                "cursor": "eyJrIjoicHJvZHVjdCIsIm4iOiJhXHUwMDAwYiIsImkiOiIwMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDAifQ"
+            },
+        ),
     ],
 )
 async def test_a_nul_byte_in_a_read_query_is_a_validation_error(

@@ -77,6 +77,9 @@ async def test_with_rabbitmq_out_of_reach_the_gateway_answers_503_and_applies_no
             refused = await client.post("/api/sync", json={"operations": ops})
             assert refused.status_code == 503, refused.text
             assert refused.json()["code"] == "UNAVAILABLE"
+            # The broker may have taken the batch before the link broke: the answer must not promise otherwise.
+            assert "may or may not" in refused.json()["message"]
+            assert "same ids" in refused.json()["message"]
             assert int(refused.headers["retry-after"]) >= 1
             assert await applied_rows(admin, tenant_id, [o["operationId"] for o in ops]) == 0
 
@@ -112,5 +115,10 @@ async def test_with_redis_out_of_the_gateways_reach_keyed_requests_are_unavailab
 
             await proxy.restore()
             final = await sync_until_final(client, ops)
-        assert [r["status"] for r in final.json()["results"]] == ["duplicate", "duplicate"]
+        # The queued batch and the retry race for the worker: whichever applies first answers
+        # "applied", the other "duplicate". Either way each operation is applied exactly once.
+        assert final.status_code == 200, final.text
+        assert {r["status"] for r in final.json()["results"]} <= {"applied", "duplicate"}
+        assert await applied_rows(admin, tenant_id, [o["operationId"] for o in ops]) == 2
         assert await movement_rows(admin, tenant_id, [ops[1]["operationId"]]) == 1
+        assert await stock_level(admin, tenant_id, product) == 4

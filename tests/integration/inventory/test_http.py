@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import AsyncIterator
 
@@ -41,6 +42,16 @@ async def inventory(database: ServiceUrls) -> AsyncIterator[httpx.AsyncClient]:
 def _internal(tenant_id: uuid.UUID, secret: str = INTERNAL_SECRET, ttl_seconds: int = 60) -> dict[str, str]:
     token = internal_token_issuer(secret).issue(Identity("user-1", tenant_id), ttl_seconds=ttl_seconds)
     return {"Authorization": f"Bearer {token}"}
+
+
+def _forged(payload: str) -> str:
+    return base64.urlsafe_b64encode(payload.encode()).rstrip(b"=").decode()
+
+
+# Cursors a client forged: well-formed JSON that names a position Postgres cannot compare against.
+_FORGED_NUL_CURSOR = _forged('{"k":"product","n":"a\\u0000b","i":"%s"}' % uuid.uuid4())
+_FORGED_SURROGATE_CURSOR = _forged('{"k":"product","n":"\\ud800","i":"%s"}' % uuid.uuid4())
+_FORGED_FAR_CURSOR = _forged('{"k":"movement","t":"0001-01-01T00:00:00+05:00","c":1}')
 
 
 @pytest.mark.parametrize("route", ["/api/products", f"/api/products/{uuid.uuid4()}", "/api/sync/changes"])
@@ -125,6 +136,10 @@ async def _feed_rows(inventory: httpx.AsyncClient) -> dict[str, float]:
         ("/api/products", {"limit": "201"}, 422, "VALIDATION_ERROR"),
         ("/api/products/{missing}/movements", {"cursor": "%%%"}, 422, "VALIDATION_ERROR"),
         ("/api/sync/changes", {"checkpoint": "-1"}, 422, "VALIDATION_ERROR"),
+        ("/api/products", {"q": "mug\x00"}, 422, "VALIDATION_ERROR"),
+        ("/api/products", {"cursor": _FORGED_NUL_CURSOR}, 422, "VALIDATION_ERROR"),
+        ("/api/products", {"cursor": _FORGED_SURROGATE_CURSOR}, 422, "VALIDATION_ERROR"),
+        ("/api/products/{missing}/movements", {"cursor": _FORGED_FAR_CURSOR}, 422, "VALIDATION_ERROR"),
         ("/api/sync/changes", {"limit": "1001"}, 422, "VALIDATION_ERROR"),
         ("/api/sync/changes", {"checkpoint": "5"}, 409, "RESET_REQUIRED"),  # ahead of a tenant with no data
     ],

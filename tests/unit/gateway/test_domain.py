@@ -74,6 +74,10 @@ def test_fingerprints_ignore_key_order_but_not_content() -> None:
     assert fingerprint({"a": [1, 2]}) != fingerprint({"a": [2, 1]})
 
 
+def test_a_fingerprint_takes_any_json_a_client_can_send_even_a_lone_surrogate() -> None:
+    assert fingerprint([{"name": "\ud800"}]) != fingerprint([{"name": "\udfff"}])
+
+
 def test_key_rules() -> None:
     op_id = str(uuid.uuid4())
     assert check_key(op_id, [op_id]) is None
@@ -95,4 +99,12 @@ def test_who_holds_a_key_decides_the_answer() -> None:
     assert reused is not None
     assert (reused.status_code, reused.code) == (422, Code.IDEMPOTENCY_KEY_REUSED)
     assert refusal_for(KeyState.CLAIMED) is None
-    assert [is_replayable(s) for s in (200, 202, 503, 500)] == [True, False, False, False]
+    assert [is_replayable(s, []) for s in (200, 202, 503, 500)] == [True, False, False, False]
+
+
+def test_an_answer_with_an_item_to_retry_later_is_not_kept_for_replays() -> None:
+    op = uuid.uuid4()
+    final = [ItemResult.rejected(op, Code.NOT_FOUND, "the product was deleted")]
+    later = [ItemResult.retry_later(op, Code.NOT_FOUND, "no such product yet")]
+    assert is_replayable(200, final)
+    assert not is_replayable(200, later)

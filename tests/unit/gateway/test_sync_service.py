@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -39,23 +40,32 @@ class FakeState:
     answer: bool = True
     keys: dict[tuple[uuid.UUID, str], dict[str, Any]] = field(default_factory=dict)
     broker: FakeBroker | None = None
+    during_wait: Callable[[], Awaitable[None]] | None = None  # runs once, while a request waits
 
     async def claim_key(self, tenant_id: uuid.UUID, key: str, fingerprint: str, *, in_flight_seconds: int) -> KeyClaim:
         held = self.keys.get((tenant_id, key))
         if held is None:
-            self.keys[(tenant_id, key)] = {"state": "in_flight", "fingerprint": fingerprint}
-            return KeyClaim(KeyState.CLAIMED)
+            token = uuid.uuid4().hex
+            self.keys[(tenant_id, key)] = {"state": "in_flight", "fingerprint": fingerprint, "token": token}
+            return KeyClaim(KeyState.CLAIMED, token=token)
         if held["fingerprint"] != fingerprint:
             return KeyClaim(KeyState.MISMATCH)
         if held["state"] == "in_flight":
             return KeyClaim(KeyState.IN_FLIGHT)
         return KeyClaim(KeyState.COMPLETED, held["response"])
 
-    async def complete_key(self, tenant_id: uuid.UUID, key: str, response: StoredResponse, *, ttl_seconds: int) -> None:
-        self.keys[(tenant_id, key)].update(state="completed", response=response)
+    async def complete_key(
+        self, tenant_id: uuid.UUID, key: str, token: str, response: StoredResponse, *, ttl_seconds: int
+    ) -> bool:
+        held = self.keys.get((tenant_id, key), {})
+        if held.get("state") != "in_flight" or held.get("token") != token:
+            return False
+        held.update(state="completed", response=response, token=None)
+        return True
 
-    async def release_key(self, tenant_id: uuid.UUID, key: str, fingerprint: str) -> None:
-        if self.keys.get((tenant_id, key), {}).get("fingerprint") == fingerprint:
+    async def release_key(self, tenant_id: uuid.UUID, key: str, token: str) -> None:
+        held = self.keys.get((tenant_id, key), {})
+        if held.get("state") == "in_flight" and held.get("token") == token:
             del self.keys[(tenant_id, key)]
 
     def new_reply_key(self) -> str:
@@ -63,8 +73,10 @@ class FakeState:
 
     async def wait_for_reply(self, reply_to: str, timeout_seconds: float) -> SyncBatchApplied | None:
         assert self.broker is not None
-        command = self.broker.published[-1]
-        assert command.reply_to == reply_to
+        command = next(c for c in self.broker.published if c.reply_to == reply_to)
+        if self.during_wait is not None:
+            hook, self.during_wait = self.during_wait, None
+            await hook()
         if not self.answer:
             return None
         results = [ItemResult(operation_id=o.operation_id, status=ItemStatus.APPLIED) for o in command.operations]
@@ -118,7 +130,7 @@ async def test_a_completed_key_is_replayed_and_a_pending_one_released(identity: 
 
     async def call() -> Any:
         return await sync_idempotently(
-            body, request, "key-1", identity, "r", publisher=broker, state=state, policy=POLICY
+            request, "key-1", identity, "r", publisher=broker, state=state, policy=POLICY
         )
 
     assert (await call()).status_code == 202
@@ -139,7 +151,7 @@ async def test_a_publish_failure_releases_the_key(identity: Identity) -> None:
     body = {"operations": [movement(identity.tenant_id, uuid.uuid4()), movement(identity.tenant_id, uuid.uuid4())]}
     with pytest.raises(PublishFailed):
         await sync_idempotently(
-            body, SyncRequest.model_validate(body), "k", identity, "r", publisher=broker, state=state, policy=POLICY
+            SyncRequest.model_validate(body), "k", identity, "r", publisher=broker, state=state, policy=POLICY
         )
     assert state.keys == {}
 
@@ -150,7 +162,69 @@ async def test_a_key_held_by_another_body_or_request_is_refused(identity: Identi
     state.keys[(identity.tenant_id, "k")] = {"state": "in_flight", "fingerprint": "someone-else"}
     with pytest.raises(RequestRefused) as refused:
         await sync_idempotently(
-            body, SyncRequest.model_validate(body), "k", identity, "r", publisher=broker, state=state, policy=POLICY
+            SyncRequest.model_validate(body), "k", identity, "r", publisher=broker, state=state, policy=POLICY
         )
     assert refused.value.refusal.status_code == 422
     assert broker.published == []
+
+
+def _batch(identity: Identity, checkpoint: str | None = None) -> SyncRequest:
+    ops = [movement(identity.tenant_id, uuid.uuid4()), movement(identity.tenant_id, uuid.uuid4())]
+    return SyncRequest(checkpoint=checkpoint, operations=ops)
+
+
+async def _keyed(request: SyncRequest, identity: Identity, state: FakeState, key: str = "k") -> Any:
+    assert state.broker is not None
+    return await sync_idempotently(
+        request, key, identity, "r", publisher=state.broker, state=state, policy=POLICY
+    )
+
+
+async def test_a_resend_after_a_pull_carries_a_new_checkpoint_and_is_still_the_same_request(
+    identity: Identity,
+) -> None:
+    _, state = _wired()
+    first = _batch(identity, checkpoint="3")
+    original = await _keyed(first, identity, state)
+    resent = await _keyed(SyncRequest(checkpoint="9", operations=first.operations), identity, state)
+    assert resent.replayed
+    assert resent.body == original.body
+
+
+async def test_after_the_store_forgets_a_claim_an_identical_retry_is_never_refused(identity: Identity) -> None:
+    _, state = _wired()
+    request = _batch(identity)
+    retries: list[Any] = []
+
+    async def restart_then_retry() -> None:
+        state.keys.clear()  # Redis restarted without the claim
+        retries.append(await _keyed(request, identity, state))
+
+    state.during_wait = restart_then_retry
+    first = await _keyed(request, identity, state)
+    assert first.status_code == retries[0].status_code == 200
+    later = await _keyed(request, identity, state)  # before the fix: 422, the key completed without its fingerprint
+    assert later.status_code == 200
+    assert later.replayed
+    assert later.body == retries[0].body
+
+
+async def test_a_claim_lost_to_another_body_never_hands_that_body_this_answer(identity: Identity) -> None:
+    broker, state = _wired()
+    mine, theirs = _batch(identity), _batch(identity)
+    answers: list[Any] = []
+
+    async def restart_then_other_body() -> None:
+        state.keys.clear()
+        answers.append(await _keyed(theirs, identity, state))
+
+    state.during_wait = restart_then_other_body
+    await _keyed(mine, identity, state)
+    replay = await _keyed(theirs, identity, state)
+    assert replay.replayed
+    assert replay.body == answers[0].body
+    ids = [r["operationId"] for r in json.loads(replay.body)["results"]]
+    assert ids == [o["operationId"] for o in theirs.operations]  # type: ignore[index,call-overload]
+    with pytest.raises(RequestRefused):
+        await _keyed(mine, identity, state)  # the key now belongs to the other body
+    assert len(broker.published) == 2

@@ -1,6 +1,6 @@
 """StockZen Sync contracts: every shape that crosses a process boundary."""
 
-from ._wire import UtcDateTime, WireModel, format_utc
+from ._wire import UtcDateTime, WireModel, format_utc, storable_text
 from .codes import Code, EntityType, ItemStatus, MovementKind, OperationType
 from .errors import ErrorBody
 from .messages import APPLY_SYNC_BATCH_ACTOR, ApplySyncBatch, SyncBatchApplied
@@ -95,4 +95,5 @@ __all__ = [
     "describe_errors",
     "format_utc",
     "parse_operation",
+    "storable_text",
 ]

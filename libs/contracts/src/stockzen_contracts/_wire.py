@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
+
+from annotated_types import GroupedMetadata
 
 from pydantic import (
     AfterValidator,
@@ -26,12 +30,33 @@ def _iso_timestamp_only(value: Any) -> Any:
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+05:00 is a valid string whose UTC instant is before year 1.
+        raise ValueError("the timestamp is out of range once converted to UTC") from None
 
 
 def format_utc(value: datetime) -> str:
-    """Render an aware datetime as ISO-8601 UTC with microseconds and a ``Z`` suffix."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Render an aware datetime as ISO-8601 UTC with microseconds and a ``Z`` suffix (years in four digits)."""
+    t = value.astimezone(UTC)
+    # strftime's %Y does not pad years before 1000 on glibc, and ISO-8601 readers need four digits.
+    return (
+        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}Z"
+    )
+
+
+def storable_text(value: str) -> str:
+    """``value`` if Postgres can store and compare it; else :class:`ValueError` (NUL, lone surrogates)."""
+    # Postgres text holds neither NUL nor a lone surrogate (UTF-8 cannot encode one); refusing
+    # them here makes such an item a VALIDATION_ERROR instead of a failure further down.
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (a lone surrogate is not)") from None
+    return value
 
 
 UtcDateTime = Annotated[
@@ -43,9 +68,22 @@ UtcDateTime = Annotated[
 """A timestamp that must carry a timezone; held in UTC, emitted as ``...Z``."""
 
 
-def text(max_length: int, *, min_length: int = 0) -> StringConstraints:
-    """Constraints of a strict, whitespace-stripped string bounded in length."""
-    return StringConstraints(strict=True, strip_whitespace=True, min_length=min_length, max_length=max_length)
+@dataclass(frozen=True, slots=True)
+class _StorableText(GroupedMetadata):
+    """String constraints, then the storable-text check, as one piece of ``Annotated`` metadata."""
+
+    constraints: StringConstraints
+
+    def __iter__(self) -> Iterator[object]:
+        yield from self.constraints
+        yield AfterValidator(storable_text)
+
+
+def text(max_length: int, *, min_length: int = 0) -> GroupedMetadata:
+    """Constraints of a strict, whitespace-stripped string bounded in length that Postgres can store."""
+    return _StorableText(
+        StringConstraints(strict=True, strip_whitespace=True, min_length=min_length, max_length=max_length)
+    )
 
 
 def bounded(*, ge: int, le: int) -> Any:

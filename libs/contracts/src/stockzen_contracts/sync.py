@@ -49,6 +49,11 @@ class ItemResult(WireModel):
         return cls(operation_id=operation_id, status=ItemStatus.REJECTED, code=code, message=message, retryable=False)
 
     @classmethod
+    def retry_later(cls, operation_id: UUID | None, code: Code, message: str) -> ItemResult:
+        """Refused for now, nothing stored: the same operation may apply later (e.g. after its product's create)."""
+        return cls(operation_id=operation_id, status=ItemStatus.REJECTED, code=code, message=message, retryable=True)
+
+    @classmethod
     def pending(cls, operation_id: UUID) -> ItemResult:
         """Accepted but not applied yet: the client retries later with the same ids."""
         return cls(

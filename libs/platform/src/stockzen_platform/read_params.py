@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Query
+from pydantic import AfterValidator
 
 from stockzen_contracts import (
     CHECKPOINT_MAX_LENGTH,
@@ -18,6 +19,7 @@ from stockzen_contracts import (
     PRODUCT_PAGE_MAX,
     SEARCH_TEXT_MAX,
     ErrorBody,
+    storable_text,
 )
 
 Cursor = Annotated[
@@ -26,6 +28,7 @@ Cursor = Annotated[
 ]
 SearchText = Annotated[
     str | None,
+    AfterValidator(lambda text: None if text is None else storable_text(text)),
     Query(max_length=SEARCH_TEXT_MAX, description="case-insensitive text found in the name, SKU or barcode"),
 ]
 ArchivedFilter = Annotated[bool | None, Query(description="only archived (true) or unarchived (false) products")]

@@ -11,14 +11,15 @@ from .domain.idempotency import KeyClaim, StoredResponse
 
 
 class PublishFailed(Exception):
-    """The broker did not take the batch: nothing was queued."""
+    """The broker did not confirm the batch. It may still have taken it (a confirm lost to a time-out or
+    a broken link), so the operations may or may not be applied: the client retries with the same ids."""
 
 
 class BatchPublisher(Protocol):
     """Puts sync batches on the queue, confirmed by the broker."""
 
     async def publish(self, command: ApplySyncBatch) -> None:
-        """Return once the broker holds the message durably, or raise :class:`PublishFailed`."""
+        """Return once the broker confirmed it holds the message durably, or raise :class:`PublishFailed`."""
         ...
 
 
@@ -26,15 +27,19 @@ class SyncState(Protocol):
     """Idempotency-Key records and the way results come back (Redis in production)."""
 
     async def claim_key(self, tenant_id: UUID, key: str, fingerprint: str, *, in_flight_seconds: int) -> KeyClaim:
-        """Claim ``key`` for this request, or learn it is running, finished, or used for another body."""
+        """Claim ``key`` for this request (the claim carries a fresh token), or learn it is running,
+        finished, or used for another body."""
         ...
 
-    async def complete_key(self, tenant_id: UUID, key: str, response: StoredResponse, *, ttl_seconds: int) -> None:
-        """Keep the final response for replays."""
+    async def complete_key(
+        self, tenant_id: UUID, key: str, token: str, response: StoredResponse, *, ttl_seconds: int
+    ) -> bool:
+        """Keep the final response for replays, only if the claim ``token`` still holds the key
+        (atomically); ``False`` when the claim was lost (expired, or the store restarted)."""
         ...
 
-    async def release_key(self, tenant_id: UUID, key: str, fingerprint: str) -> None:
-        """Forget a claim whose answer must not be replayed."""
+    async def release_key(self, tenant_id: UUID, key: str, token: str) -> None:
+        """Forget a claim whose answer must not be replayed, only if ``token`` still holds it."""
         ...
 
     def new_reply_key(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,8 @@ from .domain.idempotency import (
 )
 from .domain.results import assemble_results, is_complete
 from .ports import BatchPublisher, SyncState
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +100,6 @@ async def sync(
 
 
 async def sync_idempotently(
-    body: Any,
     request: SyncRequest,
     idempotency_key: str | None,
     identity: Identity,
@@ -113,7 +115,7 @@ async def sync_idempotently(
     refusal = check_key(idempotency_key, [_raw_operation_id(op) for op in request.operations])
     if refusal:
         raise RequestRefused(refusal)
-    digest = fingerprint(body)
+    digest = fingerprint(request.operations)
     claim = await state.claim_key(
         identity.tenant_id, idempotency_key, digest, in_flight_seconds=policy.in_flight_seconds
     )
@@ -122,18 +124,21 @@ async def sync_idempotently(
     refusal = refusal_for(claim.state)
     if refusal:
         raise RequestRefused(refusal)
+    assert claim.token is not None  # a CLAIMED key always comes with its token
     try:
         answer = await sync(request, identity, request_id, publisher=publisher, state=state, policy=policy)
     except BaseException:
-        await state.release_key(identity.tenant_id, idempotency_key, digest)
+        await state.release_key(identity.tenant_id, idempotency_key, claim.token)
         raise
-    if is_replayable(answer.status_code):
+    if is_replayable(answer.status_code, answer.results):
         stored = StoredResponse(answer.status_code, answer.body)
-        await state.complete_key(
-            identity.tenant_id, idempotency_key, stored, ttl_seconds=policy.idempotency_ttl_seconds
+        kept = await state.complete_key(
+            identity.tenant_id, idempotency_key, claim.token, stored, ttl_seconds=policy.idempotency_ttl_seconds
         )
+        if not kept:
+            log.warning("lost the Idempotency-Key claim before completing; the answer is not kept")
     else:
-        await state.release_key(identity.tenant_id, idempotency_key, digest)
+        await state.release_key(identity.tenant_id, idempotency_key, claim.token)
     return answer
 
 

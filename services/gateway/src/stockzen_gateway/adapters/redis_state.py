@@ -44,10 +44,10 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + 1000)
 return {allowed, retry_ms}
 """
 
-# Claim an Idempotency-Key, or report who holds it. Returns {state, status, body}.
+# Claim an Idempotency-Key with a fresh token (ARGV[3]), or report who holds it. Returns {state, status, body}.
 _CLAIM_KEY = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'state', 'in_flight', 'fingerprint', ARGV[1])
+  redis.call('HSET', KEYS[1], 'state', 'in_flight', 'fingerprint', ARGV[1], 'token', ARGV[3])
   redis.call('EXPIRE', KEYS[1], ARGV[2])
   return {'claimed', '', ''}
 end
@@ -59,8 +59,19 @@ return {'completed', held[3], held[4]}
 
 # Let go of a key this request claimed (its answer must not be replayed), only if still ours.
 _RELEASE_KEY = """
-local held = redis.call('HMGET', KEYS[1], 'state', 'fingerprint')
+local held = redis.call('HMGET', KEYS[1], 'state', 'token')
 if held[1] == 'in_flight' and held[2] == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+# Keep a finished answer, only if this request's claim (token ARGV[1]) still holds the key: after
+# a Redis restart or an expiry another request may hold it, with this body or another one.
+_COMPLETE_KEY = """
+local held = redis.call('HMGET', KEYS[1], 'state', 'token')
+if held[1] ~= 'in_flight' or held[2] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'completed', 'status', ARGV[2], 'body', ARGV[3])
+redis.call('HDEL', KEYS[1], 'token')
+redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 
@@ -74,6 +85,7 @@ class RedisGatewayState:
         self._bucket = client.register_script(_RATE_BUCKET_SCRIPT)
         self._claim = client.register_script(_CLAIM_KEY)
         self._release = client.register_script(_RELEASE_KEY)
+        self._complete = client.register_script(_COMPLETE_KEY)
 
     async def take_token(self, limit: RateLimit, tenant_id: UUID, user_id: str) -> RateDecision:
         """Spend one request from the (scope, tenant, user) bucket."""
@@ -86,25 +98,28 @@ class RedisGatewayState:
 
     async def claim_key(self, tenant_id: UUID, key: str, fingerprint: str, *, in_flight_seconds: int) -> KeyClaim:
         """Claim ``key`` for this request, or learn it is running, finished, or used for another body."""
+        token = uuid.uuid4().hex
         state, status, body = await self._claim(
-            keys=[self._idempotency_key(tenant_id, key)], args=[fingerprint, in_flight_seconds]
+            keys=[self._idempotency_key(tenant_id, key)], args=[fingerprint, in_flight_seconds, token]
         )
         claim_state = KeyState(_text(state))
         if claim_state is KeyState.COMPLETED:
             return KeyClaim(claim_state, StoredResponse(int(status), _bytes(body)))
-        return KeyClaim(claim_state)
+        return KeyClaim(claim_state, token=token if claim_state is KeyState.CLAIMED else None)
 
-    async def complete_key(self, tenant_id: UUID, key: str, response: StoredResponse, *, ttl_seconds: int) -> None:
-        """Keep the final response for replays for ``ttl_seconds``."""
-        name = self._idempotency_key(tenant_id, key)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(name, mapping={"state": "completed", "status": response.status_code, "body": response.body})
-            pipe.expire(name, ttl_seconds)
-            await pipe.execute()
+    async def complete_key(
+        self, tenant_id: UUID, key: str, token: str, response: StoredResponse, *, ttl_seconds: int
+    ) -> bool:
+        """Keep the final response for replays for ``ttl_seconds``, if the claim ``token`` still holds the key."""
+        kept = await self._complete(
+            keys=[self._idempotency_key(tenant_id, key)],
+            args=[token, response.status_code, response.body, ttl_seconds],
+        )
+        return bool(kept)
 
-    async def release_key(self, tenant_id: UUID, key: str, fingerprint: str) -> None:
+    async def release_key(self, tenant_id: UUID, key: str, token: str) -> None:
         """Forget a claim whose answer must not be replayed (pending items, unavailable, error)."""
-        await self._release(keys=[self._idempotency_key(tenant_id, key)], args=[fingerprint])
+        await self._release(keys=[self._idempotency_key(tenant_id, key)], args=[token])
 
     def new_reply_key(self) -> str:
         """A fresh reply address. Server-made and unguessable: request ids may come from callers."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from stockzen_contracts import Code
+from stockzen_contracts import Code, ItemResult
 
 _KEY_SHAPE = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, as a structured-field string allows
 
@@ -34,10 +35,12 @@ class StoredResponse:
 
 @dataclass(frozen=True, slots=True)
 class KeyClaim:
-    """The outcome of claiming an Idempotency-Key (``stored`` is set when ``COMPLETED``)."""
+    """The outcome of claiming an Idempotency-Key: ``token`` proves the claim when ``CLAIMED``,
+    ``stored`` is the kept answer when ``COMPLETED``."""
 
     state: KeyState
     stored: StoredResponse | None = None
+    token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +52,15 @@ class Refusal:
     message: str
 
 
-def fingerprint(body: Any) -> str:
-    """A digest of the request body's meaning: key order and whitespace do not change it."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def fingerprint(operations: Any) -> str:
+    """A digest of what a request asks for, its operations: key order and whitespace do not change it.
+
+    ``checkpoint`` is left out on purpose: a client resending the same operations after a pull
+    carries a newer checkpoint, and that is still the same request.
+    """
+    # ensure_ascii: a lone surrogate (valid JSON, not valid UTF-8) becomes an escape, not an error.
+    canonical = json.dumps(operations, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
 def check_key(key: str, operation_ids: list[object]) -> Refusal | None:
@@ -94,6 +102,7 @@ def refusal_for(state: KeyState) -> Refusal | None:
     return None
 
 
-def is_replayable(status_code: int) -> bool:
-    """Only complete answers are kept: a 202 (pending items) or a 5xx must let the retry run again."""
-    return status_code == 200
+def is_replayable(status_code: int, results: Sequence[ItemResult]) -> bool:
+    """Only final answers are kept: a 202 (pending items), a 5xx, or an item to retry later (``retryable``,
+    e.g. ``NOT_FOUND`` for a product whose create is late) must let the retry run again."""
+    return status_code == 200 and not any(r.retryable for r in results)

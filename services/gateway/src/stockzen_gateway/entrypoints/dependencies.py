@@ -84,6 +84,35 @@ async def read_json_body(request: Request, max_bytes: int) -> Any:
         if len(body) > max_bytes:
             raise too_large
     try:
-        return json.loads(body)
+        parsed = json.loads(body)
+    except RecursionError:
+        raise _too_deep() from None
     except (UnicodeDecodeError, ValueError):
         raise ApiError(422, Code.VALIDATION_ERROR, "the body is not valid JSON") from None
+    if nesting_depth(parsed) > MAX_JSON_DEPTH:
+        raise _too_deep()
+    return parsed
+
+
+MAX_JSON_DEPTH = 32
+"""A sync body is four levels deep; anything far deeper is refused before it is validated or hashed."""
+
+
+def _too_deep() -> ApiError:
+    return ApiError(422, Code.VALIDATION_ERROR, f"the body is nested more than {MAX_JSON_DEPTH} levels deep")
+
+
+def nesting_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a decoded JSON value (iterative: no recursion limit)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest

@@ -50,7 +50,6 @@ async def post_sync(
     envelope = _envelope(body, runtime.settings.max_operations)
     try:
         answer = await sync_idempotently(
-            body,
             envelope,
             idempotency_key,
             identity,
@@ -66,7 +65,8 @@ async def post_sync(
         raise ApiError(
             503,
             Code.UNAVAILABLE,
-            f"the queue did not take the batch ({exc}); nothing was applied",
+            f"the queue did not confirm the batch ({exc}): it may or may not be applied; "
+            "retry later with the same ids (a retry never applies an operation twice)",
             {"Retry-After": "5"},
         ) from None
     return _answer(answer, envelope)

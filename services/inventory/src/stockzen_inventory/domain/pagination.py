@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-from stockzen_contracts import CURSOR_MAX_LENGTH
+from stockzen_contracts import CURSOR_MAX_LENGTH, storable_text
 
 from .feed import MAX_CHECKPOINT
 
@@ -61,6 +61,10 @@ def decode_product_cursor(token: str) -> ProductCursor:
     name, product_id = data.get("n"), data.get("i")
     if not isinstance(name, str) or not isinstance(product_id, str):
         raise InvalidCursor("cursor is not a product-list cursor")
+    try:
+        storable_text(name)
+    except ValueError:
+        raise InvalidCursor("cursor is not a product-list cursor") from None
     return ProductCursor(sort_name=name, product_id=_uuid(product_id))
 
 
@@ -82,6 +86,10 @@ def decode_movement_cursor(token: str) -> MovementCursor:
         raise InvalidCursor("cursor is not a movement-history cursor") from None
     if moment.tzinfo is None:
         raise InvalidCursor("cursor is not a movement-history cursor")
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # an offset pushing it out of range: no row sits there
+        raise InvalidCursor("cursor is not a movement-history cursor") from None
     return MovementCursor(occurred_at=moment, checkpoint=checkpoint)
 
 

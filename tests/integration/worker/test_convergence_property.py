@@ -13,6 +13,7 @@ later, as a device does, until every operation has a final result.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -104,9 +105,7 @@ def reference_state(drawn: list[Change]) -> dict[int, dict[str, Any] | None]:
         for c in mine:
             version = Version(T0 + timedelta(seconds=c.offset_seconds), c.operation_id)
             # A create writes every field; an absent one takes its default.
-            written = (
-                {column: None for column in PRODUCT_FIELDS} | {"archived": False} if c.kind == "create" else {}
-            )
+            written = dict.fromkeys(PRODUCT_FIELDS) | {"archived": False} if c.kind == "create" else {}
             written |= {EDITABLE[name]: value for name, value in c.fields.items()}
             for column, value in written.items():
                 if column not in writes or version > writes[column][0]:
@@ -205,4 +204,4 @@ async def test_any_delivery_of_the_same_changes_converges_on_the_lww_answer(
 def split(schedule: list[dict[str, Any]], cuts: set[int]) -> list[list[dict[str, Any]]]:
     """``schedule`` cut into batches before each index in ``cuts``."""
     bounds = [0, *sorted(c for c in cuts if 0 < c < len(schedule)), len(schedule)]
-    return [schedule[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if a < b]
+    return [schedule[a:b] for a, b in itertools.pairwise(bounds) if a < b]

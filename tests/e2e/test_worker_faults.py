@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
+import redis.asyncio as aioredis
 import asyncpg
 import dramatiq
 import httpx
@@ -116,6 +118,75 @@ async def test_with_redis_out_of_reach_the_worker_still_applies_once(
         assert await stock_level(admin, tenant_id, product) == -2
         assert await _counter_total(own_stack, "stockzen_worker_batch_failures_total") >= 1
         assert await _counter_total(own_stack, "stockzen_worker_database_errors_total") == 0  # Redis, not Postgres
+
+
+async def test_an_outage_longer_than_the_retry_budget_is_waited_out_not_dead_lettered(
+    own_stack: Stack, database: ServiceUrls, admin: asyncpg.Connection, tenant_id: uuid.UUID
+) -> None:
+    async with CuttableProxy.in_front_of(database.app_url) as proxy:
+        # One retry allowed for failures that can never pass; an outage is not one of them.
+        await asyncio.to_thread(own_stack.start_worker, DATABASE_URL=proxy.url(database.app_url), SYNC_MAX_RETRIES="1")
+        await asyncio.to_thread(own_stack.start_gateway, SYNC_RESULT_TIMEOUT_SECONDS="1")
+        product = uuid.uuid4()
+        ops = [create_product(tenant_id, product), movement(tenant_id, product, "entry", 5)]
+        async with gateway_client(own_stack, tenant_id) as client:
+            await proxy.cut()
+            pending = await client.post("/api/sync", json={"operations": ops})
+            assert pending.status_code == 202
+
+            async def failed_often() -> bool:
+                return await _counter_total(own_stack, "stockzen_worker_database_errors_total") >= 4
+
+            await eventually(failed_often, seconds=40)  # well past SYNC_MAX_RETRIES
+            dead, _ = await asyncio.to_thread(queue_counts, database.amqp_url, f"{own_stack.queue}.XQ")
+            assert dead == 0
+            await proxy.restore()
+            await eventually(lambda: _applied(admin, tenant_id, ops), seconds=30)
+            final = await sync_until_final(client, ops)
+    assert {r["status"] for r in final.json()["results"]} <= {"applied", "duplicate"}
+    assert await stock_level(admin, tenant_id, product) == 5
+    dead, _ = await asyncio.to_thread(queue_counts, database.amqp_url, f"{own_stack.queue}.XQ")
+    assert dead == 0
+
+
+async def test_an_operation_the_worker_cannot_read_is_refused_alone_and_its_batch_applied(
+    own_stack: Stack, database: ServiceUrls, admin: asyncpg.Connection, tenant_id: uuid.UUID
+) -> None:
+    await asyncio.to_thread(own_stack.start_worker)
+    product = uuid.uuid4()
+    unreadable = movement(tenant_id, product, "entry", 9)
+    unreadable["modifiedAt"] = "999-01-01T00:00:00.000000Z"  # an unpadded year, as an older gateway wrote it
+    good = [create_product(tenant_id, product), movement(tenant_id, product, "entry", 2)]
+    batch = {
+        "requestId": "r-unreadable",
+        "tenantId": str(tenant_id),
+        "userId": "u1",
+        "receivedAt": datetime.now(UTC).isoformat(),
+        "replyTo": f"{database.redis_prefix}reply:{uuid.uuid4().hex}",
+        "operations": [good[0], unreadable, good[1]],
+    }
+    message: dramatiq.Message[None] = dramatiq.Message(
+        queue_name=own_stack.queue, actor_name=APPLY_SYNC_BATCH_ACTOR, args=(batch,), kwargs={}, options={}
+    )
+    connection = await aio_pika.connect(database.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.default_exchange.publish(aio_pika.Message(message.encode()), routing_key=own_stack.queue)
+
+    redis = aioredis.Redis.from_url(database.redis_url)
+    try:
+        popped = await redis.blpop([batch["replyTo"]], timeout=30)
+    finally:
+        await redis.aclose()
+    assert popped is not None
+    reply = json.loads(popped[1])
+    assert [r["status"] for r in reply["results"]] == ["applied", "rejected", "applied"]
+    assert reply["results"][1]["operationId"] == unreadable["operationId"]
+    assert reply["results"][1]["code"] == "VALIDATION_ERROR"
+    assert await stock_level(admin, tenant_id, product) == 2
+    assert await applied_rows(admin, tenant_id, [unreadable["operationId"]]) == 0
+    dead, _ = await asyncio.to_thread(queue_counts, database.amqp_url, f"{own_stack.queue}.XQ")
+    assert dead == 0
 
 
 async def _applied(admin: asyncpg.Connection, tenant_id: uuid.UUID, ops: list[dict[str, Any]]) -> bool:

@@ -150,6 +150,108 @@ async def test_what_does_not_exist_is_not_found(harness: Harness) -> None:
         [update_product(tenant, product, T0, name="x"), movement(tenant, product), movement(tenant, deleted)],
     )
     assert [(r.status, r.code) for r in outcome.applied.results] == [(ItemStatus.REJECTED, Code.NOT_FOUND)] * 3
+    # Never seen: its create may be late, so retry. Deleted: final.
+    assert [r.retryable for r in outcome.applied.results] == [True, True, False]
+
+
+async def test_an_edit_or_movement_that_overtook_its_create_applies_once_the_create_lands(harness: Harness) -> None:
+    tenant, product = uuid.uuid4(), uuid.uuid4()
+    edit = update_product(tenant, product, T0 + timedelta(minutes=1), priceCents=250)
+    sale = movement(tenant, product, "exit", 2)
+    early = await apply(harness, tenant, [edit, sale], message_id="m-early")
+    assert statuses(early) == ["rejected", "rejected"]
+    assert all(r.retryable and r.code is Code.NOT_FOUND for r in early.applied.results)
+    assert early.applied.checkpoint == "0"  # nothing was stored
+    assert await harness.product(tenant, product) is None
+
+    # The same message delivered again, and a client's retry, still find no product: still retryable.
+    again = await apply(harness, tenant, [edit, sale], message_id="m-early")
+    assert [r.retryable for r in again.applied.results] == [True, True]
+
+    await apply(harness, tenant, [create_product(tenant, product, "Mug", T0, priceCents=100)])
+    retried = await apply(harness, tenant, [edit, sale])
+    assert statuses(retried) == ["applied", "applied"]
+    assert statuses(await apply(harness, tenant, [edit, sale])) == ["duplicate", "duplicate"]
+    row = await harness.product(tenant, product)
+    assert row is not None
+    assert row["price_cents"] == 250
+    assert await harness.level(tenant, product) == -2
+
+
+async def test_an_operation_id_reused_for_another_change_is_refused_and_the_same_change_stays_a_duplicate(
+    harness: Harness,
+) -> None:
+    tenant, product, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    original = create_product(tenant, product, "Mug", T0)
+    same_id = {"operationId": original["operationId"], "idempotencyKey": original["operationId"]}
+    other_entity = {**create_product(tenant, other, "Mug", T0), **same_id}
+    other_payload = {**original, "payload": {"name": "Cup"}}
+    other_kind = {**update_product(tenant, product, T0, name="Mug"), **same_id}
+    assert statuses(await apply(harness, tenant, [original])) == ["applied"]
+
+    for flushed in (False, True):  # answered from Redis, then from Postgres alone
+        if flushed:
+            await harness.flush_cache()
+        outcome = await apply(harness, tenant, [original, other_entity, other_payload, other_kind])
+        assert statuses(outcome) == ["duplicate", "rejected", "rejected", "rejected"]
+        for refused in outcome.applied.results[1:]:
+            assert (refused.code, refused.retryable) == (Code.OPERATION_ID_REUSED, False)
+    # Within one batch too, whichever comes first.
+    fresh = create_product(tenant, uuid.uuid4(), "Plate", T0)
+    reused = {**fresh, "payload": {"name": "Bowl"}}
+    assert statuses(await apply(harness, tenant, [fresh, fresh, reused])) == ["applied", "duplicate", "rejected"]
+    assert await harness.product(tenant, other) is None
+    row = await harness.product(tenant, product)
+    assert row is not None
+    assert row["name"] == "Mug"
+
+
+async def test_a_device_ahead_of_the_server_keeps_its_own_order_within_a_request(harness: Harness) -> None:
+    tenant, product = uuid.uuid4(), uuid.uuid4()
+    await apply(harness, tenant, [create_product(tenant, product, "Mug", T0)])
+    received = T0 + timedelta(hours=1)
+    low, high = sorted([uuid.uuid4(), uuid.uuid4()])
+    ahead = received + timedelta(minutes=10)
+    # Both edits are clamped to the same receipt time; the later one in the request has the lower id.
+    first = op(tenant, "product", "update", {"name": "first"}, entity_id=product, modified_at=ahead, operation_id=high)
+    second = op(
+        tenant,
+        "product",
+        "update",
+        {"name": "second"},
+        entity_id=product,
+        modified_at=ahead + timedelta(minutes=1),
+        operation_id=low,
+    )
+    outcome = await apply(harness, tenant, [first, second], received_at=received)
+    assert statuses(outcome) == ["applied", "applied"]
+    row = await harness.product(tenant, product)
+    assert row is not None
+    assert row["name"] == "second"
+    # Replayed in another batch, in another order, nothing changes.
+    assert statuses(await apply(harness, tenant, [second, first])) == ["duplicate", "duplicate"]
+    row = await harness.product(tenant, product)
+    assert row is not None
+    assert row["name"] == "second"
+
+
+async def test_equal_times_of_one_request_that_were_not_clamped_still_fall_to_the_operation_id(
+    harness: Harness,
+) -> None:
+    tenant = uuid.uuid4()
+    when = T0 + timedelta(minutes=5)
+    for high_first in (True, False):
+        product = uuid.uuid4()
+        low, high = sorted([uuid.uuid4(), uuid.uuid4()])
+        await apply(harness, tenant, [create_product(tenant, product, "Mug", T0)])
+        edits = [
+            op(tenant, "product", "update", {"name": str(i)}, entity_id=product, modified_at=when, operation_id=i)
+            for i in ((high, low) if high_first else (low, high))
+        ]
+        await apply(harness, tenant, edits)
+        row = await harness.product(tenant, product)
+        assert row is not None
+        assert row["name"] == str(high)
 
 
 async def test_movements_build_the_stock_level_and_a_reused_movement_id_is_refused(harness: Harness) -> None:

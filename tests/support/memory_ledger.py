@@ -26,6 +26,7 @@ from stockzen_sync_worker.domain.outcomes import (
     ProductWasDeleted,
     RefusedByRule,
     StoredResult,
+    UnknownProduct,
 )
 from stockzen_sync_worker.ports import LedgerRefused
 
@@ -85,7 +86,7 @@ class MemoryTenantLedger:
         row = self.data.products.get(product_id)
         if row is None:
             if not create:
-                return MissingEntity(f"product {product_id} does not exist")
+                return UnknownProduct(product_id)
             row = {
                 "id": product_id,
                 "deleted": False,
@@ -119,8 +120,10 @@ class MemoryTenantLedger:
         product = self.data.products.get(payload.product_id)
         if operation.entity_id in self.data.movements:
             return RefusedByRule(f"stock movement {operation.entity_id} was already recorded by another operation")
-        if product is None or product["deleted"]:
-            return MissingEntity(f"product {payload.product_id} does not exist or was deleted")
+        if product is None:
+            return UnknownProduct(payload.product_id)
+        if product["deleted"]:
+            return MissingEntity(f"product {payload.product_id} was deleted")
         checkpoint = self._next()
         state = StockMovementState(
             id=operation.entity_id,
@@ -136,9 +139,9 @@ class MemoryTenantLedger:
         self.data.levels[payload.product_id] = self.data.levels.get(payload.product_id, 0) + sign * payload.quantity
         return MovementRecorded(state)
 
-    async def remember(self, operation: Operation, message_id: str, result: ItemResult) -> None:
+    async def remember(self, operation: Operation, message_id: str, result: ItemResult, fingerprint: str) -> None:
         assert operation.operation_id not in self.data.applied, "applied_operations is unique per tenant"
-        self.data.applied[operation.operation_id] = StoredResult(message_id, result)
+        self.data.applied[operation.operation_id] = StoredResult(message_id, result, fingerprint)
 
     async def purge_expired_tombstones(self) -> None:
         # Expiry is a matter of wall-clock time, covered against Postgres; here only the call counts.

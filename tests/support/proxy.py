@@ -18,6 +18,7 @@ class CuttableProxy:
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
+        self.sent = bytearray()  # every byte clients sent to the service, for tests that check what reached it
 
     @classmethod
     def for_url(cls, url: str) -> CuttableProxy:
@@ -71,14 +72,16 @@ class CuttableProxy:
             client_writer.transport.abort()
             return
         self._writers.update((client_writer, upstream_writer))
-        for source, sink in ((client_reader, upstream_writer), (upstream_reader, client_writer)):
-            task = asyncio.create_task(self._pipe(source, sink))
+        for source, sink, record in ((client_reader, upstream_writer, self.sent), (upstream_reader, client_writer, None)):
+            task = asyncio.create_task(self._pipe(source, sink, record))
             self._pipes.add(task)
             task.add_done_callback(self._pipes.discard)
 
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, record: bytearray | None) -> None:
         try:
             while data := await source.read(65536):
+                if record is not None:
+                    record.extend(data)
                 sink.write(data)
                 await sink.drain()
         except (ConnectionError, OSError):

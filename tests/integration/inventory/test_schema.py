@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import random
 import uuid
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
-from stockzen_inventory.adapters.migrations import migrate
+from stockzen_inventory.adapters.migrations import bundled_migrations, migrate, prepare_database, scram_sha256_verifier
 from stockzen_platform.postgres import tenant_transaction
+from tests.support.proxy import CuttableProxy
 from tests.support.services import ServiceUrls
 
 TENANT_TABLES = ("tenants", "products", "stock_movements", "stock_levels", "applied_operations")
@@ -251,3 +255,56 @@ async def test_different_tenants_do_not_wait_for_each_others_checkpoints(app_poo
         async with tenant_transaction(app_pool, tenant_b) as other:
             await other.execute("SET LOCAL lock_timeout = '2s'")
             assert await other.fetchval("SELECT next_checkpoint()") == 1
+
+
+async def test_migration_0002_gives_old_versions_a_sequence_and_can_run_again(
+    admin: asyncpg.Connection, app_pool: asyncpg.Pool
+) -> None:
+    tenant, product, writer = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    old = f"2026-01-02T03:04:05.000006Z|{writer}"
+    new = f"2026-01-02T03:04:05.000007Z|0003|{writer}"
+    await admin.execute("INSERT INTO tenants (tenant_id, last_checkpoint) VALUES ($1, 1)", tenant)
+    await admin.execute(
+        "INSERT INTO products (tenant_id, id, name, field_versions, modified_at, checkpoint) "
+        "VALUES ($1, $2, 'Mug', $3::jsonb, now(), 1)",
+        tenant,
+        product,
+        json.dumps({"name": old, "sku": new}),
+    )
+    (migration,) = [m for m in bundled_migrations() if m.version == "0002"]
+    for _ in range(2):
+        async with admin.transaction():
+            await admin.execute("SET LOCAL ROLE stockzen_owner")
+            await admin.execute(migration.sql)
+        versions = await admin.fetchval(
+            "SELECT field_versions::text FROM products WHERE tenant_id = $1 AND id = $2", tenant, product
+        )
+        assert json.loads(versions) == {"name": f"2026-01-02T03:04:05.000006Z|0000|{writer}", "sku": new}
+    forced = await admin.fetchval("SELECT relforcerowsecurity FROM pg_class WHERE relname = 'products'")
+    assert forced
+    async with tenant_transaction(app_pool, uuid.uuid4(), readonly=True) as db:  # still isolated
+        assert await db.fetchval("SELECT count(*) FROM products WHERE tenant_id = $1", tenant) == 0
+
+
+async def test_the_app_roles_password_reaches_the_server_only_as_a_scram_verifier(
+    database: ServiceUrls, admin: asyncpg.Connection
+) -> None:
+    parts = urlsplit(database.app_url)
+    password = unquote(parts.password) if parts.password else f"test-only-{uuid.uuid4().hex}"
+    with_password = urlunsplit(parts._replace(netloc=f"stockzen_app:{password}@{parts.hostname}:{parts.port}"))
+    admin_parts = urlsplit(database.admin_server_url)
+    proxy = CuttableProxy(admin_parts.hostname or "127.0.0.1", admin_parts.port or 5432)
+    await proxy.start()
+    try:
+        await prepare_database(proxy.url(database.admin_server_url), with_password)
+        stored = await admin.fetchval("SELECT rolpassword FROM pg_authid WHERE rolname = 'stockzen_app'")
+    finally:
+        await proxy.cut()
+        if not parts.password:  # leave the role as this run found it
+            await admin.execute("ALTER ROLE stockzen_app PASSWORD NULL")
+    assert b"ALTER ROLE stockzen_app PASSWORD 'SCRAM-SHA-256$4096:" in proxy.sent
+    assert password.encode() not in proxy.sent
+    # Postgres kept the verifier as sent: it read it as a SCRAM secret, not as a password to hash.
+    assert stored.encode() in proxy.sent
+    iterations, salt = stored.removeprefix("SCRAM-SHA-256$").split("$")[0].split(":")
+    assert stored == scram_sha256_verifier(password, salt=base64.b64decode(salt), iterations=int(iterations))

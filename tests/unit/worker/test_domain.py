@@ -6,15 +6,17 @@ import random
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
-from stockzen_contracts import Code, ItemResult, ItemStatus
-from stockzen_sync_worker.domain.lww import Version, clamp_modified_at, lww_winner, winning_fields
+from stockzen_contracts import Code, ItemResult, ItemStatus, parse_operation
+from stockzen_sync_worker.domain.lww import Version, clamp_modified_at, lww_winner, winning_fields, write_sequence
 from stockzen_sync_worker.domain.outcomes import (
     MissingEntity,
     ProductMerged,
     ProductWasDeleted,
     RefusedByRule,
     StoredResult,
+    UnknownProduct,
     as_duplicate,
+    operation_fingerprint,
     replay,
     result_for,
 )
@@ -48,8 +50,25 @@ def test_encoded_versions_sort_exactly_like_versions() -> None:
         for _ in range(2000)
     ]
     versions += [Version(NOW, uuid.UUID(int=rng.getrandbits(128))) for _ in range(50)]
+    versions += [Version(NOW, uuid.UUID(int=rng.getrandbits(128)), rng.randrange(1001)) for _ in range(200)]
+    versions += [Version(datetime(999, 1, 1, tzinfo=UTC), uuid.uuid4(), 3)]
     assert sorted(versions, key=lambda v: v.encode().encode()) == sorted(versions)
     assert all(Version.decode(v.encode()) == v for v in versions)
+
+
+def test_a_clamped_write_carries_its_place_in_its_request_and_others_do_not() -> None:
+    assert write_sequence(NOW + timedelta(days=1), NOW, 0) == 1
+    assert write_sequence(NOW, NOW, 7) == 8
+    assert write_sequence(NOW - timedelta(microseconds=1), NOW, 7) == 0
+    low, high = sorted([uuid.uuid4(), uuid.uuid4()])
+    assert Version(NOW, low, 2) > Version(NOW, high, 1)  # later in the request wins over a higher id
+    assert Version(NOW, high, 0) > Version(NOW, low, 0)
+    assert Version(NOW + timedelta(microseconds=1), low, 0) > Version(NOW, high, 9)
+
+
+def test_versions_written_before_sequences_still_read_back() -> None:
+    writer = uuid.uuid4()
+    assert Version.decode(f"2026-11-24T12:00:00.000000Z|{writer}") == Version(NOW, writer, 0)
 
 
 def test_a_write_wins_only_the_fields_it_is_later_for() -> None:
@@ -75,7 +94,10 @@ def test_results_for_effects() -> None:
     deleted = result_for(op, ProductWasDeleted(product_state(deleted=True)))
     assert deleted.server_state is not None
     assert deleted.server_state.deleted
-    assert result_for(op, MissingEntity("no such product")).code is Code.NOT_FOUND
+    assert result_for(op, MissingEntity("the product was deleted")).code is Code.NOT_FOUND
+    assert result_for(op, MissingEntity("the product was deleted")).retryable is False
+    late = result_for(op, UnknownProduct(uuid.uuid4()))
+    assert (late.status, late.code, late.retryable) == (ItemStatus.REJECTED, Code.NOT_FOUND, True)
     assert result_for(op, RefusedByRule("taken")).code is Code.VALIDATION_ERROR
 
 
@@ -93,3 +115,21 @@ def test_a_replay_is_a_duplicate_except_for_the_same_message_and_for_refusals() 
         Code.CONFLICT_RESOLVED,
         conflict.server_state,
     )
+
+
+def test_an_operations_fingerprint_follows_its_meaning_not_its_spelling() -> None:
+    tenant, product, op_id = uuid.uuid4(), uuid.uuid4(), str(uuid.uuid4())
+    base = {
+        "operationId": op_id,
+        "idempotencyKey": op_id,
+        "entityType": "product",
+        "entityId": str(product),
+        "operationType": "update",
+        "tenantId": str(tenant),
+        "modifiedAt": "2026-11-24T13:00:00+01:00",
+        "payload": {"priceCents": 5, "name": "Mug"},
+    }
+    respelled = {**base, "modifiedAt": "2026-11-24T12:00:00.000Z", "payload": {"name": " Mug ", "priceCents": 5}}
+    assert operation_fingerprint(parse_operation(base)) == operation_fingerprint(parse_operation(respelled))
+    for change in ({"payload": {"priceCents": 6, "name": "Mug"}}, {"entityId": str(uuid.uuid4())}):
+        assert operation_fingerprint(parse_operation({**base, **change})) != operation_fingerprint(parse_operation(base))

@@ -3,7 +3,7 @@
 from ._wire import UtcDateTime, WireModel, format_utc, storable_text
 from .codes import Code, EntityType, ItemStatus, MovementKind, OperationType
 from .errors import ErrorBody
-from .messages import APPLY_SYNC_BATCH_ACTOR, ApplySyncBatch, SyncBatchApplied
+from .messages import APPLY_SYNC_BATCH_ACTOR, ApplySyncBatch, RawSyncBatch, SyncBatchApplied
 from .operations import (
     LEDGER_IS_APPEND_ONLY,
     CreateProduct,
@@ -82,6 +82,7 @@ __all__ = [
     "ProductPatch",
     "ProductState",
     "ProductView",
+    "RawSyncBatch",
     "RecordStockMovement",
     "StockMovementCreate",
     "StockMovementState",

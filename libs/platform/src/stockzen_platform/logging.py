@@ -23,11 +23,36 @@ _SECRET_PATTERNS = (
 )
 
 
+# A field whose name says it holds a secret is never written, whatever its value looks like.
+_SECRET_FIELD = re.compile(
+    r"(?i)(passw(or)?d|passwd|secret|token|authorization|cookie|api[_-]?key|credential|private[_-]?key|signature)"
+)
+REDACTED = "[REDACTED]"
+
+
 def redact(text: str) -> str:
     """Remove bearer tokens, JWTs, Authorization values and URL passwords from ``text``."""
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def redact_value(value: Any, *, depth: int = 0) -> Any:
+    """``value`` with secrets removed: fields named like secrets blanked, strings scrubbed, at any depth."""
+    if depth > 10:  # log payloads are shallow; anything deeper is cut rather than walked
+        return "[TOO DEEP]"
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if isinstance(k, str) and _SECRET_FIELD.search(k) else redact_value(v, depth=depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact_value(v, depth=depth + 1) for v in value]
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return redact(str(value))
 
 
 @contextmanager
@@ -58,8 +83,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": redact(record.getMessage()),
         }
-        entry.update(_context.get() or {})
-        entry.update({k: v for k, v in vars(record).items() if k not in self._RESERVED})
+        fields = {**(_context.get() or {}), **{k: v for k, v in vars(record).items() if k not in self._RESERVED}}
+        entry.update(redact_value(fields))
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)

@@ -33,8 +33,10 @@ class WorkerSettings(BaseSettings):
     metrics_dir: str = Field(default="/tmp/stockzen-worker-metrics", alias="WORKER_METRICS_DIR")  # noqa: S108
     shutdown_grace_seconds: float = Field(default=4.0, gt=0, alias="WORKER_SHUTDOWN_GRACE_SECONDS")
 
-    # A batch that keeps failing (Postgres or Redis away, a bug) is retried with backoff, then
-    # dead-lettered to <queue>.XQ; retries wait in <queue>.DQ, so they never block the messages behind.
+    # A batch that failed for a transient reason (Postgres or Redis away) is retried without end,
+    # its backoff capped at SYNC_MAX_BACKOFF_MS; one that keeps failing otherwise (a bug) is retried
+    # SYNC_MAX_RETRIES times, then dead-lettered to <queue>.XQ. Retries wait in <queue>.DQ, so they
+    # never block the messages behind.
     max_retries: int = Field(default=8, ge=0, le=50, alias="SYNC_MAX_RETRIES")
     min_backoff_ms: int = Field(default=500, ge=10, alias="SYNC_MIN_BACKOFF_MS")
     max_backoff_ms: int = Field(default=60_000, ge=10, alias="SYNC_MAX_BACKOFF_MS")

@@ -47,8 +47,8 @@ class TenantLedger(Protocol):
         """Append a movement to the ledger (its stock level follows in the same transaction)."""
         ...
 
-    async def remember(self, operation: Operation, message_id: str, result: ItemResult) -> None:
-        """Record the operation's result in the same transaction as its effect."""
+    async def remember(self, operation: Operation, message_id: str, result: ItemResult, fingerprint: str) -> None:
+        """Record the operation's result and fingerprint in the same transaction as its effect."""
         ...
 
     async def purge_expired_tombstones(self) -> None:

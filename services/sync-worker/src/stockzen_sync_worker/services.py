@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -11,15 +12,26 @@ from stockzen_contracts import (
     Code,
     CreateProduct,
     DeleteProduct,
+    InvalidOperation,
     ItemResult,
     Operation,
+    RawSyncBatch,
     RecordStockMovement,
     SyncBatchApplied,
     UpdateProduct,
+    parse_operation,
 )
 
-from .domain.lww import Version, clamp_modified_at
-from .domain.outcomes import Effect, StoredResult, as_duplicate, replay, result_for
+from .domain.lww import Version, clamp_modified_at, write_sequence
+from .domain.outcomes import (
+    Effect,
+    StoredResult,
+    answer_for_known,
+    as_duplicate,
+    operation_fingerprint,
+    result_for,
+    reused_id,
+)
 from .ports import Ledger, LedgerRefused, ResultCache, TenantLedger
 
 log = logging.getLogger(__name__)
@@ -34,27 +46,58 @@ class BatchOutcome:
     ledger_hits: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReadBatch:
+    """A batch message as read: the operations to apply, and the refusals of those it could not read,
+    by their position in the message."""
+
+    command: ApplySyncBatch
+    unreadable: dict[int, ItemResult]
+
+
+def read_batch(raw: RawSyncBatch) -> ReadBatch:
+    """Parse each operation of a batch on its own: one that cannot be read is refused alone."""
+    valid: list[Operation] = []
+    unreadable: dict[int, ItemResult] = {}
+    for position, item in enumerate(raw.operations):
+        try:
+            valid.append(parse_operation(item))
+        except InvalidOperation as exc:
+            unreadable[position] = ItemResult.rejected(exc.operation_id, Code.VALIDATION_ERROR, exc.message)
+    header = raw.model_dump(exclude={"operations"})
+    return ReadBatch(ApplySyncBatch(**header, operations=valid), unreadable)
+
+
 async def apply_sync_batch(
-    command: ApplySyncBatch, message_id: str, ledger: Ledger, cache: ResultCache
+    command: ApplySyncBatch,
+    message_id: str,
+    ledger: Ledger,
+    cache: ResultCache,
+    *,
+    unreadable: Mapping[int, ItemResult] | None = None,
 ) -> BatchOutcome:
     """Apply a batch for its tenant and answer the waiting gateway; every operation is applied at
     most once, whatever is replayed.
 
     Redis answers for operations it remembers; Postgres decides the rest inside one transaction
     that holds the tenant's checkpoint counter, so a concurrent delivery of the same operations
-    waits and then finds them applied.
+    waits and then finds them applied. ``unreadable`` holds the refusals of operations the message
+    carried but the worker could not read, by position in the message; the answer keeps that order.
     """
     ids = [op.operation_id for op in command.operations]
+    fingerprints = [operation_fingerprint(op) for op in command.operations]
     cached, cached_checkpoint = await cache.lookup(command.tenant_id, ids)
     results: dict[int, ItemResult] = {
-        i: replay(cached[op_id], message_id) for i, op_id in enumerate(ids) if op_id in cached
+        i: answer_for_known(op_id, cached[op_id], fingerprints[i], message_id)
+        for i, op_id in enumerate(ids)
+        if op_id in cached
     }
     fresh: dict[UUID, StoredResult] = {}
     todo = [i for i in range(len(ids)) if i not in results]
     ledger_hits = 0
     if todo:
         async with ledger.for_tenant(command.tenant_id) as tenant:
-            ledger_hits = await _apply_in_order(command, message_id, tenant, todo, results, fresh)
+            ledger_hits = await _apply_in_order(command, fingerprints, message_id, tenant, todo, results, fresh)
             checkpoint = await tenant.checkpoint()
     else:
         checkpoint = (
@@ -63,14 +106,21 @@ async def apply_sync_batch(
     applied = SyncBatchApplied(
         request_id=command.request_id,
         checkpoint=str(checkpoint),
-        results=[results[i] for i in range(len(ids))],
+        results=_in_message_order([results[i] for i in range(len(ids))], unreadable or {}),
     )
     await cache.deliver(command.tenant_id, fresh, checkpoint, command.reply_to, applied)
     return BatchOutcome(applied, cache_hits=len(ids) - len(todo), ledger_hits=ledger_hits)
 
 
+def _in_message_order(results: list[ItemResult], unreadable: Mapping[int, ItemResult]) -> list[ItemResult]:
+    applied = iter(results)
+    total = len(results) + len(unreadable)
+    return [unreadable[i] if i in unreadable else next(applied) for i in range(total)]
+
+
 async def _apply_in_order(
     command: ApplySyncBatch,
+    fingerprints: list[str],
     message_id: str,
     tenant: TenantLedger,
     todo: list[int],
@@ -84,40 +134,46 @@ async def _apply_in_order(
     for i in todo:
         op = operations[i]
         if op.operation_id in fresh:  # the same operation twice in one batch
-            results[i] = as_duplicate(fresh[op.operation_id].result)
+            known = fresh[op.operation_id]
+            same = known.fingerprint == fingerprints[i]
+            results[i] = as_duplicate(known.result) if same else reused_id(op.operation_id)
             continue
         if op.operation_id in stored:
-            results[i] = replay(stored[op.operation_id], message_id)
+            results[i] = answer_for_known(op.operation_id, stored[op.operation_id], fingerprints[i], message_id)
             fresh[op.operation_id] = stored[op.operation_id]
             continue
-        result = await _apply_one(tenant, op, command, message_id)
+        result = await _apply_one(tenant, op, command, message_id, i, fingerprints[i])
         results[i] = result
-        fresh[op.operation_id] = StoredResult(message_id, result)
+        if not result.retryable:  # a refusal for now is neither stored nor cached: the retry runs again
+            fresh[op.operation_id] = StoredResult(message_id, result, fingerprints[i])
         tombstoned = tombstoned or isinstance(op, DeleteProduct)
     if tombstoned:
         await tenant.purge_expired_tombstones()
     return len(stored)
 
 
-async def _apply_one(tenant: TenantLedger, op: Operation, command: ApplySyncBatch, message_id: str) -> ItemResult:
+async def _apply_one(
+    tenant: TenantLedger, op: Operation, command: ApplySyncBatch, message_id: str, position: int, fingerprint: str
+) -> ItemResult:
     try:
         async with tenant.operation():
-            result = result_for(op.operation_id, await apply_operation(tenant, op, command))
-            await tenant.remember(op, message_id, result)
+            result = result_for(op.operation_id, await apply_operation(tenant, op, command, position))
+            if not result.retryable:
+                await tenant.remember(op, message_id, result, fingerprint)
             return result
     except LedgerRefused as exc:
         # Refused for good; the savepoint undid only this operation's work.
         log.warning("operation refused by the ledger", extra={"operation_id": str(op.operation_id), "error": str(exc)})
         result = ItemResult.rejected(op.operation_id, Code.VALIDATION_ERROR, f"refused by the ledger: {exc}")
         async with tenant.operation():
-            await tenant.remember(op, message_id, result)
+            await tenant.remember(op, message_id, result, fingerprint)
         return result
 
 
-async def apply_operation(tenant: TenantLedger, op: Operation, command: ApplySyncBatch) -> Effect:
-    """Carry out one operation's effect on the ledger."""
+async def apply_operation(tenant: TenantLedger, op: Operation, command: ApplySyncBatch, position: int) -> Effect:
+    """Carry out one operation's effect on the ledger (``position``: its place in the batch, request order)."""
     when = clamp_modified_at(op.modified_at, command.received_at)
-    version = Version(when, op.operation_id)
+    version = Version(when, op.operation_id, write_sequence(op.modified_at, command.received_at, position))
     match op:
         case CreateProduct():
             return await tenant.merge_product(op.entity_id, op.payload.changes(), version, create=True)

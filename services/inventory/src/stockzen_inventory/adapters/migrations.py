@@ -9,9 +9,13 @@ migration edited after it ran is refused.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
+import hmac
 import logging
+import secrets
+import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -72,6 +76,30 @@ class DatabaseTarget:
         return cls(name=name, app_password=unquote(parts.password) if parts.password else None)
 
 
+SCRAM_ITERATIONS = 4096  # Postgres's own default (scram_iterations)
+
+
+def scram_sha256_verifier(password: str, *, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS) -> str:
+    """The SCRAM-SHA-256 secret Postgres stores for ``password`` (RFC 5802/7677), computed here.
+
+    Postgres takes a string in this form as an already-hashed password, so the password itself never
+    reaches the server. Written out because no kept library makes just the verifier (libpq's
+    ``PQencryptPasswordConn`` would need psycopg); it is the RFC's few lines of standard primitives.
+    Passwords are normalised with NFKC, SASLprep's normalisation step (ASCII is left unchanged).
+    """
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    normalised = unicodedata.normalize("NFKC", password).encode("utf-8")
+    salted = hashlib.pbkdf2_hmac("sha256", normalised, salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode("ascii")
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
 def _admin_url_for(admin_url: str, database: str) -> str:
     parts = urlsplit(admin_url)
     return urlunsplit(parts._replace(path="/" + database))
@@ -89,9 +117,11 @@ async def prepare_database(admin_url: str, database_url: str) -> None:
         await _ensure_role(connection, OWNER_ROLE, "NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE")
         await _ensure_role(connection, APP_ROLE, "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE")
         if target.app_password is not None:
-            # ALTER ROLE takes no parameters; quote the literal the way Postgres does.
-            literal = "'" + target.app_password.replace("'", "''") + "'"
-            await connection.execute(f"ALTER ROLE {APP_ROLE} PASSWORD {literal}")
+            # Only the SCRAM verifier goes to the server, never the password: a statement log or
+            # pg_stat_statements would keep a literal. (ALTER ROLE takes no parameters; the
+            # verifier's alphabet is base64 and '$:', nothing that needs quoting.)
+            verifier = scram_sha256_verifier(target.app_password)
+            await connection.execute(f"ALTER ROLE {APP_ROLE} PASSWORD '{verifier}'")
         exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", target.name)
         if not exists:
             try:

@@ -29,6 +29,7 @@ from stockzen_sync_worker.domain.outcomes import (
     ProductWasDeleted,
     RefusedByRule,
     StoredResult,
+    UnknownProduct,
 )
 from stockzen_sync_worker.ports import LedgerRefused
 
@@ -138,12 +139,15 @@ class PostgresTenantLedger:
 
     async def stored_results(self, operation_ids: Sequence[UUID]) -> dict[UUID, StoredResult]:
         rows = await self._db.fetch(
-            "SELECT operation_id, message_id, result FROM applied_operations "
+            "SELECT operation_id, message_id, result, fingerprint FROM applied_operations "
             "WHERE tenant_id = $1 AND operation_id = ANY($2::uuid[])",
             self._tenant,
             list(operation_ids),
         )
-        return {r["operation_id"]: StoredResult(r["message_id"], ItemResult.model_validate(r["result"])) for r in rows}
+        return {
+            r["operation_id"]: StoredResult(r["message_id"], ItemResult.model_validate(r["result"]), r["fingerprint"])
+            for r in rows
+        }
 
     @asynccontextmanager
     async def operation(self) -> AsyncIterator[None]:
@@ -175,7 +179,7 @@ class PostgresTenantLedger:
             return ProductMerged(_product_state(merged), requested, tuple(merged["won"]))
         current = await self._db.fetchrow(_CURRENT, self._tenant, product_id)
         if current is None:
-            return MissingEntity(f"product {product_id} does not exist")
+            return UnknownProduct(product_id)
         if current["deleted"]:
             return ProductWasDeleted(_product_state(current))
         return ProductMerged(_product_state(current), requested, ())  # every field holds a newer write
@@ -211,18 +215,24 @@ class PostgresTenantLedger:
             operation.entity_id,
         ):
             return RefusedByRule(f"stock movement {operation.entity_id} was already recorded by another operation")
-        return MissingEntity(f"product {movement.product_id} does not exist or was deleted")
+        if await self._db.fetchval(
+            "SELECT 1 FROM products WHERE tenant_id = $1 AND id = $2", self._tenant, movement.product_id
+        ):
+            return MissingEntity(f"product {movement.product_id} was deleted")
+        return UnknownProduct(movement.product_id)
 
-    async def remember(self, operation: Operation, message_id: str, result: ItemResult) -> None:
+    async def remember(self, operation: Operation, message_id: str, result: ItemResult, fingerprint: str) -> None:
         await self._db.execute(
-            "INSERT INTO applied_operations (tenant_id, operation_id, message_id, entity_type, entity_id, result) "
-            "VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO applied_operations "
+            "(tenant_id, operation_id, message_id, entity_type, entity_id, result, fingerprint) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
             self._tenant,
             operation.operation_id,
             message_id,
             operation.entity_type.value,
             operation.entity_id,
             result.to_wire(),
+            fingerprint,
         )
 
     async def purge_expired_tombstones(self) -> None:

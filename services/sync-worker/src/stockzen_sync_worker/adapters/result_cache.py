@@ -56,7 +56,9 @@ class RedisResultCache:
         for op, raw in zip(operation_ids, values[:-1], strict=True):
             if raw is not None:
                 entry = json.loads(raw)
-                found[op] = StoredResult(entry["messageId"], ItemResult.model_validate(entry["result"]))
+                found[op] = StoredResult(
+                    entry["messageId"], ItemResult.model_validate(entry["result"]), entry.get("fingerprint")
+                )
         checkpoint = int(values[-1]) if values[-1] is not None else None
         return found, checkpoint
 
@@ -71,7 +73,11 @@ class RedisResultCache:
         # One round trip: remember the new results, advance the checkpoint, answer the gateway.
         async with self._redis.pipeline(transaction=False) as pipe:
             for op, stored in results.items():
-                entry = {"messageId": stored.message_id, "result": stored.result.to_wire()}
+                entry = {
+                    "messageId": stored.message_id,
+                    "result": stored.result.to_wire(),
+                    "fingerprint": stored.fingerprint,
+                }
                 pipe.set(self._result_key(tenant_id, op), json.dumps(entry), ex=self._ttl)
             pipe.eval(_ADVANCE_CHECKPOINT, 1, self._checkpoint_key(tenant_id), checkpoint, self._ttl)
             pipe.rpush(reply_to, applied.model_dump_json())

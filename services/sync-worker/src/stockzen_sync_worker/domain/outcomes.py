@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from uuid import UUID
 
 from pydantic.alias_generators import to_camel
 
-from stockzen_contracts import Code, ItemResult, ItemStatus, ProductState
+from stockzen_contracts import Code, ItemResult, ItemStatus, Operation, ProductState
 from stockzen_contracts.payloads import StockMovementState
 
 
 @dataclass(frozen=True, slots=True)
 class StoredResult:
-    """A result already given to an operation, and the queue message that produced it."""
+    """A result already given to an operation, the queue message that produced it, and the
+    operation's fingerprint (``None`` for results kept before fingerprints were)."""
 
     message_id: str
     result: ItemResult
+    fingerprint: str | None = None
+
+
+def operation_fingerprint(operation: Operation) -> str:
+    """A digest of everything an operation asks for, in its canonical (validated, UTC) wire form."""
+    canonical = json.dumps(operation.to_wire(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +61,16 @@ class MovementRecorded:
 
 @dataclass(frozen=True, slots=True)
 class MissingEntity:
-    """What the operation refers to does not exist (or is deleted)."""
+    """What the operation refers to was deleted: a final refusal."""
 
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownProduct:
+    """The product was never seen here: its create may only be late, so the operation may apply later."""
+
+    product_id: UUID
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +80,9 @@ class RefusedByRule:
     message: str
 
 
-Effect = ProductMerged | ProductWasDeleted | ProductDeleted | MovementRecorded | MissingEntity | RefusedByRule
+Effect = (
+    ProductMerged | ProductWasDeleted | ProductDeleted | MovementRecorded | MissingEntity | UnknownProduct | RefusedByRule
+)
 
 
 def result_for(operation_id: UUID, effect: Effect) -> ItemResult:
@@ -81,6 +100,13 @@ def result_for(operation_id: UUID, effect: Effect) -> ItemResult:
             return ItemResult(operation_id=operation_id, status=ItemStatus.APPLIED)
         case MissingEntity(message=message):
             return ItemResult.rejected(operation_id, Code.NOT_FOUND, message)
+        case UnknownProduct(product_id=product_id):
+            return ItemResult.retry_later(
+                operation_id,
+                Code.NOT_FOUND,
+                f"product {product_id} does not exist yet: nothing was stored; retry with the same ids "
+                "and this operation applies once the product's create has landed",
+            )
         case RefusedByRule(message=message):
             return ItemResult.rejected(operation_id, Code.VALIDATION_ERROR, message)
 
@@ -94,6 +120,22 @@ def _conflict(operation_id: UUID, state: ProductState, message: str) -> ItemResu
         retryable=False,
         server_state=state,
     )
+
+
+def reused_id(operation_id: UUID) -> ItemResult:
+    """The refusal of an operationId seen before with other content: the new change is not applied."""
+    return ItemResult.rejected(
+        operation_id,
+        Code.OPERATION_ID_REUSED,
+        "this operationId was already used for a different change; give every change its own operationId",
+    )
+
+
+def answer_for_known(operation_id: UUID, stored: StoredResult, fingerprint: str, message_id: str) -> ItemResult:
+    """The answer for an operationId seen before: its replay if the content is the same, else a refusal."""
+    if stored.fingerprint is not None and stored.fingerprint != fingerprint:
+        return reused_id(operation_id)
+    return replay(stored, message_id)
 
 
 def replay(stored: StoredResult, message_id: str) -> ItemResult:

@@ -164,7 +164,7 @@ async def admin_connection(database: ServiceUrls) -> AsyncIterator[asyncpg.Conne
     await connection.close()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(drawn=changes(), data=st.data())
 async def test_any_delivery_of_the_same_changes_converges_on_the_lww_answer(
     drawn: list[Change],

@@ -2,7 +2,8 @@
 
 Used by the short run in ``make test`` (``tests/e2e/test_chaos.py``) and the long one in ``make chaos``
 (``chaos/run_chaos.py``). Devices of several tenants push random product creates, edits, deletes and
-stock movements, retrying with the same ids until every item has a final result; some batches are
+stock movements (some sent ahead of their product's create, which answers ``retryable`` until the
+create lands), retrying with the same ids until every item has a final result; some batches are
 raced by a twin device sending the same ids at the same time. Meanwhile a fault injector SIGKILLs the
 worker (a supervisor restarts it, as compose's restart policy would), takes the broker away, flushes
 this run's Redis keys, takes Postgres away from the worker and cuts the gateway's link to the broker.
@@ -64,6 +65,7 @@ class ChaosReport:
     """What a run did and what the checks found (all zero but ``operations`` and ``faults`` when it held)."""
 
     operations: int = 0
+    movements: int = 0
     requests: int = 0
     raced_batches: int = 0
     faults: Counter[str] = field(default_factory=Counter)
@@ -91,7 +93,8 @@ class ChaosReport:
     def lines(self) -> list[str]:
         faults = ", ".join(f"{name} x{self.faults[name]}" for name in FAULTS)
         return [
-            f"operations      {self.operations} in {self.requests} requests ({self.raced_batches} batches raced)",
+            f"operations      {self.operations} ({self.movements} movements) in {self.requests} requests,"
+            f" {self.raced_batches} batches raced",
             f"faults injected {sum(self.faults.values())}: {faults}",
             f"unfinished      {self.unfinished}",
             f"5xx             {self.server_errors}",
@@ -248,7 +251,10 @@ class Chaos:
             known = world.products
             roll = pick()
             if not known or roll < 0.25:
-                ops.append(create_product(tenant, uuid.uuid4(), self.random.choice(["Mug", "Cup", "Bowl"])))
+                product = uuid.uuid4()
+                if pick() < 0.3:  # a first sale sent ahead of its create: retryable until the create lands
+                    ops.append(movement(tenant, product, "entry", self.random.randint(1, 9)))
+                ops.append(create_product(tenant, product, self.random.choice(["Mug", "Cup", "Bowl"])))
             elif roll < 0.75:
                 kind = self.random.choice(["entry", "entry", "exit"])
                 ops.append(movement(tenant, self.random.choice(known), kind, self.random.randint(1, 9)))
@@ -262,6 +268,7 @@ class Chaos:
         for op in ops:
             self.sent.setdefault(op["operationId"], Sent(tenant, op))
         self.report.operations += len(ops)
+        self.report.movements += sum(op["entityType"] == "stockMovement" for op in ops)
         return ops
 
     async def _push(

@@ -111,7 +111,12 @@ async def test_a_nul_byte_in_a_product_or_a_movement_is_rejected_alone(
     ("path", "params"),
     [
         ("/api/products", {"q": "mug\x00"}),
-        ("/api/products", {"cursor": "eyJrIjoicHJvZHVjdCIsIm4iOiJhXHUwMDAwYiIsImkiOiIwMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDAifQ"}),
+        (
+            "/api/products",
+            {
+                "cursor": "eyJrIjoicHJvZHVjdCIsIm4iOiJhXHUwMDAwYiIsImkiOiIwMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDAifQ"
+            },
+        ),
     ],
 )
 async def test_a_nul_byte_in_a_read_query_is_a_validation_error(
@@ -120,3 +125,13 @@ async def test_a_nul_byte_in_a_read_query_is_a_validation_error(
     response = await gateway.get(path, params=params)
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "VALIDATION_ERROR"
+
+
+async def test_a_lone_surrogate_in_the_envelope_is_a_validation_error(
+    gateway: httpx.AsyncClient, tenant_id: uuid.UUID
+) -> None:
+    content = json.dumps({"operations": [create_product(tenant_id, uuid.uuid4())], "\ud800": 1, "checkpoint": "\udfff"})
+    response = await gateway.post("/api/sync", content=content, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "VALIDATION_ERROR"
+    assert response.json()["message"]

@@ -86,9 +86,12 @@ async def test_with_rabbitmq_out_of_reach_the_gateway_answers_503_and_applies_no
             await proxy.restore()
             final = await sync_until_final(client, ops, seconds=30)
         assert final.status_code == 200, final.text
-        # "applied", not "duplicate": the refused attempt was never queued, so it never ran later.
-        assert [r["status"] for r in final.json()["results"]] == ["applied", "applied"]
+        # A retry while the link comes back may itself time out after the broker took it, and the
+        # next retry then sees "duplicate": both answers are right, as long as each applies once.
+        assert {r["status"] for r in final.json()["results"]} <= {"applied", "duplicate"}
+        assert await applied_rows(admin, tenant_id, [o["operationId"] for o in ops]) == 2
         assert await movement_rows(admin, tenant_id, [ops[1]["operationId"]]) == 1
+        assert await stock_level(admin, tenant_id, product) == 6
 
 
 async def test_with_redis_out_of_the_gateways_reach_keyed_requests_are_unavailable_and_others_pend(

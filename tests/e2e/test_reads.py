@@ -25,11 +25,16 @@ async def _get(client: httpx.AsyncClient, path: str, **params: str) -> httpx.Res
 
 
 async def _push(client: httpx.AsyncClient, operations: list[dict[str, Any]]) -> dict[str, Any]:
-    """Push until every result is final, as a client does; each must have been applied or settled."""
+    """Push until every result is final, as a client does; each must have been applied or settled.
+
+    A retry after a 202 may find its operations already applied by the queued batch (``duplicate``,
+    carrying the original outcome) or overtake it (``applied``): both are right.
+    """
     response = await sync_until_final(client, operations)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
-    assert all(r["status"] in ("applied", "conflict") for r in body["results"]), body
+    assert all(r["status"] in ("applied", "conflict", "duplicate") for r in body["results"]), body
+    assert all(r.get("code") in (None, "CONFLICT_RESOLVED") for r in body["results"]), body
     return body
 
 

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
-import redis.asyncio as aioredis
 import asyncpg
 import dramatiq
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
 from stockzen_contracts import APPLY_SYNC_BATCH_ACTOR
 from tests.support.db import applied_rows, movement_rows, stock_level
@@ -157,12 +157,13 @@ async def test_an_operation_the_worker_cannot_read_is_refused_alone_and_its_batc
     unreadable = movement(tenant_id, product, "entry", 9)
     unreadable["modifiedAt"] = "999-01-01T00:00:00.000000Z"  # an unpadded year, as an older gateway wrote it
     good = [create_product(tenant_id, product), movement(tenant_id, product, "entry", 2)]
+    reply_to = f"{database.redis_prefix}reply:{uuid.uuid4().hex}"
     batch = {
         "requestId": "r-unreadable",
         "tenantId": str(tenant_id),
         "userId": "u1",
         "receivedAt": datetime.now(UTC).isoformat(),
-        "replyTo": f"{database.redis_prefix}reply:{uuid.uuid4().hex}",
+        "replyTo": reply_to,
         "operations": [good[0], unreadable, good[1]],
     }
     message: dramatiq.Message[None] = dramatiq.Message(
@@ -175,7 +176,7 @@ async def test_an_operation_the_worker_cannot_read_is_refused_alone_and_its_batc
 
     redis = aioredis.Redis.from_url(database.redis_url)
     try:
-        popped = await redis.blpop([batch["replyTo"]], timeout=30)
+        popped = await redis.blpop([reply_to], timeout=30)
     finally:
         await redis.aclose()
     assert popped is not None

@@ -72,7 +72,10 @@ class CuttableProxy:
             client_writer.transport.abort()
             return
         self._writers.update((client_writer, upstream_writer))
-        for source, sink, record in ((client_reader, upstream_writer, self.sent), (upstream_reader, client_writer, None)):
+        for source, sink, record in (
+            (client_reader, upstream_writer, self.sent),
+            (upstream_reader, client_writer, None),
+        ):
             task = asyncio.create_task(self._pipe(source, sink, record))
             self._pipes.add(task)
             task.add_done_callback(self._pipes.discard)

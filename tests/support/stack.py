@@ -56,7 +56,10 @@ class Stack:
             "INVENTORY_URL": f"http://127.0.0.1:{self.inventory_port}",
             "WORKER_METRICS_PORT": str(self.worker_metrics_port),
             "WORKER_METRICS_DIR": str(log_dir / f"worker-metrics-{name}"),
-            "SYNC_RESULT_TIMEOUT_SECONDS": "5",
+            # Long enough that a busy machine still answers a first request with final results, so
+            # a test never races its own retry against the queued batch; tests that want a 202 set
+            # their own, shorter deadline. (Below the test clients' 30 s timeout.)
+            "SYNC_RESULT_TIMEOUT_SECONDS": "20",
             "SYNC_MIN_BACKOFF_MS": "200",
             "SYNC_MAX_BACKOFF_MS": "1000",
             "QUEUE_MONITOR_INTERVAL_SECONDS": "1",

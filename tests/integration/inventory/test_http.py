@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -49,8 +50,8 @@ def _forged(payload: str) -> str:
 
 
 # Cursors a client forged: well-formed JSON that names a position Postgres cannot compare against.
-_FORGED_NUL_CURSOR = _forged('{"k":"product","n":"a\\u0000b","i":"%s"}' % uuid.uuid4())
-_FORGED_SURROGATE_CURSOR = _forged('{"k":"product","n":"\\ud800","i":"%s"}' % uuid.uuid4())
+_FORGED_NUL_CURSOR = _forged(json.dumps({"k": "product", "n": "a\x00b", "i": str(uuid.uuid4())}))
+_FORGED_SURROGATE_CURSOR = _forged(json.dumps({"k": "product", "n": "\ud800", "i": str(uuid.uuid4())}))
 _FORGED_FAR_CURSOR = _forged('{"k":"movement","t":"0001-01-01T00:00:00+05:00","c":1}')
 
 

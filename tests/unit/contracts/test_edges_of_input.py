@@ -57,7 +57,12 @@ def test_an_offset_that_pushes_a_time_out_of_range_is_a_validation_error(stamp: 
 def test_an_occurred_at_out_of_range_is_a_validation_error() -> None:
     raw = _op(
         entityType="stockMovement",
-        payload={"productId": str(uuid.uuid4()), "kind": "entry", "quantity": 1, "occurredAt": "0001-01-01T00:00:00+00:01"},
+        payload={
+            "productId": str(uuid.uuid4()),
+            "kind": "entry",
+            "quantity": 1,
+            "occurredAt": "0001-01-01T00:00:00+00:01",
+        },
     )
     with pytest.raises(InvalidOperation) as caught:
         parse_operation(raw)

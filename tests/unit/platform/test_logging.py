@@ -31,7 +31,16 @@ def test_extra_fields_named_like_secrets_are_redacted_whatever_their_value() -> 
         tenant_id="t-1",
         operations=3,
     )
-    for field in ("password", "app_db_password", "jwt_secret", "token", "refresh_token", "authorization", "api_key", "cookie"):
+    for field in (
+        "password",
+        "app_db_password",
+        "jwt_secret",
+        "token",
+        "refresh_token",
+        "authorization",
+        "api_key",
+        "cookie",
+    ):
         assert line[field] == "[REDACTED]", field
     assert (line["tenant_id"], line["operations"]) == ("t-1", 3)
     assert "hunter2" not in json.dumps(line)

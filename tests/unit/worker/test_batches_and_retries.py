@@ -42,7 +42,12 @@ async def test_one_operation_the_worker_cannot_read_is_refused_alone_and_the_ans
     ledger, cache = MemoryLedger(), MemoryResultCache()
     outcome = await apply_sync_batch(read.command, "m-1", ledger, cache, unreadable=read.unreadable)
     results = outcome.applied.results
-    assert [r.status for r in results] == [ItemStatus.APPLIED, ItemStatus.REJECTED, ItemStatus.REJECTED, ItemStatus.APPLIED]
+    assert [r.status for r in results] == [
+        ItemStatus.APPLIED,
+        ItemStatus.REJECTED,
+        ItemStatus.REJECTED,
+        ItemStatus.APPLIED,
+    ]
     assert [r.code for r in results[1:3]] == [Code.VALIDATION_ERROR, Code.VALIDATION_ERROR]
     assert cache.replies["reply:test"] == [outcome.applied]
     assert ledger.tenants[tenant].levels[product] == 1

@@ -132,4 +132,6 @@ def test_an_operations_fingerprint_follows_its_meaning_not_its_spelling() -> Non
     respelled = {**base, "modifiedAt": "2026-11-24T12:00:00.000Z", "payload": {"name": " Mug ", "priceCents": 5}}
     assert operation_fingerprint(parse_operation(base)) == operation_fingerprint(parse_operation(respelled))
     for change in ({"payload": {"priceCents": 6, "name": "Mug"}}, {"entityId": str(uuid.uuid4())}):
-        assert operation_fingerprint(parse_operation({**base, **change})) != operation_fingerprint(parse_operation(base))
+        assert operation_fingerprint(parse_operation({**base, **change})) != operation_fingerprint(
+            parse_operation(base)
+        )

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from annotated_types import GroupedMetadata
-
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -41,9 +40,7 @@ def format_utc(value: datetime) -> str:
     """Render an aware datetime as ISO-8601 UTC with microseconds and a ``Z`` suffix (years in four digits)."""
     t = value.astimezone(UTC)
     # strftime's %Y does not pad years before 1000 on glibc, and ISO-8601 readers need four digits.
-    return (
-        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}Z"
-    )
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}Z"
 
 
 def storable_text(value: str) -> str:

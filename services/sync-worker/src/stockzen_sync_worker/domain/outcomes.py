@@ -81,7 +81,13 @@ class RefusedByRule:
 
 
 Effect = (
-    ProductMerged | ProductWasDeleted | ProductDeleted | MovementRecorded | MissingEntity | UnknownProduct | RefusedByRule
+    ProductMerged
+    | ProductWasDeleted
+    | ProductDeleted
+    | MovementRecorded
+    | MissingEntity
+    | UnknownProduct
+    | RefusedByRule
 )
 
 

@@ -59,9 +59,7 @@ async def apply_sync_batch_actor(message: dict[str, Any]) -> None:
         started = time.perf_counter()
         try:
             ledger, cache = await runtime.adapters()
-            outcome = await apply_sync_batch(
-                command, current.message_id, ledger, cache, unreadable=read.unreadable
-            )
+            outcome = await apply_sync_batch(command, current.message_id, ledger, cache, unreadable=read.unreadable)
         except Exception as exc:
             METRICS.batch_failures.labels(type(exc).__name__).inc()
             if _is_database_error(exc):

@@ -111,7 +111,6 @@ class ChaosReport:
 class Sent:
     """One operation a device sent, and every final answer it got (the twin's too)."""
 
-    tenant: uuid.UUID
     body: dict[str, Any]
     finals: set[str] = field(default_factory=set)
 
@@ -266,7 +265,7 @@ class Chaos:
             else:
                 ops.append(delete_product(tenant, self.random.choice(known)))
         for op in ops:
-            self.sent.setdefault(op["operationId"], Sent(tenant, op))
+            self.sent.setdefault(op["operationId"], Sent(op))
         self.report.operations += len(ops)
         self.report.movements += sum(op["entityType"] == "stockMovement" for op in ops)
         return ops

@@ -23,4 +23,5 @@ async def test_under_every_fault_nothing_is_lost_doubled_or_diverges(database: S
     assert report.faults == dict.fromkeys(FAULTS, 1), report.lines()
     assert report.operations >= 20 * 2
     assert report.raced_batches > 0
+    assert report.outage_reads == [503], "a read while Postgres is away must say: retry"
     assert report.held, report.lines()

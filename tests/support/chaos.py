@@ -6,7 +6,8 @@ stock movements (some sent ahead of their product's create, which answers ``retr
 create lands), retrying with the same ids until every item has a final result; some batches are
 raced by a twin device sending the same ids at the same time. Meanwhile a fault injector SIGKILLs the
 worker (a supervisor restarts it, as compose's restart policy would), takes the broker away, flushes
-this run's Redis keys, takes Postgres away from the worker and cuts the gateway's link to the broker.
+this run's Redis keys, takes Postgres away from the worker and inventory, and cuts the gateway's
+link to the broker.
 
 Outages are TCP-proxy cuts by default (``tests/support/proxy.py``): the broker, Postgres and Redis are
 shared with other runs on the machine, and cutting every link to a service is, for the processes
@@ -27,6 +28,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +73,7 @@ class ChaosReport:
     faults: Counter[str] = field(default_factory=Counter)
     unfinished: int = 0  # operations with no final result when the time was up
     server_errors: int = 0  # 5xx answers other than 503 (which says: retry)
+    outage_reads: list[int] = field(default_factory=list)  # statuses of reads made while Postgres was away
     lost: int = 0
     doubled: int = 0
     misreported: int = 0  # in the ledger although its final result said it was not applied
@@ -97,7 +100,7 @@ class ChaosReport:
             f" {self.raced_batches} batches raced",
             f"faults injected {sum(self.faults.values())}: {faults}",
             f"unfinished      {self.unfinished}",
-            f"5xx             {self.server_errors}",
+            f"5xx             {self.server_errors} (reads during Postgres outages: {self.outage_reads})",
             f"lost            {self.lost}",
             f"doubled         {self.doubled}",
             f"misreported     {self.misreported}",
@@ -162,19 +165,24 @@ class Chaos:
         self._gateway_broker = CuttableProxy.for_url(services.amqp_url)
         self._worker_broker = CuttableProxy.for_url(services.amqp_url)
         self._worker_postgres = CuttableProxy.for_url(services.app_url)
+        self._inventory_postgres = CuttableProxy.for_url(services.app_url)
+
+    @property
+    def _proxies(self) -> tuple[CuttableProxy, ...]:
+        return (self._gateway_broker, self._worker_broker, self._worker_postgres, self._inventory_postgres)
 
     # -- the run ---------------------------------------------------------------------------------
 
     async def run(self) -> ChaosReport:
         started = time.monotonic()
         self._deadline = started + self.config.seconds
-        for proxy in (self._gateway_broker, self._worker_broker, self._worker_postgres):
+        for proxy in self._proxies:
             await proxy.start()
         supervisor = asyncio.create_task(self._supervise_worker())
         try:
             await self._start_stack()
             async with httpx.AsyncClient(base_url=self.stack.gateway_url, timeout=30) as client:
-                injector = asyncio.create_task(self._inject_faults())
+                injector = asyncio.create_task(self._inject_faults(client))
                 devices = [self._device(client, i) for i in range(self.config.devices)]
                 pulled = await asyncio.gather(*devices)
                 await injector
@@ -186,7 +194,7 @@ class Chaos:
             with contextlib.suppress(asyncio.CancelledError):
                 await supervisor
             await asyncio.to_thread(self.stack.stop_all)
-            for proxy in (self._gateway_broker, self._worker_broker, self._worker_postgres):
+            for proxy in self._proxies:
                 await proxy.cut()
             await self.stack.delete_queues()
             await delete_redis_keys(self.services.redis_url, self.services.redis_prefix)
@@ -194,7 +202,9 @@ class Chaos:
         return self.report
 
     async def _start_stack(self) -> None:
-        await asyncio.to_thread(self.stack.start_inventory)
+        await asyncio.to_thread(
+            self.stack.start_inventory, DATABASE_URL=self._inventory_postgres.url(self.services.app_url)
+        )
         await asyncio.to_thread(self._start_worker)
         await asyncio.to_thread(
             self.stack.start_gateway,
@@ -336,7 +346,7 @@ class Chaos:
 
     # -- faults ------------------------------------------------------------------------------------
 
-    async def _inject_faults(self) -> None:
+    async def _inject_faults(self, client: httpx.AsyncClient) -> None:
         plan = [fault for _ in range(self.config.fault_rounds) for fault in FAULTS]
         self.random.shuffle(plan)
         try:
@@ -344,7 +354,10 @@ class Chaos:
                 if time.monotonic() > self._deadline:
                     break
                 await asyncio.sleep(self.config.gap_seconds * (0.5 + self.random.random()))
-                await getattr(self, f"_{fault}")()
+                if fault == "postgres_restarted":
+                    await self._postgres_restarted(client)
+                else:
+                    await getattr(self, f"_{fault}")()
                 self.report.faults[fault] += 1
         finally:
             self._faults_done.set()
@@ -378,19 +391,30 @@ class Chaos:
     async def _redis_flushed(self) -> None:
         await delete_redis_keys(self.services.redis_url, self.services.redis_prefix)
 
-    async def _postgres_restarted(self) -> None:
+    async def _postgres_restarted(self, client: httpx.AsyncClient) -> None:
         if self.config.real_restarts:
             version = (await _command("pg_lsclusters", "--no-header")).split()[0]
             await _command("pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart")
             return
-        await self._outage(self._worker_postgres)
+        await self._outage(self._worker_postgres, self._inventory_postgres, probe=self._read_probe(client))
+
+    async def _read_probe(self, client: httpx.AsyncClient) -> None:
+        """A read while Postgres is away: it must say 503 (retry), never fail with another 5xx."""
+        world = self.worlds[0]
+        headers = {"Authorization": f"Bearer {user_token(world.tenant, 'probe')}"}
+        with contextlib.suppress(httpx.TransportError):
+            response = await client.get("/api/sync/changes", headers=headers)
+            self.report.outage_reads.append(response.status_code)
+            self.report.server_errors += response.status_code >= 500 and response.status_code != 503
 
     async def _gateway_broker_cut(self) -> None:
         await self._outage(self._gateway_broker)
 
-    async def _outage(self, *proxies: CuttableProxy) -> None:
+    async def _outage(self, *proxies: CuttableProxy, probe: Awaitable[None] | None = None) -> None:
         for proxy in proxies:
             await proxy.cut()
+        if probe is not None:
+            await probe
         await asyncio.sleep(self.config.outage_seconds)  # the outage itself, not a synchronisation
         for proxy in proxies:
             await proxy.restore()

@@ -3,7 +3,7 @@
 from ._wire import UtcDateTime, WireModel, format_utc
 from .codes import Code, EntityType, ItemStatus, MovementKind, OperationType
 from .errors import ErrorBody
-from .messages import APPLY_SYNC_BATCH_ACTOR, ApplySyncBatch, SyncBatchApplied
+from .messages import APPLY_SYNC_BATCH_ACTOR, CHECKPOINT_CHANNEL, ApplySyncBatch, SyncBatchApplied, checkpoint_channel
 from .operations import (
     LEDGER_IS_APPEND_ONLY,
     CreateProduct,
@@ -46,6 +46,8 @@ from .reads import (
 from .sync import MAX_OPERATIONS_CEILING, ItemResult, SyncRequest, SyncResponse
 
 __all__ = [
+    "CHECKPOINT_CHANNEL",
+    "checkpoint_channel",
     "APPLY_SYNC_BATCH_ACTOR",
     "CHECKPOINT_MAX_LENGTH",
     "CURSOR_MAX_LENGTH",

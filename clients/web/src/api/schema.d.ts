@@ -278,7 +278,7 @@ export interface components {
              */
             operationType: "delete";
             /** @default {} */
-            payload: components["schemas"]["ProductDelete"];
+            payload?: components["schemas"]["ProductDelete"];
             /**
              * Tenantid
              * Format: uuid
@@ -346,34 +346,34 @@ export interface components {
              * Archived
              * @default false
              */
-            archived: boolean;
+            archived?: boolean;
             /**
              * Barcode
              * @default null
              */
-            barcode: string | null;
+            barcode?: string | null;
             /**
              * Lowstockthreshold
              * @default null
              */
-            lowStockThreshold: number | null;
+            lowStockThreshold?: number | null;
             /** Name */
             name: string;
             /**
              * Pricecents
              * @default null
              */
-            priceCents: number | null;
+            priceCents?: number | null;
             /**
              * Sku
              * @default null
              */
-            sku: string | null;
+            sku?: string | null;
             /**
              * Unit
              * @default null
              */
-            unit: string | null;
+            unit?: string | null;
         };
         /**
          * ProductDelete
@@ -399,37 +399,37 @@ export interface components {
              * Archived
              * @default null
              */
-            archived: boolean | null;
+            archived?: boolean | null;
             /**
              * Barcode
              * @default null
              */
-            barcode: string | null;
+            barcode?: string | null;
             /**
              * Lowstockthreshold
              * @default null
              */
-            lowStockThreshold: number | null;
+            lowStockThreshold?: number | null;
             /**
              * Name
              * @default null
              */
-            name: string | null;
+            name?: string | null;
             /**
              * Pricecents
              * @default null
              */
-            priceCents: number | null;
+            priceCents?: number | null;
             /**
              * Sku
              * @default null
              */
-            sku: string | null;
+            sku?: string | null;
             /**
              * Unit
              * @default null
              */
-            unit: string | null;
+            unit?: string | null;
         };
         /**
          * ProductState
@@ -547,7 +547,7 @@ export interface components {
              * Occurredat
              * @default null
              */
-            occurredAt: string | null;
+            occurredAt?: string | null;
             /**
              * Productid
              * Format: uuid
@@ -559,7 +559,7 @@ export interface components {
              * Reason
              * @default null
              */
-            reason: string | null;
+            reason?: string | null;
         };
         /**
          * StockMovementState
@@ -595,7 +595,7 @@ export interface components {
              * Checkpoint
              * @default null
              */
-            checkpoint: string | null;
+            checkpoint?: string | null;
             /** Operations */
             operations: (components["schemas"]["CreateProduct"] | components["schemas"]["UpdateProduct"] | components["schemas"]["DeleteProduct"] | components["schemas"]["RecordStockMovement"])[];
         };

@@ -1,0 +1,44 @@
+/** The sync status indicator shown on every screen: icon and text, never colour alone. */
+import type { SyncState, SyncStatus } from "../sync/engine";
+import { formatTime, h, replace } from "./dom";
+
+const LOOK: Record<SyncState, { icon: string; text: string }> = {
+  offline: { icon: "⊘", text: "Offline — changes are kept on this device" },
+  syncing: { icon: "⟳", text: "Syncing" },
+  upToDate: { icon: "✓", text: "Up to date" },
+  error: { icon: "⚠", text: "Sync problem — retrying, your changes are kept" },
+};
+
+/**
+ * Renders into the ``role="status"`` region. It is rewritten only when what it says changes, so a
+ * screen reader announces each change once (and not every sync while nothing changes).
+ */
+export class StatusIndicator {
+  private said = "";
+
+  constructor(private readonly region: HTMLElement) {}
+
+  show(status: SyncStatus): void {
+    const look = LOOK[status.state];
+    const counts = [
+      status.queued > 0 ? `${status.queued} queued` : "",
+      status.failed > 0 ? `${status.failed} failed` : "",
+    ].filter(Boolean);
+    const said = [status.state, look.text, ...counts, status.state === "error" ? status.lastError : ""].join("|");
+    if (said === this.said) {
+      this.region.title = `Last sync: ${formatTime(status.lastSyncAt)}`;
+      return;
+    }
+    this.said = said;
+    this.region.dataset.state = status.state;
+    this.region.title = `Last sync: ${formatTime(status.lastSyncAt)}`;
+    replace(
+      this.region,
+      h("span", { class: "icon", "aria-hidden": "true" }, look.icon),
+      h("span", { class: "text", "data-testid": "status-text" }, look.text),
+      counts.length ? h("span", { class: "counts" }, `· ${counts.join(", ")}`) : null,
+      status.failed > 0 ? h("a", { href: "#/failed" }, "See failed") : null,
+      status.state === "error" && status.lastError ? h("span", { class: "visually-hidden" }, status.lastError) : null,
+    );
+  }
+}

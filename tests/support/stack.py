@@ -64,7 +64,7 @@ class Stack:
             "SYNC_MAX_BACKOFF_MS": "1000",
             "QUEUE_MONITOR_INTERVAL_SECONDS": "1",
             "WEB_APP_DIR": str(WEB_APP_DIR),
-            "STREAM_HEARTBEAT_SECONDS": "5",
+            "STREAM_HEARTBEAT_SECONDS": "2",
         }
         self._name = name
 

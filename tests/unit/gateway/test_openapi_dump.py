@@ -13,7 +13,8 @@ COMMITTED = ROOT / "clients" / "web" / "src" / "api" / "openapi.json"
 
 def _dumped_document() -> Any:
     spec = importlib.util.spec_from_file_location("dump_openapi", ROOT / "scripts" / "dump_openapi.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.openapi_document()

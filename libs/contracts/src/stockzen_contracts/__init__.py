@@ -46,9 +46,8 @@ from .reads import (
 from .sync import MAX_OPERATIONS_CEILING, ItemResult, SyncRequest, SyncResponse
 
 __all__ = [
-    "CHECKPOINT_CHANNEL",
-    "checkpoint_channel",
     "APPLY_SYNC_BATCH_ACTOR",
+    "CHECKPOINT_CHANNEL",
     "CHECKPOINT_MAX_LENGTH",
     "CURSOR_MAX_LENGTH",
     "FEED_PAGE_DEFAULT",
@@ -93,6 +92,7 @@ __all__ = [
     "UpdateProduct",
     "UtcDateTime",
     "WireModel",
+    "checkpoint_channel",
     "claimed_operation_id",
     "describe_errors",
     "format_utc",

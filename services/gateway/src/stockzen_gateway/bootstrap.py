@@ -111,8 +111,8 @@ async def _monitor_queues(publisher: AmqpBatchPublisher, interval: float, stop: 
 def build_app(settings: GatewaySettings) -> FastAPI:
     """Wire the gateway app."""
     from .entrypoints import http, read_routes, stream_routes, sync_routes
-    from .entrypoints.web_app import mount_web_app
     from .entrypoints.openapi import document_sync_request
+    from .entrypoints.web_app import mount_web_app
 
     runtime, client = build_runtime(settings)
 

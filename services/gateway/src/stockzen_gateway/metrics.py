@@ -82,9 +82,7 @@ class GatewayMetrics:
             "stockzen_queue_last_poll_timestamp_seconds",
             "When the gateway last read the queues' depth (stale gauges above mean the broker is out of reach)",
         )
-        self.live_streams = Gauge(
-            "stockzen_gateway_live_streams", "Open live-update streams (GET /api/sync/stream)"
-        )
+        self.live_streams = Gauge("stockzen_gateway_live_streams", "Open live-update streams (GET /api/sync/stream)")
         self._create_known_series()
 
     def _create_known_series(self) -> None:

@@ -43,7 +43,9 @@ class _Listener:
         closing = asyncio.ensure_future(self._closing.wait())
         latest = asyncio.ensure_future(self._latest.get())
         try:
-            done, _ = await asyncio.wait({closing, latest}, timeout=timeout_seconds, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {closing, latest}, timeout=timeout_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             for waiter in (closing, latest):
                 if not waiter.done():

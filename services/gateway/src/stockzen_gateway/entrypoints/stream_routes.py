@@ -51,7 +51,7 @@ async def _announcements(
     responses={
         200: {
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
-            "description": "`event: ready` once, then `event: checkpoint` with `{\"checkpoint\": \"...\"}` "
+            "description": '`event: ready` once, then `event: checkpoint` with `{"checkpoint": "..."}` '
             "each time the tenant's changes commit; comment heartbeats in between",
         },
         **error_responses(401, 429),

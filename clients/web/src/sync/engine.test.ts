@@ -78,8 +78,11 @@ let statuses: SyncStatus[];
 let notices: SyncNotice[];
 
 async function settle(): Promise<void> {
-  // Let queued syncs (the "again" flag) run to the end.
-  for (let i = 0; i < 20; i++) await engine.syncNow();
+  // Sync, then let the syncs it queued (the "again" flag, zero-delay retries) run to the end.
+  for (let i = 0; i < 5; i++) {
+    await engine.syncNow();
+    await engine.idle();
+  }
 }
 
 beforeEach(async () => {
@@ -161,6 +164,27 @@ describe("push", () => {
     expect(engine.current).toMatchObject({ failed: 1, queued: 0, state: "upToDate" });
     expect(notices).toEqual([{ kind: "failed", productId: bad, message: "VALIDATION_ERROR: name: too long" }]);
     expect(gateway.sent.flat().filter((op) => op.entityId === good)).toHaveLength(1);
+  });
+
+  it("fails the queued changes of a product whose creation was refused, instead of retrying them forever", async () => {
+    const id = await actions.createProduct({ name: "x".repeat(10) });
+    const movement = await actions.recordMovement(id, "entry", 3);
+    const other = await actions.createProduct({ name: "fine" });
+    gateway.syncAnswers.push((ops) =>
+      respond([
+        { operationId: ops[0]!.operationId, status: "rejected", code: "VALIDATION_ERROR", message: "bad name", retryable: false },
+        { operationId: ops[1]!.operationId, status: "rejected", code: "NOT_FOUND", message: "no such product", retryable: true },
+        { operationId: ops[2]!.operationId, status: "applied" },
+      ]),
+    );
+    await settle();
+    const failed = await db.outbox.where("status").equals("failed").toArray();
+    expect(failed.map((e) => e.entityId).sort()).toEqual([id, movement].sort());
+    expect(failed.find((e) => e.entityId === movement)?.reason).toContain("creation was refused");
+    expect(await db.products.get(id)).toBeUndefined();
+    expect((await db.movements.get(movement))?.failed).toBe(true);
+    expect(engine.current).toMatchObject({ queued: 0, failed: 2, state: "upToDate" });
+    expect(gateway.sent.flat().filter((op) => op.entityId === other)).toHaveLength(1);
   });
 
   it("keeps pending and retryable items queued and retries them with the same ids", async () => {

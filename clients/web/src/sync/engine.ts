@@ -103,6 +103,11 @@ export class SyncEngine {
     void this.syncNow();
   }
 
+  /** Resolves when no sync is running or about to run again (for tests and orderly shutdowns). */
+  async idle(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
   /** Stop syncing; resolves once a sync in progress has finished. */
   async stop(): Promise<void> {
     this.stopped = true;
@@ -241,10 +246,12 @@ export class SyncEngine {
   private async applyResults(batch: OutboxEntry[], results: ItemResult[]): Promise<void> {
     const byId = new Map(results.map((result) => [result.operationId, result]));
     const notices: SyncNotice[] = [];
+    const refused = new Set<number>();
     await this.db.transaction("rw", this.db.outbox, this.db.products, this.db.movements, async () => {
       for (const entry of batch) {
         const result = byId.get(entry.operation.operationId);
         if (!result || entry.seq === undefined) continue; // no word on it: it stays queued
+        if (refused.has(entry.seq) && result.status !== "applied" && result.status !== "duplicate") continue;
         const reason = result.code ? `${result.code}: ${result.message ?? ""}`.trim() : (result.message ?? null);
         switch (result.status) {
           case "applied":
@@ -264,6 +271,9 @@ export class SyncEngine {
               if (entry.operation.entityType === "stockMovement") {
                 await this.db.movements.update(entry.entityId, { failed: true });
               }
+              if (entry.operation.entityType === "product" && entry.operation.operationType === "create") {
+                for (const seq of await this.refuseDependents(entry, reason)) refused.add(seq);
+              }
               notices.push({ kind: "failed", productId: entry.productId, message: reason ?? "refused by the server" });
             }
             break;
@@ -274,6 +284,24 @@ export class SyncEngine {
       }
     });
     for (const notice of notices) for (const listener of this.noticeListeners) listener(notice);
+  }
+
+  /**
+   * A product whose creation the server refused for good will never exist there: its other queued
+   * changes would wait forever (the server calls a never-seen product retryable), so they fail too,
+   * visibly, and the product leaves the local list.
+   */
+  private async refuseDependents(create: OutboxEntry, reason: string | null): Promise<number[]> {
+    const dependents = await this.db.outbox.where("productId").equals(create.productId).toArray();
+    const refused: number[] = [];
+    for (const entry of dependents) {
+      if (entry.seq === undefined || entry.seq === create.seq || entry.status !== "queued") continue;
+      refused.push(entry.seq);
+      await this.db.outbox.update(entry.seq, { status: "failed", reason: `its product's creation was refused (${reason ?? "no reason given"})` });
+      if (entry.operation.entityType === "stockMovement") await this.db.movements.update(entry.entityId, { failed: true });
+    }
+    if (!(await this.db.products.get(create.productId))?.checkpoint) await this.db.products.delete(create.productId);
+    return refused;
   }
 
   /** The product becomes the server's state, with this device's still-queued edits on top. */

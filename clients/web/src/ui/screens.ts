@@ -207,11 +207,18 @@ class MovementHistory {
     }
   }
 
+  /** Newer movements: pages from the top until one overlaps what is loaded, so none is skipped. */
   private async refreshNewest(): Promise<void> {
     if (!this.fromServer || !this.context.isOnline()) return;
     try {
-      const page = await this.context.gateway.movements(this.productId, null);
-      for (const item of page.items) this.loaded.set(item.id, item);
+      let cursor: string | null = null;
+      for (let pages = 0; pages < 20; pages++) {
+        const page = await this.context.gateway.movements(this.productId, cursor);
+        const overlaps = page.items.some((item) => this.loaded.has(item.id));
+        for (const item of page.items) this.loaded.set(item.id, item);
+        if (overlaps || page.nextCursor === null) break;
+        cursor = page.nextCursor;
+      }
       this.draw();
     } catch {
       // The next sync tries again.

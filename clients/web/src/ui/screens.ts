@@ -141,7 +141,7 @@ function movementItem(m: LocalMovement | StockMovementState): HTMLElement {
   return h(
     "li",
     { "data-movement-id": m.id },
-    h("span", {}, m.kind === "entry" ? "＋ Entry" : "－ Exit"),
+    h("span", {}, m.kind === "entry" ? "+ Entry" : "− Exit"),
     h("strong", {}, String(m.quantity)),
     h("span", { class: "muted" }, formatTime(m.occurredAt)),
     m.reason ? h("span", {}, m.reason) : null,
@@ -157,7 +157,7 @@ function movementItem(m: LocalMovement | StockMovementState): HTMLElement {
  */
 class MovementHistory {
   readonly element = h("ul", { class: "history", "aria-label": "Movement history, newest first" });
-  private readonly sentinel = h("li", { class: "muted", "aria-hidden": "true" }, "");
+  private readonly sentinel = h("li", { class: "muted sentinel", "aria-hidden": "true" }, "");
   private readonly loaded = new Map<string, StockMovementState>();
   private local: LocalMovement[] = [];
   private cursor: string | null = null;

@@ -13,7 +13,10 @@ import "./styles.css";
 const main = document.getElementById("main") as HTMLElement;
 const account = document.getElementById("account") as HTMLElement;
 const notices = document.getElementById("notices") as HTMLElement;
-const indicator = new StatusIndicator(document.getElementById("status") as HTMLElement);
+const indicator = new StatusIndicator(
+  document.getElementById("status") as HTMLElement,
+  document.getElementById("last-sync") as HTMLElement,
+);
 const isOnline = () => navigator.onLine;
 
 function notify(notice: SyncNotice): void {

@@ -29,7 +29,8 @@ async def test_each_status_state_is_announced_with_icon_and_text_and_every_scree
     # UPDATE_SCREENSHOTS=1 writes the README's pictures; otherwise they go to a temporary folder.
     out = README_IMAGES if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path
     out.mkdir(parents=True, exist_ok=True)
-    context = await new_context(service_workers="block", viewport={"width": 900, "height": 520})
+    # bypass_csp: axe is injected as an inline script, which the app's policy rightly refuses.
+    context = await new_context(service_workers="block", viewport={"width": 900, "height": 520}, bypass_csp=True)
 
     signed_out = await context.new_page()
     await signed_out.goto("/app/")

@@ -37,6 +37,8 @@ async def test_the_app_is_served_with_revalidated_shell_and_immutable_assets(bui
         index = await client.get("/app/")
         assert index.text.startswith("<!doctype html>")
         assert index.headers["cache-control"] == "no-cache"
+        assert "script-src 'self'" in index.headers["content-security-policy"]
+        assert index.headers["x-content-type-options"] == "nosniff"
         worker = await client.get("/app/sw.js")
         assert worker.headers["cache-control"] == "no-cache"
         assert "javascript" in worker.headers["content-type"]

@@ -42,7 +42,7 @@ export interface EngineOptions {
 
 const BATCH_SIZE = 100;
 
-/** The server's refusal of a whole request that retrying cannot fix until the user acts. */
+/** Why the last attempt failed, in words for the status indicator. */
 function describe(error: unknown): string {
   if (error instanceof HttpError) {
     if (error.status === 401) return "signed out: the token is invalid or expired; sign in again";

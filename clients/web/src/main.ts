@@ -59,7 +59,7 @@ function start(session: Session): void {
   const gateway = new HttpGateway(location.origin, () => session.token);
   const engine = new SyncEngine({ db, gateway, isOnline });
   const actions = new LocalActions(db, engine, session.tenantId);
-  const live = new LiveUpdates(gateway, () => void engine.syncNow());
+  const live = new LiveUpdates(gateway, () => engine.requestSync());
   const syncedListeners = new Set<() => void>();
   let lastSync: string | null = null;
   engine.onStatus((status: SyncStatus) => {

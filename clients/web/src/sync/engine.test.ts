@@ -1,5 +1,5 @@
 import "fake-indexeddb/auto";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { HttpError, TransportError, type Gateway } from "../api/http";
 import type { ChangeFeedPage, ItemResult, MovementPage, Operation, ProductState, SyncResponse } from "../api/types";
 import { backoffDelay } from "./backoff";
@@ -134,6 +134,18 @@ describe("push", () => {
     await settle();
     expect(engine.current.state).toBe("upToDate");
     expect(gateway.sent.at(-1)?.map((op) => op.operationId)).toEqual(gateway.sent[0]!.map((op) => op.operationId).concat(gateway.sent.at(-1)![1]!.operationId));
+  });
+
+  it("does not retry a failing server sooner than its backoff when the user keeps working", async () => {
+    await actions.createProduct({ name: "A" });
+    gateway.syncAnswers.push(() => new HttpError(503, "UNAVAILABLE", "down", 60));
+    await engine.syncNow();
+    const realEngineActions = new LocalActions(db, engine, TENANT);
+    await realEngineActions.createProduct({ name: "B" });
+    engine.requestSync();
+    await engine.idle();
+    expect(gateway.sent).toHaveLength(1); // the next attempt waits for the backoff (Retry-After 60 s)
+    await vi.waitFor(() => expect(engine.current).toMatchObject({ state: "error", queued: 2 }));
   });
 
   it("is offline, not in error, when the connection drops mid-sync", async () => {

@@ -130,7 +130,16 @@ export class SyncEngine {
   /** A local change was queued: show it in the counts and push it without making the caller wait. */
   changed(): void {
     void this.refresh();
-    void this.syncNow();
+    this.requestSync();
+  }
+
+  /**
+   * Sync soon: now, unless recent attempts failed, in which case the backoff's scheduled retry will
+   * carry this along (local changes and live hints must not hammer a failing server).
+   */
+  requestSync(): void {
+    if (this.failures === 0) void this.syncNow();
+    else this.again = false;
   }
 
   /**
@@ -144,10 +153,9 @@ export class SyncEngine {
     }
     this.running = this.run().finally(() => {
       this.running = null;
-      if (this.again && !this.stopped) {
-        this.again = false;
-        void this.syncNow();
-      }
+      const again = this.again;
+      this.again = false;
+      if (again && !this.stopped) this.requestSync();
     });
     return this.running;
   }

@@ -99,7 +99,11 @@ function start(session: Session): void {
     const screen: Screen = product?.[1] ? productScreen(product[1]) : hash === "/failed" ? failedScreen : productsScreen;
     undo = screen(main, context);
   };
-  window.addEventListener("hashchange", route);
+  window.addEventListener("hashchange", () => {
+    route();
+    // A new screen: move focus to it, as a page load would, so keyboard and screen-reader users follow.
+    main.focus();
+  });
   window.addEventListener("online", () => {
     engine.setOnline(true);
     live.start();

@@ -58,6 +58,9 @@ class GatewaySettings(BaseSettings):
 
     # Live updates and the browser app.
     stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300, alias="STREAM_HEARTBEAT_SECONDS")
+    # A stream outliving its token would keep announcing to a caller no longer allowed: end it, and
+    # the client reconnects with its current token.
+    stream_max_seconds: float = Field(default=600.0, gt=0, le=86_400, alias="STREAM_MAX_SECONDS")
     web_app_dir: Path | None = Field(default=None, alias="WEB_APP_DIR")
 
     queue_monitor_interval_seconds: float = Field(default=15.0, gt=0, alias="QUEUE_MONITOR_INTERVAL_SECONDS")

@@ -8,7 +8,9 @@ hint to pull ``/api/sync/changes``; a client that misses an event catches up on 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
+from uuid import UUID
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
@@ -28,17 +30,21 @@ def _event(kind: str, data: dict[str, str]) -> str:
     return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
 
 
-async def _announcements(
-    announcements: CheckpointAnnouncements, identity: CurrentIdentity, heartbeat_seconds: float
+async def announcement_events(
+    announcements: CheckpointAnnouncements, tenant_id: UUID, *, heartbeat_seconds: float, max_seconds: float
 ) -> AsyncIterator[str]:
-    async with announcements.subscribe(identity.tenant_id) as subscription:
+    """The stream's text: ``ready``, then checkpoints and heartbeats until the gateway stops or
+    ``max_seconds`` pass (the client then reconnects, so its token is checked again)."""
+    ends_at = time.monotonic() + max_seconds
+    async with announcements.subscribe(tenant_id) as subscription:
         # "ready" tells the client it is listening: anything committed before it is in the feed.
         yield f"retry: {RECONNECT_MILLISECONDS}\n" + _event("ready", {})
-        while not subscription.closed:
-            checkpoint = await subscription.next_checkpoint(heartbeat_seconds)
+        while not subscription.closed and time.monotonic() < ends_at:
+            wait = min(heartbeat_seconds, max(0.0, ends_at - time.monotonic()))
+            checkpoint = await subscription.next_checkpoint(wait)
             if checkpoint is not None:
                 yield _event("checkpoint", {"checkpoint": checkpoint})
-            elif not subscription.closed:
+            elif not subscription.closed and time.monotonic() < ends_at:
                 # A comment line: keeps proxies from cutting an idle connection, ignored by clients.
                 yield ": heartbeat\n\n"
 
@@ -59,8 +65,14 @@ async def _announcements(
 )
 async def checkpoint_stream(identity: CurrentIdentity, runtime: Runtime) -> StreamingResponse:
     """Pull ``/api/sync/changes`` from your checkpoint on ``ready`` and on every ``checkpoint`` event."""
+    settings = runtime.settings
     return StreamingResponse(
-        _announcements(runtime.announcements, identity, runtime.settings.stream_heartbeat_seconds),
+        announcement_events(
+            runtime.announcements,
+            identity.tenant_id,
+            heartbeat_seconds=settings.stream_heartbeat_seconds,
+            max_seconds=settings.stream_max_seconds,
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
     )

@@ -17,6 +17,10 @@ async def test_offline_changes_queue_and_sync_by_themselves_on_reconnect(
 ) -> None:
     context = await new_context()
     page = await sign_in(context, token)
+    await add_product(page, "Black tea")
+    await expect(status(page)).to_contain_text("Up to date")
+    await expect(status(page)).not_to_contain_text("queued")
+    assert [p["name"] for p in (await get_within_limits(gateway, "/api/products")).json()["items"]] == ["Black tea"]
 
     await context.set_offline(True)
     await expect(status(page)).to_contain_text("Offline")
@@ -36,8 +40,13 @@ async def test_offline_changes_queue_and_sync_by_themselves_on_reconnect(
     edit = page.get_by_role("form", name="Edit product")
     await edit.get_by_label("SKU").fill("TEA-GREEN")
     await edit.get_by_role("button", name="Save").click()
+    await page.get_by_role("link", name="All products").click()
+    await product_row(page, "Black tea").get_by_role("link", name="Black tea").click()
+    await page.get_by_role("button", name="Delete product").click()
+    await page.get_by_role("button", name="Confirm delete").click()
+    await expect(product_row(page, "Black tea")).to_have_count(0)
     await expect(status(page)).to_contain_text("Offline")
-    await expect(status(page)).to_contain_text("6 queued")
+    await expect(status(page)).to_contain_text("7 queued")
     listed = await get_within_limits(gateway, "/api/products")
     assert [p for p in listed.json()["items"] if p["name"] == "Green tea"] == [], "nothing may reach the server offline"
 
@@ -45,7 +54,8 @@ async def test_offline_changes_queue_and_sync_by_themselves_on_reconnect(
     await expect(status(page)).to_contain_text("Up to date")
     await expect(status(page)).not_to_contain_text("queued")
     listed = await get_within_limits(gateway, "/api/products")
-    (product,) = [p for p in listed.json()["items"] if p["name"] == "Green tea"]
+    (product,) = listed.json()["items"]  # Black tea was deleted
+    assert product["name"] == "Green tea"
     assert (product["sku"], product["stockLevel"], product["lowStockThreshold"]) == ("TEA-GREEN", 11, 5)
     history = await get_within_limits(gateway, f"/api/products/{product['id']}/movements")
     assert [(m["kind"], m["quantity"]) for m in history.json()["items"]] == [

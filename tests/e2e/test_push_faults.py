@@ -94,6 +94,28 @@ async def test_with_rabbitmq_out_of_reach_the_gateway_answers_503_and_applies_no
         assert await stock_level(admin, tenant_id, product) == 6
 
 
+async def test_a_broker_link_lost_before_the_first_publish_answers_503_not_500(
+    own_stack: Stack, database: ServiceUrls, tenant_id: uuid.UUID
+) -> None:
+    async with CuttableProxy.in_front_of(database.amqp_url) as proxy:
+        await asyncio.to_thread(own_stack.start_worker)
+        await asyncio.to_thread(own_stack.start_gateway, AMQP_URL=proxy.url(database.amqp_url))
+
+        async def monitor_connected() -> bool:  # the queue monitor opens the connection; no channel yet
+            return len(proxy.sent) > 0
+
+        await eventually(monitor_connected)
+        await proxy.cut()
+        async with gateway_client(own_stack, tenant_id) as client:
+            # While the robust connection waits to reconnect, opening the first channel must be
+            # reported as the broker being away, never as a server error.
+            for _ in range(6):
+                answer = await client.post("/api/sync", json={"operations": [create_product(tenant_id, uuid.uuid4())]})
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["code"] == "UNAVAILABLE"
+                await asyncio.sleep(0.3)
+
+
 async def test_with_redis_out_of_the_gateways_reach_keyed_requests_are_unavailable_and_others_pend(
     own_stack: Stack, database: ServiceUrls, admin: asyncpg.Connection, tenant_id: uuid.UUID
 ) -> None:

@@ -49,7 +49,7 @@ class AmqpBatchPublisher:
         connection = await self._ready_connection()
         async with self._lock:
             if self._channel is None:
-                self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                self._channel = await _open_channel(connection, publisher_confirms=True, on_return_raises=True)
             return self._channel
 
     async def publish(self, command: ApplySyncBatch) -> None:
@@ -97,7 +97,8 @@ class AmqpBatchPublisher:
         for name in (self._queue, f"{self._queue}.XQ"):
             try:
                 async with asyncio.timeout(self._timeout):
-                    async with connection.channel() as channel:  # a throwaway: a 404 closes it
+                    channel = await _open_channel(connection)  # a throwaway: a 404 closes it
+                    async with channel:
                         queue = await channel.declare_queue(name, passive=True)
                         result = queue.declaration_result
                         depths[name] = (result.message_count or 0, result.consumer_count or 0)
@@ -110,3 +111,16 @@ class AmqpBatchPublisher:
         if self._connection is not None:
             await self._connection.close()
         self._connection, self._channel = None, None
+
+
+async def _open_channel(connection: AbstractRobustConnection, **options: bool) -> AbstractChannel:
+    """A new, open channel on ``connection``.
+
+    While a robust connection waits to reconnect, aio-pika and aiormq refuse to make or open a
+    channel with a bare ``RuntimeError``; that means the broker is out of reach, so it is raised as
+    a ``ConnectionError`` like every other way of not reaching it.
+    """
+    try:
+        return await connection.channel(**options)
+    except RuntimeError as exc:
+        raise ConnectionError(f"the broker connection is not open: {exc}") from exc

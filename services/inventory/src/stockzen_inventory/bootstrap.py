@@ -68,5 +68,14 @@ def _answer_database_outages(app: FastAPI) -> None:
         log.warning("database unavailable", extra={"error": type(exc).__name__})
         return error_response(503, Code.UNAVAILABLE, "the inventory database is unavailable", {"Retry-After": "5"})
 
+    async def closed_under_us(request: Request, exc: Exception) -> JSONResponse:
+        # When Postgres goes away mid-transaction, the rollback on the way out raises asyncpg's
+        # InterfaceError "connection is closed" in place of the connection error: still an outage.
+        # Any other InterfaceError is a bug and stays an internal error.
+        if "closed" in str(exc):
+            return await unavailable(request, exc)
+        raise exc
+
     for error in _DATABASE_UNAVAILABLE:
         app.add_exception_handler(error, unavailable)
+    app.add_exception_handler(asyncpg.InterfaceError, closed_under_us)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from typing import Protocol
 from uuid import UUID
 
 from stockzen_contracts import ApplySyncBatch, SyncBatchApplied
+from stockzen_platform.identity import Identity
 
 from .domain.idempotency import KeyClaim, StoredResponse
+from .domain.rate_limits import RateDecision, RateLimit
 
 
 class PublishFailed(Exception):
@@ -78,4 +82,35 @@ class CheckpointAnnouncements(Protocol):
 
     async def aclose(self) -> None:
         """End every open subscription and release the connection."""
+        ...
+
+
+class RateLimiter(Protocol):
+    """Token buckets per (scope, tenant, user), shared by every gateway replica (Redis in production)."""
+
+    async def take_token(self, limit: RateLimit, tenant_id: UUID, user_id: str) -> RateDecision:
+        """Spend one request from the caller's bucket for ``limit``; raise when the store cannot answer."""
+        ...
+
+
+class InventoryUnavailable(Exception):
+    """The inventory service could not answer (down, too slow, or refusing the gateway's credentials)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryAnswer:
+    """Inventory's answer, passed on to the client as it is: status, body and the headers that matter."""
+
+    status_code: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class InventoryReads(Protocol):
+    """The inventory service's read API, asked on behalf of a verified caller."""
+
+    async def get(
+        self, path: str, identity: Identity, *, params: Mapping[str, str | int | bool], request_id: str | None = None
+    ) -> InventoryAnswer:
+        """GET ``path`` for ``identity``; raise :class:`InventoryUnavailable` when there is no usable answer."""
         ...

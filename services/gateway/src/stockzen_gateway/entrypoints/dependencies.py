@@ -11,9 +11,9 @@ from fastapi import Depends, Request
 from redis.exceptions import RedisError
 
 from stockzen_contracts import Code
-from stockzen_gateway.bootstrap import GatewayRuntime
 from stockzen_gateway.domain.rate_limits import RateLimit
 from stockzen_gateway.metrics import METRICS
+from stockzen_gateway.runtime import GatewayRuntime
 from stockzen_platform.http import ApiError
 from stockzen_platform.identity import Identity, InvalidToken
 
@@ -50,7 +50,7 @@ def rate_limit(pick: Callable[[GatewayRuntime], RateLimit]) -> Callable[..., Awa
     async def spend(identity: CurrentIdentity, runtime: Runtime) -> None:
         limit = pick(runtime)
         try:
-            decision = await runtime.state.take_token(limit, identity.tenant_id, identity.user_id)
+            decision = await runtime.rate_limiter.take_token(limit, identity.tenant_id, identity.user_id)
         except RedisError as exc:
             # Fail open: the limit protects capacity, it is not a correctness rule, and the
             # sync path itself answers 503 while Redis is away.

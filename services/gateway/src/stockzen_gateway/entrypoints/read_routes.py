@@ -18,8 +18,8 @@ from stockzen_contracts import (
     ProductPage,
     ProductView,
 )
-from stockzen_gateway.adapters.inventory_client import InventoryUnavailable
-from stockzen_gateway.bootstrap import GatewayRuntime
+from stockzen_gateway.ports import InventoryUnavailable
+from stockzen_gateway.runtime import GatewayRuntime
 from stockzen_platform.http import ApiError, request_id_of
 from stockzen_platform.identity import Identity
 from stockzen_platform.read_params import (

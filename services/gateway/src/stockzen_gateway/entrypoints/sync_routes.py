@@ -55,7 +55,7 @@ async def post_sync(
             identity,
             request_id_of(request),
             publisher=runtime.publisher,
-            state=runtime.state,
+            state=runtime.sync_state,
             policy=runtime.sync_policy,
         )
     except RequestRefused as exc:

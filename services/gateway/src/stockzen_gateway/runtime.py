@@ -1,0 +1,32 @@
+"""What a request handler reaches for: the gateway's settings and its ports, built once per process.
+
+Typed with the ports only, so the entrypoints never import an adapter or the composition root
+(:mod:`stockzen_gateway.bootstrap` builds this and imports the entrypoints, never the other way round).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stockzen_platform.identity import TokenVerifier
+
+from .config import GatewaySettings
+from .domain.rate_limits import RateLimit
+from .ports import BatchPublisher, CheckpointAnnouncements, InventoryReads, RateLimiter, SyncState
+from .services import SyncPolicy
+
+
+@dataclass(frozen=True)
+class GatewayRuntime:
+    """Everything a request handler needs, built once per process."""
+
+    settings: GatewaySettings
+    verifier: TokenVerifier
+    sync_state: SyncState
+    rate_limiter: RateLimiter
+    publisher: BatchPublisher
+    sync_policy: SyncPolicy
+    sync_limit: RateLimit
+    read_limit: RateLimit
+    inventory: InventoryReads
+    announcements: CheckpointAnnouncements

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from stockzen_gateway.adapters.redis_rate_limiter import RedisRateLimiter
 from stockzen_gateway.adapters.redis_state import RedisGatewayState
 from stockzen_gateway.domain.idempotency import KeyState, StoredResponse
 from stockzen_gateway.domain.rate_limits import RateLimit
@@ -25,24 +26,33 @@ async def state(database: ServiceUrls) -> AsyncIterator[RedisGatewayState]:
     await delete_redis_keys(database.redis_url, prefix)
 
 
-async def test_a_bucket_allows_its_burst_then_says_when_to_come_back(state: RedisGatewayState) -> None:
+@pytest.fixture
+async def limiter(database: ServiceUrls) -> AsyncIterator[RedisRateLimiter]:
+    client = aioredis.Redis.from_url(database.redis_url)
+    prefix = f"{database.redis_prefix}{uuid.uuid4().hex[:6]}:"
+    yield RedisRateLimiter(client, prefix=prefix)
+    await client.aclose()
+    await delete_redis_keys(database.redis_url, prefix)
+
+
+async def test_a_bucket_allows_its_burst_then_says_when_to_come_back(limiter: RedisRateLimiter) -> None:
     limit = RateLimit("sync", per_minute=60, burst=5)
     tenant = uuid.uuid4()
-    decisions = await asyncio.gather(*(state.take_token(limit, tenant, "u") for _ in range(8)))
+    decisions = await asyncio.gather(*(limiter.take_token(limit, tenant, "u") for _ in range(8)))
     assert sum(d.allowed for d in decisions) == 5  # atomic under concurrency: never more than the burst
     refused = [d for d in decisions if not d.allowed]
     assert all(d.retry_after_seconds == 1 for d in refused)  # one token per second refills
-    assert (await state.take_token(limit, tenant, "other-user")).allowed
-    assert (await state.take_token(RateLimit("read", 60, 5), tenant, "u")).allowed
+    assert (await limiter.take_token(limit, tenant, "other-user")).allowed
+    assert (await limiter.take_token(RateLimit("read", 60, 5), tenant, "u")).allowed
     await asyncio.sleep(1.1)
-    assert (await state.take_token(limit, tenant, "u")).allowed
+    assert (await limiter.take_token(limit, tenant, "u")).allowed
 
 
-async def test_a_slow_bucket_names_a_longer_wait(state: RedisGatewayState) -> None:
+async def test_a_slow_bucket_names_a_longer_wait(limiter: RedisRateLimiter) -> None:
     limit = RateLimit("sync", per_minute=2, burst=1)
     tenant = uuid.uuid4()
-    assert (await state.take_token(limit, tenant, "u")).allowed
-    refused = await state.take_token(limit, tenant, "u")
+    assert (await limiter.take_token(limit, tenant, "u")).allowed
+    refused = await limiter.take_token(limit, tenant, "u")
     assert not refused.allowed
     assert 29 <= refused.retry_after_seconds <= 30
 

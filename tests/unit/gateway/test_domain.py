@@ -8,6 +8,7 @@ from typing import Any
 from stockzen_contracts import Code, ItemResult, ItemStatus, SyncBatchApplied
 from stockzen_gateway.domain.envelope import judge_operations
 from stockzen_gateway.domain.idempotency import KeyState, check_key, fingerprint, is_replayable, refusal_for
+from stockzen_gateway.domain.rate_limits import RateDecision, RateLimit, judge
 from stockzen_gateway.domain.results import assemble_results, is_complete
 from tests.support.ops import movement
 
@@ -108,3 +109,18 @@ def test_an_answer_with_an_item_to_retry_later_is_not_kept_for_replays() -> None
     later = [ItemResult.retry_later(op, Code.NOT_FOUND, "no such product yet")]
     assert is_replayable(200, final)
     assert not is_replayable(200, later)
+
+
+def test_a_refused_request_answers_429_with_when_to_come_back() -> None:
+    limit = RateLimit("sync", per_minute=120, burst=20)
+    assert judge(limit, RateDecision(allowed=True, retry_after_seconds=0)) is None
+    refusal = judge(limit, RateDecision(allowed=False, retry_after_seconds=3))
+    assert refusal is not None
+    assert (refusal.status_code, refusal.code) == (429, Code.RATE_LIMITED)
+    assert refusal.headers == {"Retry-After": "3"}
+    assert "120 per minute" in refusal.message
+    assert "bursts of 20" in refusal.message
+
+
+def test_a_limiter_that_cannot_answer_lets_the_request_through() -> None:
+    assert judge(RateLimit("read", 60, 5), None) is None

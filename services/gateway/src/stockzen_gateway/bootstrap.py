@@ -21,9 +21,9 @@ from stockzen_platform.identity import TokenVerifier, internal_token_issuer
 from .adapters.checkpoint_announcements import RedisCheckpointAnnouncements
 from .adapters.inventory_client import InventoryClient
 from .adapters.publisher import AmqpBatchPublisher
+from .adapters.redis_rate_limiter import RedisRateLimiter
 from .adapters.redis_state import RedisGatewayState
 from .config import GatewaySettings
-from .domain.rate_limits import RateLimit
 from .entrypoints import http, read_routes, stream_routes, sync_routes
 from .entrypoints.openapi import document_sync_request
 from .entrypoints.web_app import mount_web_app
@@ -41,6 +41,7 @@ class GatewayAdapters:
 
     redis: aioredis.Redis
     state: RedisGatewayState
+    rate_limiter: RedisRateLimiter
     publisher: AmqpBatchPublisher
     inventory: InventoryClient
     announcements: RedisCheckpointAnnouncements
@@ -68,10 +69,10 @@ def _redis(settings: GatewaySettings) -> aioredis.Redis:
 def build_adapters(settings: GatewaySettings) -> GatewayAdapters:
     """The production adapters for ``settings`` (no connection opens until first use)."""
     client = _redis(settings)
-    state = RedisGatewayState(client, prefix=settings.redis_key_prefix)
     return GatewayAdapters(
         redis=client,
-        state=state,
+        state=RedisGatewayState(client, prefix=settings.redis_key_prefix),
+        rate_limiter=RedisRateLimiter(client, prefix=settings.redis_key_prefix),
         publisher=AmqpBatchPublisher(
             settings.amqp_url, settings.sync_queue, timeout_seconds=settings.publish_timeout_seconds
         ),
@@ -99,14 +100,13 @@ def build_runtime(settings: GatewaySettings, adapters: GatewayAdapters) -> Gatew
             issuer=settings.jwt_issuer,
         ),
         sync_state=adapters.state,
-        rate_limiter=adapters.state,
+        rate_limiter=adapters.rate_limiter,
         publisher=adapters.publisher,
         sync_policy=SyncPolicy(
             result_timeout_seconds=settings.result_timeout_seconds,
             idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
         ),
-        sync_limit=RateLimit("sync", settings.sync_rate_per_minute, settings.sync_rate_burst),
-        read_limit=RateLimit("read", settings.read_rate_per_minute, settings.read_rate_burst),
+        rate_limits=settings.rate_limits,
         inventory=adapters.inventory,
         announcements=adapters.announcements,
     )

@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from stockzen_contracts import MAX_OPERATIONS_CEILING
 from stockzen_platform.settings import Environment, require_real_secret
 
+from .domain.rate_limits import RateLimit, RateLimits
+
 
 class GatewaySettings(BaseSettings):
     """Environment variables of the gateway (see the README's configuration table)."""
@@ -75,6 +77,14 @@ class GatewaySettings(BaseSettings):
             raise ValueError("JWT_PUBLIC_KEY is required when JWT_ALGORITHM=RS256")
         require_real_secret("INTERNAL_TOKEN_SECRET", self.internal_token_secret, self.environment)
         return self
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """The per-caller buckets these settings describe (the rule is in ``domain/rate_limits.py``)."""
+        return RateLimits(
+            sync=RateLimit("sync", self.sync_rate_per_minute, self.sync_rate_burst),
+            read=RateLimit("read", self.read_rate_per_minute, self.read_rate_burst),
+        )
 
     @property
     def jwt_verification_key(self) -> str:

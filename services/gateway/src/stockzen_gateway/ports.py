@@ -85,11 +85,16 @@ class CheckpointAnnouncements(Protocol):
         ...
 
 
+class RateLimiterUnavailable(Exception):
+    """The rate limiter's store could not answer (what then is the domain's call: it fails open)."""
+
+
 class RateLimiter(Protocol):
     """Token buckets per (scope, tenant, user), shared by every gateway replica (Redis in production)."""
 
     async def take_token(self, limit: RateLimit, tenant_id: UUID, user_id: str) -> RateDecision:
-        """Spend one request from the caller's bucket for ``limit``; raise when the store cannot answer."""
+        """Spend one request from the caller's bucket for ``limit``; raise
+        :class:`RateLimiterUnavailable` when its store cannot answer."""
         ...
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from stockzen_platform.identity import TokenVerifier
 
 from .config import GatewaySettings
-from .domain.rate_limits import RateLimit
+from .domain.rate_limits import RateLimits
 from .ports import BatchPublisher, CheckpointAnnouncements, InventoryReads, RateLimiter, SyncState
 from .services import SyncPolicy
 
@@ -26,7 +26,6 @@ class GatewayRuntime:
     rate_limiter: RateLimiter
     publisher: BatchPublisher
     sync_policy: SyncPolicy
-    sync_limit: RateLimit
-    read_limit: RateLimit
+    rate_limits: RateLimits
     inventory: InventoryReads
     announcements: CheckpointAnnouncements

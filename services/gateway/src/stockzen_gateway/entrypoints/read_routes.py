@@ -38,7 +38,7 @@ from stockzen_platform.read_params import (
 
 from .dependencies import CurrentIdentity, Runtime, rate_limit
 
-router = APIRouter(dependencies=[Depends(rate_limit(lambda runtime: runtime.read_limit))])
+router = APIRouter(dependencies=[Depends(rate_limit(lambda limits: limits.read))])
 
 _ERRORS = error_responses(401, 404, 422, 429, 503)
 _FEED_ERRORS = error_responses(401, 422, 429, 503, resettable=True)

@@ -35,7 +35,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     "/api/sync",
     response_model=SyncResponse,
     responses={202: {"model": SyncResponse, "description": "some items are still pending"}, **_ERRORS},
-    dependencies=[Depends(rate_limit(lambda runtime: runtime.sync_limit))],
+    dependencies=[Depends(rate_limit(lambda limits: limits.sync))],
     summary="Push offline changes; one result per operation",
     openapi_extra=SYNC_REQUEST_BODY,
 )

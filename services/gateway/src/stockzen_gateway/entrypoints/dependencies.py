@@ -30,6 +30,7 @@ Runtime = Annotated[GatewayRuntime, Depends(_runtime)]
 
 
 async def _current_identity(request: Request, runtime: Runtime) -> Identity:
+    # The only source of the caller's tenant: layer 1 of stockzen_platform.tenancy.
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, Code.UNAUTHORIZED, "a bearer token is required", _BEARER)

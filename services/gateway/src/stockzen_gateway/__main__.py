@@ -30,7 +30,7 @@ class _GatewayServer(uvicorn.Server):
 def main() -> int:
     """Read settings (failing fast on bad secrets) and serve."""
     settings = GatewaySettings()
-    configure_logging("gateway", settings.log_level)
+    configure_logging("gateway", settings.log_level, settings.log_format)
     adapters = build_adapters(settings)
     app = build_app(settings, adapters)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False)

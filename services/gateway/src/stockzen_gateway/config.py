@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stockzen_contracts import MAX_OPERATIONS_CEILING
+from stockzen_platform.logging import LogFormat
 from stockzen_platform.settings import Environment, require_real_secret
 
 from .domain.rate_limits import RateLimit, RateLimits
@@ -23,6 +24,7 @@ class GatewaySettings(BaseSettings):
     host: str = Field(default="127.0.0.1", alias="GATEWAY_HOST")
     port: int = Field(default=8000, alias="GATEWAY_PORT")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    log_format: LogFormat = Field(default=LogFormat.JSON, alias="LOG_FORMAT")
 
     # Who the callers are.
     jwt_algorithm: Literal["HS256", "RS256"] = Field(default="HS256", alias="JWT_ALGORITHM")

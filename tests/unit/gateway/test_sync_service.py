@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from stockzen_contracts import ApplySyncBatch, ItemResult, ItemStatus, SyncBatchApplied, SyncRequest
-from stockzen_gateway.domain.idempotency import KeyClaim, KeyState, StoredResponse
+from stockzen_gateway.domain.request_keys import RequestKeyClaim, RequestKeyState, StoredResponse
 from stockzen_gateway.ports import PublishFailed
 from stockzen_gateway.services import RequestRefused, SyncPolicy, sync, sync_idempotently
 from stockzen_platform.identity import Identity
 from tests.support.ops import movement
 
-POLICY = SyncPolicy(result_timeout_seconds=1, idempotency_ttl_seconds=60)
+POLICY = SyncPolicy(result_timeout_seconds=1, request_key_ttl_seconds=60)
 
 
 @dataclass
@@ -42,19 +42,21 @@ class FakeState:
     broker: FakeBroker | None = None
     during_wait: Callable[[], Awaitable[None]] | None = None  # runs once, while a request waits
 
-    async def claim_key(self, tenant_id: uuid.UUID, key: str, fingerprint: str, *, in_flight_seconds: int) -> KeyClaim:
+    async def claim_request_key(
+        self, tenant_id: uuid.UUID, key: str, fingerprint: str, *, in_flight_seconds: int
+    ) -> RequestKeyClaim:
         held = self.keys.get((tenant_id, key))
         if held is None:
             token = uuid.uuid4().hex
             self.keys[(tenant_id, key)] = {"state": "in_flight", "fingerprint": fingerprint, "token": token}
-            return KeyClaim(KeyState.CLAIMED, token=token)
+            return RequestKeyClaim(RequestKeyState.CLAIMED, token=token)
         if held["fingerprint"] != fingerprint:
-            return KeyClaim(KeyState.MISMATCH)
+            return RequestKeyClaim(RequestKeyState.MISMATCH)
         if held["state"] == "in_flight":
-            return KeyClaim(KeyState.IN_FLIGHT)
-        return KeyClaim(KeyState.COMPLETED, held["response"])
+            return RequestKeyClaim(RequestKeyState.IN_FLIGHT)
+        return RequestKeyClaim(RequestKeyState.COMPLETED, held["response"])
 
-    async def complete_key(
+    async def complete_request_key(
         self, tenant_id: uuid.UUID, key: str, token: str, response: StoredResponse, *, ttl_seconds: int
     ) -> bool:
         held = self.keys.get((tenant_id, key), {})
@@ -63,7 +65,7 @@ class FakeState:
         held.update(state="completed", response=response, token=None)
         return True
 
-    async def release_key(self, tenant_id: uuid.UUID, key: str, token: str) -> None:
+    async def release_request_key(self, tenant_id: uuid.UUID, key: str, token: str) -> None:
         held = self.keys.get((tenant_id, key), {})
         if held.get("state") == "in_flight" and held.get("token") == token:
             del self.keys[(tenant_id, key)]

@@ -104,7 +104,7 @@ def build_runtime(settings: GatewaySettings, adapters: GatewayAdapters) -> Gatew
         publisher=adapters.publisher,
         sync_policy=SyncPolicy(
             result_timeout_seconds=settings.result_timeout_seconds,
-            idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+            request_key_ttl_seconds=settings.request_key_ttl_seconds,
         ),
         rate_limits=settings.rate_limits,
         inventory=adapters.inventory,

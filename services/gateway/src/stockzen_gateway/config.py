@@ -51,8 +51,8 @@ class GatewaySettings(BaseSettings):
     result_timeout_seconds: float = Field(default=10.0, gt=0, le=60, alias="SYNC_RESULT_TIMEOUT_SECONDS")
     publish_timeout_seconds: float = Field(default=5.0, gt=0, le=60, alias="SYNC_PUBLISH_TIMEOUT_SECONDS")
 
-    # Idempotency-Key: how long a completed request's response is kept for replays.
-    idempotency_ttl_seconds: int = Field(default=86_400, ge=60, alias="IDEMPOTENCY_TTL_SECONDS")
+    # Request keys (the Idempotency-Key header): how long a completed request's response is kept for replays.
+    request_key_ttl_seconds: int = Field(default=86_400, ge=60, alias="IDEMPOTENCY_TTL_SECONDS")
 
     # Rate limits per (tenant, user): a token bucket of `burst` refilled at `per_minute`.
     sync_rate_per_minute: int = Field(default=120, ge=1, alias="SYNC_RATE_LIMIT_PER_MINUTE")

@@ -11,8 +11,8 @@ from uuid import UUID
 from stockzen_contracts import ApplySyncBatch, SyncBatchApplied
 from stockzen_platform.identity import Identity
 
-from .domain.idempotency import KeyClaim, StoredResponse
 from .domain.rate_limits import RateDecision, RateLimit
+from .domain.request_keys import RequestKeyClaim, StoredResponse
 
 
 class PublishFailed(Exception):
@@ -29,21 +29,23 @@ class BatchPublisher(Protocol):
 
 
 class SyncState(Protocol):
-    """Idempotency-Key records and the way results come back (Redis in production)."""
+    """request-key records and the way results come back (Redis in production)."""
 
-    async def claim_key(self, tenant_id: UUID, key: str, fingerprint: str, *, in_flight_seconds: int) -> KeyClaim:
+    async def claim_request_key(
+        self, tenant_id: UUID, key: str, fingerprint: str, *, in_flight_seconds: int
+    ) -> RequestKeyClaim:
         """Claim ``key`` for this request (the claim carries a fresh token), or learn it is running,
         finished, or used for another body."""
         ...
 
-    async def complete_key(
+    async def complete_request_key(
         self, tenant_id: UUID, key: str, token: str, response: StoredResponse, *, ttl_seconds: int
     ) -> bool:
         """Keep the final response for replays, only if the claim ``token`` still holds the key
         (atomically); ``False`` when the claim was lost (expired, or the store restarted)."""
         ...
 
-    async def release_key(self, tenant_id: UUID, key: str, token: str) -> None:
+    async def release_request_key(self, tenant_id: UUID, key: str, token: str) -> None:
         """Forget a claim whose answer must not be replayed, only if ``token`` still holds it."""
         ...
 

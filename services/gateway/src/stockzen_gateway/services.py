@@ -12,11 +12,11 @@ from stockzen_contracts import ApplySyncBatch, ItemResult, SyncRequest, SyncResp
 from stockzen_platform.identity import Identity
 
 from .domain.envelope import judge_operations
-from .domain.idempotency import (
-    KeyState,
+from .domain.request_keys import (
     Refusal,
+    RequestKeyState,
     StoredResponse,
-    check_key,
+    check_request_key,
     fingerprint,
     is_replayable,
     refusal_for,
@@ -38,7 +38,7 @@ class SyncAnswer:
 
 
 class RequestRefused(Exception):
-    """The request as a whole cannot go on (an Idempotency-Key rule); answered with the error shape."""
+    """The request as a whole cannot go on (a request-key rule); answered with the error shape."""
 
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(refusal.message)
@@ -50,7 +50,7 @@ class SyncPolicy:
     """The knobs of a sync request's life (from the gateway's settings)."""
 
     result_timeout_seconds: float
-    idempotency_ttl_seconds: int
+    request_key_ttl_seconds: int
 
     @property
     def in_flight_seconds(self) -> int:
@@ -100,7 +100,7 @@ async def sync(
 
 async def sync_idempotently(
     request: SyncRequest,
-    idempotency_key: str | None,
+    request_key: str | None,
     identity: Identity,
     request_id: str,
     *,
@@ -109,16 +109,16 @@ async def sync_idempotently(
     policy: SyncPolicy,
 ) -> SyncAnswer:
     """:func:`sync`, honouring an ``Idempotency-Key``: replay, run and keep, or raise :class:`RequestRefused`."""
-    if idempotency_key is None:
+    if request_key is None:
         return await sync(request, identity, request_id, publisher=publisher, state=state, policy=policy)
-    refusal = check_key(idempotency_key, [_raw_operation_id(op) for op in request.operations])
+    refusal = check_request_key(request_key, [_raw_operation_id(op) for op in request.operations])
     if refusal:
         raise RequestRefused(refusal)
     digest = fingerprint(request.operations)
-    claim = await state.claim_key(
-        identity.tenant_id, idempotency_key, digest, in_flight_seconds=policy.in_flight_seconds
+    claim = await state.claim_request_key(
+        identity.tenant_id, request_key, digest, in_flight_seconds=policy.in_flight_seconds
     )
-    if claim.state is KeyState.COMPLETED and claim.stored is not None:
+    if claim.state is RequestKeyState.COMPLETED and claim.stored is not None:
         return SyncAnswer(claim.stored.status_code, claim.stored.body, replayed=True)
     refusal = refusal_for(claim.state)
     if refusal:
@@ -127,17 +127,17 @@ async def sync_idempotently(
     try:
         answer = await sync(request, identity, request_id, publisher=publisher, state=state, policy=policy)
     except BaseException:
-        await state.release_key(identity.tenant_id, idempotency_key, claim.token)
+        await state.release_request_key(identity.tenant_id, request_key, claim.token)
         raise
     if is_replayable(answer.status_code, answer.results):
         stored = StoredResponse(answer.status_code, answer.body)
-        kept = await state.complete_key(
-            identity.tenant_id, idempotency_key, claim.token, stored, ttl_seconds=policy.idempotency_ttl_seconds
+        kept = await state.complete_request_key(
+            identity.tenant_id, request_key, claim.token, stored, ttl_seconds=policy.request_key_ttl_seconds
         )
         if not kept:
-            log.warning("lost the Idempotency-Key claim before completing; the answer is not kept")
+            log.warning("lost the request-key claim before completing; the answer is not kept")
     else:
-        await state.release_key(identity.tenant_id, idempotency_key, claim.token)
+        await state.release_request_key(identity.tenant_id, request_key, claim.token)
     return answer
 
 

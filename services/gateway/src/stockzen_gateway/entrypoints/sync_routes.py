@@ -43,7 +43,7 @@ async def post_sync(
     request: Request,
     identity: CurrentIdentity,
     runtime: Runtime,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    request_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
     """Apply a batch of operations: ``200`` with every result, or ``202`` with the late ones ``pending``."""
     body = await read_json_body(request, runtime.settings.max_body_bytes)
@@ -51,7 +51,7 @@ async def post_sync(
     try:
         answer = await sync_idempotently(
             envelope,
-            idempotency_key,
+            request_key,
             identity,
             request_id_of(request),
             publisher=runtime.publisher,
@@ -59,7 +59,7 @@ async def post_sync(
             policy=runtime.sync_policy,
         )
     except RequestRefused as exc:
-        METRICS.idempotency.labels(exc.refusal.code.lower()).inc()
+        METRICS.request_keys.labels(exc.refusal.code.lower()).inc()
         raise ApiError(exc.refusal.status_code, exc.refusal.code, exc.refusal.message) from None
     except PublishFailed as exc:
         raise ApiError(
@@ -90,7 +90,7 @@ def _answer(answer: SyncAnswer, envelope: SyncRequest) -> Response:
     headers = {}
     if answer.replayed:
         headers["Idempotent-Replayed"] = "true"
-        METRICS.idempotency.labels("replayed").inc()
+        METRICS.request_keys.labels("replayed").inc()
     else:
         _count_results(answer, envelope)
     if answer.status_code == 202:

@@ -29,7 +29,7 @@ from .entrypoints.openapi import document_sync_request
 from .entrypoints.web_app import mount_web_app
 from .metrics import METRICS
 from .runtime import GatewayRuntime
-from .services import SyncPolicy
+from .services import SyncPolicy, SyncService
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +99,15 @@ def build_runtime(settings: GatewaySettings, adapters: GatewayAdapters) -> Gatew
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
         ),
-        sync_state=adapters.state,
-        rate_limiter=adapters.rate_limiter,
-        publisher=adapters.publisher,
-        sync_policy=SyncPolicy(
-            result_timeout_seconds=settings.result_timeout_seconds,
-            request_key_ttl_seconds=settings.request_key_ttl_seconds,
+        sync=SyncService(
+            adapters.publisher,
+            adapters.state,
+            SyncPolicy(
+                result_timeout_seconds=settings.result_timeout_seconds,
+                request_key_ttl_seconds=settings.request_key_ttl_seconds,
+            ),
         ),
+        rate_limiter=adapters.rate_limiter,
         rate_limits=settings.rate_limits,
         inventory=adapters.inventory,
         announcements=adapters.announcements,

@@ -12,8 +12,8 @@ from stockzen_platform.identity import TokenVerifier
 
 from .config import GatewaySettings
 from .domain.rate_limits import RateLimits
-from .ports import BatchPublisher, CheckpointAnnouncements, InventoryReads, RateLimiter, SyncState
-from .services import SyncPolicy
+from .ports import CheckpointAnnouncements, InventoryReads, RateLimiter
+from .services import SyncService
 
 
 @dataclass(frozen=True)
@@ -22,10 +22,8 @@ class GatewayRuntime:
 
     settings: GatewaySettings
     verifier: TokenVerifier
-    sync_state: SyncState
+    sync: SyncService
     rate_limiter: RateLimiter
-    publisher: BatchPublisher
-    sync_policy: SyncPolicy
     rate_limits: RateLimits
     inventory: InventoryReads
     announcements: CheckpointAnnouncements

@@ -18,7 +18,7 @@ from stockzen_contracts import (
 )
 from stockzen_gateway.metrics import METRICS
 from stockzen_gateway.ports import PublishFailed
-from stockzen_gateway.services import RequestRefused, SyncAnswer, sync_idempotently
+from stockzen_gateway.services import RequestRefused, SyncAnswer
 from stockzen_platform.http import ApiError, request_id_of
 
 from .dependencies import CurrentIdentity, Runtime, rate_limit, read_json_body
@@ -49,15 +49,7 @@ async def post_sync(
     body = await read_json_body(request, runtime.settings.max_body_bytes)
     envelope = _envelope(body, runtime.settings.max_operations)
     try:
-        answer = await sync_idempotently(
-            envelope,
-            request_key,
-            identity,
-            request_id_of(request),
-            publisher=runtime.publisher,
-            state=runtime.sync_state,
-            policy=runtime.sync_policy,
-        )
+        answer = await runtime.sync.push(envelope, identity, request_id=request_id_of(request), request_key=request_key)
     except RequestRefused as exc:
         METRICS.request_keys.labels(exc.refusal.code.lower()).inc()
         raise ApiError(exc.refusal.status_code, exc.refusal.code, exc.refusal.message) from None

@@ -29,8 +29,8 @@ export WEB_APP_DIR ?= $(WEB)/dist
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-run: env services migrate web ## run gateway (:8000, browser app at /app/), inventory (:8001) and the sync worker; Ctrl-C stops all
-	PATH="$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+run: env services migrate web ## run gateway (:8000, browser app at /app/), inventory (:8001) and the sync worker, logging readable lines; Ctrl-C stops all
+	PATH="$(BIN):$$PATH" LOG_FORMAT="$${LOG_FORMAT:-console}" $(BIN)/honcho start -f Procfile
 
 test: env services ## run every test (web unit tests, build, then unit, integration, e2e) against the local services
 	bash scripts/ensure_tools.sh

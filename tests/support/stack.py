@@ -46,6 +46,7 @@ class Stack:
         self.env = {
             "STOCKZEN_ENV": "test",
             "LOG_LEVEL": "INFO",
+            "LOG_FORMAT": "json",  # the tests read the lines back
             "JWT_SECRET": JWT_SECRET,
             "INTERNAL_TOKEN_SECRET": INTERNAL_SECRET,
             "DATABASE_URL": services.app_url,

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from stockzen_gateway.adapters.inventory_client import InventoryClient
-from stockzen_gateway.bootstrap import GatewayRuntime, build_app
+from stockzen_gateway.bootstrap import build_adapters, build_app
 from stockzen_gateway.config import GatewaySettings
 from stockzen_platform.identity import Identity, internal_token_issuer, internal_token_verifier
 from tests.support.services import ServiceUrls
@@ -72,16 +72,14 @@ async def gateway(database: ServiceUrls, tenant_id: uuid.UUID) -> AsyncIterator[
             "READ_RATE_LIMIT_PER_MINUTE": "1",
         }
     )
-    app = build_app(settings)
     fake = FakeInventory()
-    runtime: GatewayRuntime = app.state.runtime
     inventory = InventoryClient(
         "http://inventory.test",
         token_issuer=internal_token_issuer(INTERNAL_SECRET),
         timeout_seconds=1,
         transport=httpx.MockTransport(fake),
     )
-    app.state.runtime = dataclasses.replace(runtime, inventory=inventory)
+    app = build_app(settings, dataclasses.replace(build_adapters(settings), inventory=inventory))
     try:
         async with (
             app.router.lifespan_context(app),
@@ -89,7 +87,6 @@ async def gateway(database: ServiceUrls, tenant_id: uuid.UUID) -> AsyncIterator[
         ):
             yield Gateway(client, fake, tenant_id)
     finally:
-        await inventory.aclose()
         await delete_redis_keys(database.redis_url, prefix)
 
 

@@ -7,7 +7,14 @@ from typing import Any
 
 from stockzen_contracts import Code, ItemResult, ItemStatus, SyncBatchApplied
 from stockzen_gateway.domain.envelope import judge_operations
-from stockzen_gateway.domain.idempotency import KeyState, check_key, fingerprint, is_replayable, refusal_for
+from stockzen_gateway.domain.rate_limits import RateDecision, RateLimit, judge
+from stockzen_gateway.domain.request_keys import (
+    RequestKeyState,
+    check_request_key,
+    fingerprint,
+    is_replayable,
+    refusal_for,
+)
 from stockzen_gateway.domain.results import assemble_results, is_complete
 from tests.support.ops import movement
 
@@ -80,25 +87,25 @@ def test_a_fingerprint_takes_any_json_a_client_can_send_even_a_lone_surrogate() 
 
 def test_key_rules() -> None:
     op_id = str(uuid.uuid4())
-    assert check_key(op_id, [op_id]) is None
-    assert check_key(op_id.upper(), [op_id]) is None  # the same UUID, however it is spelled
-    assert check_key("batch-7", [op_id, str(uuid.uuid4())]) is None
-    mismatch = check_key(str(uuid.uuid4()), [op_id])
+    assert check_request_key(op_id, [op_id]) is None
+    assert check_request_key(op_id.upper(), [op_id]) is None  # the same UUID, however it is spelled
+    assert check_request_key("batch-7", [op_id, str(uuid.uuid4())]) is None
+    mismatch = check_request_key(str(uuid.uuid4()), [op_id])
     assert mismatch is not None
     assert (mismatch.status_code, mismatch.code) == (400, Code.IDEMPOTENCY_KEY_MISMATCH)
     for malformed in ("", "x" * 256, "has space", "tab\tkey"):
-        refusal = check_key(malformed, [op_id, op_id])
+        refusal = check_request_key(malformed, [op_id, op_id])
         assert refusal is not None, malformed
         assert refusal.code is Code.VALIDATION_ERROR
 
 
 def test_who_holds_a_key_decides_the_answer() -> None:
-    in_flight, reused = refusal_for(KeyState.IN_FLIGHT), refusal_for(KeyState.MISMATCH)
+    in_flight, reused = refusal_for(RequestKeyState.IN_FLIGHT), refusal_for(RequestKeyState.MISMATCH)
     assert in_flight is not None
     assert (in_flight.status_code, in_flight.code) == (409, Code.IDEMPOTENCY_KEY_IN_FLIGHT)
     assert reused is not None
     assert (reused.status_code, reused.code) == (422, Code.IDEMPOTENCY_KEY_REUSED)
-    assert refusal_for(KeyState.CLAIMED) is None
+    assert refusal_for(RequestKeyState.CLAIMED) is None
     assert [is_replayable(s, []) for s in (200, 202, 503, 500)] == [True, False, False, False]
 
 
@@ -108,3 +115,18 @@ def test_an_answer_with_an_item_to_retry_later_is_not_kept_for_replays() -> None
     later = [ItemResult.retry_later(op, Code.NOT_FOUND, "no such product yet")]
     assert is_replayable(200, final)
     assert not is_replayable(200, later)
+
+
+def test_a_refused_request_answers_429_with_when_to_come_back() -> None:
+    limit = RateLimit("sync", per_minute=120, burst=20)
+    assert judge(limit, RateDecision(allowed=True, retry_after_seconds=0)) is None
+    refusal = judge(limit, RateDecision(allowed=False, retry_after_seconds=3))
+    assert refusal is not None
+    assert (refusal.status_code, refusal.code) == (429, Code.RATE_LIMITED)
+    assert refusal.headers == {"Retry-After": "3"}
+    assert "120 per minute" in refusal.message
+    assert "bursts of 20" in refusal.message
+
+
+def test_a_limiter_that_cannot_answer_lets_the_request_through() -> None:
+    assert judge(RateLimit("read", 60, 5), None) is None

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from stockzen_contracts import ApplySyncBatch, ItemResult, ItemStatus, SyncBatchApplied, SyncRequest
-from stockzen_gateway.domain.idempotency import KeyClaim, KeyState, StoredResponse
+from stockzen_gateway.domain.request_keys import RequestKeyClaim, RequestKeyState, StoredResponse
 from stockzen_gateway.ports import PublishFailed
-from stockzen_gateway.services import RequestRefused, SyncPolicy, sync, sync_idempotently
+from stockzen_gateway.services import RequestRefused, SyncPolicy, SyncService
 from stockzen_platform.identity import Identity
 from tests.support.ops import movement
 
-POLICY = SyncPolicy(result_timeout_seconds=1, idempotency_ttl_seconds=60)
+POLICY = SyncPolicy(result_timeout_seconds=1, request_key_ttl_seconds=60)
 
 
 @dataclass
@@ -42,19 +42,21 @@ class FakeState:
     broker: FakeBroker | None = None
     during_wait: Callable[[], Awaitable[None]] | None = None  # runs once, while a request waits
 
-    async def claim_key(self, tenant_id: uuid.UUID, key: str, fingerprint: str, *, in_flight_seconds: int) -> KeyClaim:
+    async def claim_request_key(
+        self, tenant_id: uuid.UUID, key: str, fingerprint: str, *, in_flight_seconds: int
+    ) -> RequestKeyClaim:
         held = self.keys.get((tenant_id, key))
         if held is None:
             token = uuid.uuid4().hex
             self.keys[(tenant_id, key)] = {"state": "in_flight", "fingerprint": fingerprint, "token": token}
-            return KeyClaim(KeyState.CLAIMED, token=token)
+            return RequestKeyClaim(RequestKeyState.CLAIMED, token=token)
         if held["fingerprint"] != fingerprint:
-            return KeyClaim(KeyState.MISMATCH)
+            return RequestKeyClaim(RequestKeyState.MISMATCH)
         if held["state"] == "in_flight":
-            return KeyClaim(KeyState.IN_FLIGHT)
-        return KeyClaim(KeyState.COMPLETED, held["response"])
+            return RequestKeyClaim(RequestKeyState.IN_FLIGHT)
+        return RequestKeyClaim(RequestKeyState.COMPLETED, held["response"])
 
-    async def complete_key(
+    async def complete_request_key(
         self, tenant_id: uuid.UUID, key: str, token: str, response: StoredResponse, *, ttl_seconds: int
     ) -> bool:
         held = self.keys.get((tenant_id, key), {})
@@ -63,7 +65,7 @@ class FakeState:
         held.update(state="completed", response=response, token=None)
         return True
 
-    async def release_key(self, tenant_id: uuid.UUID, key: str, token: str) -> None:
+    async def release_request_key(self, tenant_id: uuid.UUID, key: str, token: str) -> None:
         held = self.keys.get((tenant_id, key), {})
         if held.get("state") == "in_flight" and held.get("token") == token:
             del self.keys[(tenant_id, key)]
@@ -97,7 +99,7 @@ async def test_only_valid_items_are_published_and_every_item_gets_a_result(ident
     broker, state = _wired()
     good = movement(identity.tenant_id, uuid.uuid4())
     request = SyncRequest(checkpoint="3", operations=[good, movement(uuid.uuid4(), uuid.uuid4())])
-    answer = await sync(request, identity, "req-1", publisher=broker, state=state, policy=POLICY)
+    answer = await SyncService(broker, state, POLICY).push(request, identity, request_id="req-1")
 
     assert answer.status_code == 200
     assert [o.operation_id for o in broker.published[0].operations] == [uuid.UUID(good["operationId"])]
@@ -110,7 +112,7 @@ async def test_only_valid_items_are_published_and_every_item_gets_a_result(ident
 async def test_nothing_valid_means_nothing_published(identity: Identity) -> None:
     broker, state = _wired()
     request = SyncRequest(checkpoint="3", operations=[{"bad": 1}])
-    answer = await sync(request, identity, "req-1", publisher=broker, state=state, policy=POLICY)
+    answer = await SyncService(broker, state, POLICY).push(request, identity, request_id="req-1")
     assert broker.published == []
     assert json.loads(answer.body)["checkpoint"] == "3"
 
@@ -118,7 +120,7 @@ async def test_nothing_valid_means_nothing_published(identity: Identity) -> None
 async def test_late_results_answer_202_with_pending_items(identity: Identity) -> None:
     broker, state = _wired(answer=False)
     request = SyncRequest(operations=[movement(identity.tenant_id, uuid.uuid4())])
-    answer = await sync(request, identity, "req-1", publisher=broker, state=state, policy=POLICY)
+    answer = await SyncService(broker, state, POLICY).push(request, identity, request_id="req-1")
     assert answer.status_code == 202
     assert [r.status for r in answer.results] == [ItemStatus.PENDING]
 
@@ -129,7 +131,7 @@ async def test_a_completed_key_is_replayed_and_a_pending_one_released(identity: 
     request = SyncRequest.model_validate(body)
 
     async def call() -> Any:
-        return await sync_idempotently(request, "key-1", identity, "r", publisher=broker, state=state, policy=POLICY)
+        return await SyncService(broker, state, POLICY).push(request, identity, request_id="r", request_key="key-1")
 
     assert (await call()).status_code == 202
     assert state.keys == {}  # a pending answer must let the retry run again
@@ -148,8 +150,8 @@ async def test_a_publish_failure_releases_the_key(identity: Identity) -> None:
     broker.fail = True
     body = {"operations": [movement(identity.tenant_id, uuid.uuid4()), movement(identity.tenant_id, uuid.uuid4())]}
     with pytest.raises(PublishFailed):
-        await sync_idempotently(
-            SyncRequest.model_validate(body), "k", identity, "r", publisher=broker, state=state, policy=POLICY
+        await SyncService(broker, state, POLICY).push(
+            SyncRequest.model_validate(body), identity, request_id="r", request_key="k"
         )
     assert state.keys == {}
 
@@ -159,8 +161,8 @@ async def test_a_key_held_by_another_body_or_request_is_refused(identity: Identi
     body = {"operations": [movement(identity.tenant_id, uuid.uuid4()), movement(identity.tenant_id, uuid.uuid4())]}
     state.keys[(identity.tenant_id, "k")] = {"state": "in_flight", "fingerprint": "someone-else"}
     with pytest.raises(RequestRefused) as refused:
-        await sync_idempotently(
-            SyncRequest.model_validate(body), "k", identity, "r", publisher=broker, state=state, policy=POLICY
+        await SyncService(broker, state, POLICY).push(
+            SyncRequest.model_validate(body), identity, request_id="r", request_key="k"
         )
     assert refused.value.refusal.status_code == 422
     assert broker.published == []
@@ -177,7 +179,7 @@ def _batch(identity: Identity, checkpoint: str | None = None) -> SyncRequest:
 
 async def _keyed(request: SyncRequest, identity: Identity, state: FakeState, key: str = "k") -> Any:
     assert state.broker is not None
-    return await sync_idempotently(request, key, identity, "r", publisher=state.broker, state=state, policy=POLICY)
+    return await SyncService(state.broker, state, POLICY).push(request, identity, request_id="r", request_key=key)
 
 
 async def test_a_resend_after_a_pull_carries_a_new_checkpoint_and_is_still_the_same_request(

@@ -6,7 +6,9 @@ import json
 import logging
 import sys
 
-from stockzen_platform.logging import JsonFormatter, log_context
+import pytest
+
+from stockzen_platform.logging import ConsoleFormatter, JsonFormatter, LogFormat, configure_logging, log_context
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl"
 
@@ -73,3 +75,47 @@ def test_an_exception_with_a_secret_is_redacted() -> None:
     except RuntimeError:
         record = logging.LogRecord("t", logging.ERROR, __file__, 1, "boom", (), sys.exc_info())
     assert JWT not in JsonFormatter("svc").format(record)
+
+
+def _console(message: str = "hello", *args: object, **extra: object) -> str:
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, message, args, None)
+    record.__dict__.update(extra)
+    return ConsoleFormatter("svc").format(record)
+
+
+def test_console_lines_are_readable_and_carry_context_and_extras() -> None:
+    with log_context(request_id="req-7"):
+        line = _console("sync answered %s", 200, operations=3)
+    assert "\n" not in line
+    assert not line.startswith("{")
+    assert "sync answered 200" in line
+    assert "[svc.t]" in line
+    assert "operations=3" in line
+    assert "request_id=req-7" in line
+
+
+def test_console_lines_redact_secrets_like_json_lines() -> None:
+    line = _console(f"Bearer {JWT} refused", authorization=f"Bearer {JWT}", jwt_secret="s3cr3t", url="amqp://u:pw@h/")
+    assert JWT not in line
+    assert "s3cr3t" not in line
+    assert ":pw@" not in line
+    assert "jwt_secret=[REDACTED]" in line
+
+
+def test_the_format_comes_from_the_argument_or_else_log_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("svc", "INFO", LogFormat.CONSOLE)
+        assert isinstance(root.handlers[0].formatter, ConsoleFormatter)
+        monkeypatch.setenv("LOG_FORMAT", "console")
+        configure_logging("svc", "INFO")
+        assert isinstance(root.handlers[0].formatter, ConsoleFormatter)
+        monkeypatch.delenv("LOG_FORMAT")
+        configure_logging("svc", "INFO")
+        assert isinstance(root.handlers[0].formatter, JsonFormatter)
+        with pytest.raises(ValueError, match="yaml"):
+            configure_logging("svc", "INFO", "yaml")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)

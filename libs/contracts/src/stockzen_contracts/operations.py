@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
-from pydantic import Discriminator, Tag, TypeAdapter, ValidationError, model_validator
+from pydantic import Discriminator, Field, Tag, TypeAdapter, ValidationError, model_validator
 
 from ._wire import UtcDateTime, WireModel
 from .codes import EntityType, OperationType
@@ -25,7 +25,9 @@ class OperationBase(WireModel):
     """What every operation carries, whatever it changes."""
 
     operation_id: UUID
-    idempotency_key: UUID
+    # The operation key: the wire's ``idempotencyKey``, always the operation id again (operations
+    # are deduplicated by their id; the name is the contract's). Not the request's Idempotency-Key.
+    operation_key: UUID = Field(alias="idempotencyKey")
     entity_type: EntityType
     entity_id: UUID
     operation_type: OperationType
@@ -34,7 +36,7 @@ class OperationBase(WireModel):
 
     @model_validator(mode="after")
     def _key_names_the_operation(self) -> Self:
-        if self.idempotency_key != self.operation_id:
+        if self.operation_key != self.operation_id:
             raise ValueError("idempotencyKey must equal operationId")
         return self
 

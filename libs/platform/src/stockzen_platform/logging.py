@@ -1,16 +1,26 @@
-"""Structured JSON logs with request, tenant and operation context; tokens never reach them."""
+"""Structured logs with request, tenant and operation context; tokens never reach them.
+
+Two renderings of the same fields (``LOG_FORMAT``): ``json``, one object per line, for compose and
+production where a collector reads them; ``console``, aligned ``key=value`` lines from structlog's
+console renderer, for people reading ``make run``. Both go through :func:`_fields`, so the
+redaction below holds for either.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
+
+from structlog.dev import ConsoleRenderer
 
 _context: ContextVar[dict[str, Any] | None] = ContextVar("stockzen_log_context", default=None)
 
@@ -66,34 +76,77 @@ def log_context(**fields: Any) -> Iterator[None]:
         _context.reset(token)
 
 
+class LogFormat(StrEnum):
+    """How log lines are written (the ``LOG_FORMAT`` setting)."""
+
+    JSON = "json"
+    CONSOLE = "console"
+
+
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def _fields(record: logging.LogRecord, service: str, formatter: logging.Formatter) -> dict[str, Any]:
+    """A record as redacted fields: time, level, service, logger, message, context, extras, exception."""
+    entry: dict[str, Any] = {
+        "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+        "level": record.levelname.lower(),
+        "service": service,
+        "logger": record.name,
+        "message": redact(record.getMessage()),
+    }
+    fields = {**(_context.get() or {}), **{k: v for k, v in vars(record).items() if k not in _RESERVED}}
+    entry.update(redact_value(fields))
+    if record.exc_info:
+        entry["exception"] = redact(formatter.formatException(record.exc_info))
+    return entry
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, service, logger, message, context and extras."""
-
-    _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
     def __init__(self, service: str) -> None:
         super().__init__()
         self._service = service
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "service": self._service,
-            "logger": record.name,
-            "message": redact(record.getMessage()),
+        return json.dumps(_fields(record, self._service, self), default=str)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """One readable line per record, rendered by structlog: time, level, message, then ``key=value``."""
+
+    def __init__(self, service: str, *, colors: bool = False) -> None:
+        super().__init__()
+        self._service = service
+        self._render = ConsoleRenderer(colors=colors)
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = _fields(record, self._service, self)
+        fields.pop("color_message", None)  # uvicorn's ANSI copy of the message
+        # structlog's console layout names these keys (the traceback, already redacted, is printed from
+        # "exception"); the service leads the logger so `make run`'s interleaved processes can be told apart.
+        event = {
+            "timestamp": fields.pop("time")[11:23],  # the time of day is enough on a terminal
+            "level": fields.pop("level"),
+            "event": fields.pop("message"),
+            "logger": f"{fields.pop('service')}.{fields.pop('logger')}",
+            **fields,
         }
-        fields = {**(_context.get() or {}), **{k: v for k, v in vars(record).items() if k not in self._RESERVED}}
-        entry.update(redact_value(fields))
-        if record.exc_info:
-            entry["exception"] = redact(self.formatException(record.exc_info))
-        return json.dumps(entry, default=str)
+        return str(self._render(None, record.levelname.lower(), event))
 
 
-def configure_logging(service: str, level: str = "INFO") -> None:
-    """Send every logger's records to stdout as JSON lines (idempotent)."""
+def configure_logging(service: str, level: str = "INFO", log_format: LogFormat | str | None = None) -> None:
+    """Send every logger's records to stdout in ``log_format`` (idempotent).
+
+    ``None`` reads ``LOG_FORMAT`` from the environment (``json`` when unset), for a process whose
+    settings do not carry the format yet.
+    """
+    chosen = LogFormat(log_format or os.environ.get("LOG_FORMAT", LogFormat.JSON))
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter(service))
+    handler.setFormatter(
+        JsonFormatter(service) if chosen is LogFormat.JSON else ConsoleFormatter(service, colors=sys.stdout.isatty())
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

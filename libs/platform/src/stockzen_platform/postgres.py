@@ -11,6 +11,8 @@ from uuid import UUID
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from .tenancy import TENANT_SETTING
+
 if TYPE_CHECKING:
     PooledConnection = PoolConnectionProxy[asyncpg.Record]
 else:  # the class is generic only in the stubs
@@ -36,7 +38,8 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
 
 
 async def assert_role_is_restricted(pool: asyncpg.Pool) -> None:
-    """Refuse to run as a superuser or a BYPASSRLS role: tenant isolation depends on it."""
+    """Refuse to run as a superuser or a BYPASSRLS role: tenant isolation depends on it
+    (see :mod:`stockzen_platform.tenancy`)."""
     row = await pool.fetchrow("SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
     if row is None or row["rolsuper"] or row["rolbypassrls"]:
         name = row["rolname"] if row else "?"
@@ -52,8 +55,9 @@ async def tenant_transaction(
     """A transaction in which every statement sees only ``tenant_id``'s rows.
 
     The tenant is set with ``set_config(..., is_local => true)`` so it ends with the transaction
-    and can never leak to the next user of the pooled connection.
+    and can never leak to the next user of the pooled connection. (Layer 3 of
+    :mod:`stockzen_platform.tenancy`.)
     """
     async with pool.acquire() as connection, connection.transaction(isolation=isolation, readonly=readonly):
-        await connection.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
+        await connection.execute("SELECT set_config($1, $2, true)", TENANT_SETTING, str(tenant_id))
         yield connection

@@ -9,7 +9,7 @@ import uvicorn
 
 from stockzen_platform.logging import configure_logging
 
-from .bootstrap import build_app
+from .bootstrap import build_adapters, build_app
 from .config import GatewaySettings
 from .ports import CheckpointAnnouncements
 
@@ -30,10 +30,11 @@ class _GatewayServer(uvicorn.Server):
 def main() -> int:
     """Read settings (failing fast on bad secrets) and serve."""
     settings = GatewaySettings()
-    configure_logging("gateway", settings.log_level)
-    app = build_app(settings)
+    configure_logging("gateway", settings.log_level, settings.log_format)
+    adapters = build_adapters(settings)
+    app = build_app(settings, adapters)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
-    _GatewayServer(config, app.state.runtime.announcements).run()
+    _GatewayServer(config, adapters.announcements).run()
     return 0
 
 

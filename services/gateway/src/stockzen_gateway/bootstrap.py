@@ -21,29 +21,36 @@ from stockzen_platform.identity import TokenVerifier, internal_token_issuer
 from .adapters.checkpoint_announcements import RedisCheckpointAnnouncements
 from .adapters.inventory_client import InventoryClient
 from .adapters.publisher import AmqpBatchPublisher
+from .adapters.redis_rate_limiter import RedisRateLimiter
 from .adapters.redis_state import RedisGatewayState
 from .config import GatewaySettings
-from .domain.rate_limits import RateLimit
+from .entrypoints import http, read_routes, stream_routes, sync_routes
+from .entrypoints.openapi import document_sync_request
+from .entrypoints.web_app import mount_web_app
 from .metrics import METRICS
-from .ports import CheckpointAnnouncements
-from .services import SyncPolicy
+from .runtime import GatewayRuntime
+from .services import SyncPolicy, SyncService
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class GatewayRuntime:
-    """Everything a request handler needs, built once per process."""
+class GatewayAdapters:
+    """The gateway's connections to the outside world; tests build their own and pass them to
+    :func:`build_app` (an in-process inventory, say). Nothing connects until first use."""
 
-    settings: GatewaySettings
-    verifier: TokenVerifier
+    redis: aioredis.Redis
     state: RedisGatewayState
+    rate_limiter: RedisRateLimiter
     publisher: AmqpBatchPublisher
-    sync_policy: SyncPolicy
-    sync_limit: RateLimit
-    read_limit: RateLimit
     inventory: InventoryClient
-    announcements: CheckpointAnnouncements
+    announcements: RedisCheckpointAnnouncements
+
+    async def aclose(self) -> None:
+        """Release the connections (the announcements are closed earlier: they end the live streams)."""
+        await self.publisher.close()
+        await self.inventory.aclose()
+        await self.redis.aclose()
 
 
 def _redis(settings: GatewaySettings) -> aioredis.Redis:
@@ -59,15 +66,32 @@ def _redis(settings: GatewaySettings) -> aioredis.Redis:
     return aioredis.Redis.from_pool(pool)
 
 
-def build_runtime(settings: GatewaySettings) -> tuple[GatewayRuntime, aioredis.Redis]:
-    """The runtime and the Redis client it uses (no connection opens until first use)."""
+def build_adapters(settings: GatewaySettings) -> GatewayAdapters:
+    """The production adapters for ``settings`` (no connection opens until first use)."""
     client = _redis(settings)
-    # Its own client: the subscription holds a connection for the process's lifetime.
-    announcements = RedisCheckpointAnnouncements(
-        aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=30),
-        prefix=settings.redis_key_prefix,
+    return GatewayAdapters(
+        redis=client,
+        state=RedisGatewayState(client, prefix=settings.redis_key_prefix),
+        rate_limiter=RedisRateLimiter(client, prefix=settings.redis_key_prefix),
+        publisher=AmqpBatchPublisher(
+            settings.amqp_url, settings.sync_queue, timeout_seconds=settings.publish_timeout_seconds
+        ),
+        inventory=InventoryClient(
+            settings.inventory_url,
+            token_issuer=internal_token_issuer(settings.internal_token_secret.get_secret_value()),
+            timeout_seconds=settings.inventory_timeout_seconds,
+        ),
+        # Its own client: the subscription holds a connection for the process's lifetime.
+        announcements=RedisCheckpointAnnouncements(
+            aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=30),
+            prefix=settings.redis_key_prefix,
+        ),
     )
-    runtime = GatewayRuntime(
+
+
+def build_runtime(settings: GatewaySettings, adapters: GatewayAdapters) -> GatewayRuntime:
+    """What request handlers see: the settings, and the adapters behind their ports."""
+    return GatewayRuntime(
         settings=settings,
         verifier=TokenVerifier(
             algorithm=settings.jwt_algorithm,
@@ -75,24 +99,19 @@ def build_runtime(settings: GatewaySettings) -> tuple[GatewayRuntime, aioredis.R
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
         ),
-        state=RedisGatewayState(client, prefix=settings.redis_key_prefix),
-        publisher=AmqpBatchPublisher(
-            settings.amqp_url, settings.sync_queue, timeout_seconds=settings.publish_timeout_seconds
+        sync=SyncService(
+            adapters.publisher,
+            adapters.state,
+            SyncPolicy(
+                result_timeout_seconds=settings.result_timeout_seconds,
+                request_key_ttl_seconds=settings.request_key_ttl_seconds,
+            ),
         ),
-        sync_policy=SyncPolicy(
-            result_timeout_seconds=settings.result_timeout_seconds,
-            idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
-        ),
-        sync_limit=RateLimit("sync", settings.sync_rate_per_minute, settings.sync_rate_burst),
-        read_limit=RateLimit("read", settings.read_rate_per_minute, settings.read_rate_burst),
-        inventory=InventoryClient(
-            settings.inventory_url,
-            token_issuer=internal_token_issuer(settings.internal_token_secret.get_secret_value()),
-            timeout_seconds=settings.inventory_timeout_seconds,
-        ),
-        announcements=announcements,
+        rate_limiter=adapters.rate_limiter,
+        rate_limits=settings.rate_limits,
+        inventory=adapters.inventory,
+        announcements=adapters.announcements,
     )
-    return runtime, client
 
 
 async def _monitor_queues(publisher: AmqpBatchPublisher, interval: float, stop: asyncio.Event) -> None:
@@ -108,31 +127,29 @@ async def _monitor_queues(publisher: AmqpBatchPublisher, interval: float, stop: 
             await asyncio.wait_for(stop.wait(), interval)
 
 
-def build_app(settings: GatewaySettings) -> FastAPI:
-    """Wire the gateway app."""
-    from .entrypoints import http, read_routes, stream_routes, sync_routes
-    from .entrypoints.openapi import document_sync_request
-    from .entrypoints.web_app import mount_web_app
-
-    runtime, client = build_runtime(settings)
+def build_app(settings: GatewaySettings, adapters: GatewayAdapters | None = None) -> FastAPI:
+    """Wire the gateway app around ``adapters`` (the production ones for ``settings`` when omitted);
+    the app's lifespan closes them."""
+    adapters = adapters or build_adapters(settings)
+    runtime = build_runtime(settings, adapters)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        monitor = asyncio.create_task(_monitor_queues(runtime.publisher, settings.queue_monitor_interval_seconds, stop))
+        monitor = asyncio.create_task(
+            _monitor_queues(adapters.publisher, settings.queue_monitor_interval_seconds, stop)
+        )
         try:
             yield
         finally:
             # Let a poll in progress finish (it is bounded by its own timeouts): cancelling aiormq
             # mid-connect can swallow the cancellation and leave its reader behind.
             stop.set()
-            await runtime.announcements.aclose()
+            await adapters.announcements.aclose()
             finished, _ = await asyncio.wait({monitor}, timeout=settings.publish_timeout_seconds + 1)
             if not finished:
                 monitor.cancel()
-            await runtime.publisher.close()
-            await runtime.inventory.aclose()
-            await client.aclose()
+            await adapters.aclose()
 
     app = FastAPI(title="StockZen Sync gateway", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime

@@ -9,7 +9,10 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stockzen_contracts import MAX_OPERATIONS_CEILING
+from stockzen_platform.logging import LogFormat
 from stockzen_platform.settings import Environment, require_real_secret
+
+from .domain.rate_limits import RateLimit, RateLimits
 
 
 class GatewaySettings(BaseSettings):
@@ -21,6 +24,7 @@ class GatewaySettings(BaseSettings):
     host: str = Field(default="127.0.0.1", alias="GATEWAY_HOST")
     port: int = Field(default=8000, alias="GATEWAY_PORT")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    log_format: LogFormat = Field(default=LogFormat.JSON, alias="LOG_FORMAT")
 
     # Who the callers are.
     jwt_algorithm: Literal["HS256", "RS256"] = Field(default="HS256", alias="JWT_ALGORITHM")
@@ -47,8 +51,8 @@ class GatewaySettings(BaseSettings):
     result_timeout_seconds: float = Field(default=10.0, gt=0, le=60, alias="SYNC_RESULT_TIMEOUT_SECONDS")
     publish_timeout_seconds: float = Field(default=5.0, gt=0, le=60, alias="SYNC_PUBLISH_TIMEOUT_SECONDS")
 
-    # Idempotency-Key: how long a completed request's response is kept for replays.
-    idempotency_ttl_seconds: int = Field(default=86_400, ge=60, alias="IDEMPOTENCY_TTL_SECONDS")
+    # Request keys (the Idempotency-Key header): how long a completed request's response is kept for replays.
+    request_key_ttl_seconds: int = Field(default=86_400, ge=60, alias="IDEMPOTENCY_TTL_SECONDS")
 
     # Rate limits per (tenant, user): a token bucket of `burst` refilled at `per_minute`.
     sync_rate_per_minute: int = Field(default=120, ge=1, alias="SYNC_RATE_LIMIT_PER_MINUTE")
@@ -75,6 +79,14 @@ class GatewaySettings(BaseSettings):
             raise ValueError("JWT_PUBLIC_KEY is required when JWT_ALGORITHM=RS256")
         require_real_secret("INTERNAL_TOKEN_SECRET", self.internal_token_secret, self.environment)
         return self
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """The per-caller buckets these settings describe (the rule is in ``domain/rate_limits.py``)."""
+        return RateLimits(
+            sync=RateLimit("sync", self.sync_rate_per_minute, self.sync_rate_burst),
+            read=RateLimit("read", self.read_rate_per_minute, self.read_rate_burst),
+        )
 
     @property
     def jwt_verification_key(self) -> str:

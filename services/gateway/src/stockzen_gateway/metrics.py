@@ -50,7 +50,7 @@ class GatewayMetrics:
             ["entity_type", "operation_type", "status", "code"],
         )
         self.rate_limited = Counter("stockzen_gateway_rate_limited_total", "Requests refused with 429", ["scope"])
-        self.idempotency = Counter(
+        self.request_keys = Counter(
             "stockzen_gateway_idempotency_total",
             "Idempotency-Key outcomes: replayed, or the refusal's code (in_flight 409, reused 422, mismatch 400)",
             ["outcome"],
@@ -89,7 +89,7 @@ class GatewayMetrics:
         for scope in RATE_LIMIT_SCOPES:
             self.rate_limited.labels(scope)
         for outcome in IDEMPOTENCY_OUTCOMES:
-            self.idempotency.labels(outcome)
+            self.request_keys.labels(outcome)
         for reason in PUBLISH_FAILURE_REASONS:
             self.publish_failures.labels(reason)
         for use in REDIS_USES:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from typing import Protocol
 from uuid import UUID
 
 from stockzen_contracts import ApplySyncBatch, SyncBatchApplied
+from stockzen_platform.identity import Identity
 
-from .domain.idempotency import KeyClaim, StoredResponse
+from .domain.rate_limits import RateDecision, RateLimit
+from .domain.request_keys import RequestKeyClaim, StoredResponse
 
 
 class PublishFailed(Exception):
@@ -25,21 +29,23 @@ class BatchPublisher(Protocol):
 
 
 class SyncState(Protocol):
-    """Idempotency-Key records and the way results come back (Redis in production)."""
+    """request-key records and the way results come back (Redis in production)."""
 
-    async def claim_key(self, tenant_id: UUID, key: str, fingerprint: str, *, in_flight_seconds: int) -> KeyClaim:
+    async def claim_request_key(
+        self, tenant_id: UUID, key: str, fingerprint: str, *, in_flight_seconds: int
+    ) -> RequestKeyClaim:
         """Claim ``key`` for this request (the claim carries a fresh token), or learn it is running,
         finished, or used for another body."""
         ...
 
-    async def complete_key(
+    async def complete_request_key(
         self, tenant_id: UUID, key: str, token: str, response: StoredResponse, *, ttl_seconds: int
     ) -> bool:
         """Keep the final response for replays, only if the claim ``token`` still holds the key
         (atomically); ``False`` when the claim was lost (expired, or the store restarted)."""
         ...
 
-    async def release_key(self, tenant_id: UUID, key: str, token: str) -> None:
+    async def release_request_key(self, tenant_id: UUID, key: str, token: str) -> None:
         """Forget a claim whose answer must not be replayed, only if ``token`` still holds it."""
         ...
 
@@ -78,4 +84,40 @@ class CheckpointAnnouncements(Protocol):
 
     async def aclose(self) -> None:
         """End every open subscription and release the connection."""
+        ...
+
+
+class RateLimiterUnavailable(Exception):
+    """The rate limiter's store could not answer (what then is the domain's call: it fails open)."""
+
+
+class RateLimiter(Protocol):
+    """Token buckets per (scope, tenant, user), shared by every gateway replica (Redis in production)."""
+
+    async def take_token(self, limit: RateLimit, tenant_id: UUID, user_id: str) -> RateDecision:
+        """Spend one request from the caller's bucket for ``limit``; raise
+        :class:`RateLimiterUnavailable` when its store cannot answer."""
+        ...
+
+
+class InventoryUnavailable(Exception):
+    """The inventory service could not answer (down, too slow, or refusing the gateway's credentials)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryAnswer:
+    """Inventory's answer, passed on to the client as it is: status, body and the headers that matter."""
+
+    status_code: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class InventoryReads(Protocol):
+    """The inventory service's read API, asked on behalf of a verified caller."""
+
+    async def get(
+        self, path: str, identity: Identity, *, params: Mapping[str, str | int | bool], request_id: str | None = None
+    ) -> InventoryAnswer:
+        """GET ``path`` for ``identity``; raise :class:`InventoryUnavailable` when there is no usable answer."""
         ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from uuid import UUID
 
 from pydantic import JsonValue
 
@@ -12,11 +13,11 @@ from stockzen_contracts import ApplySyncBatch, ItemResult, SyncRequest, SyncResp
 from stockzen_platform.identity import Identity
 
 from .domain.envelope import judge_operations
-from .domain.idempotency import (
-    KeyState,
+from .domain.request_keys import (
     Refusal,
+    RequestKeyState,
     StoredResponse,
-    check_key,
+    check_request_key,
     fingerprint,
     is_replayable,
     refusal_for,
@@ -38,7 +39,7 @@ class SyncAnswer:
 
 
 class RequestRefused(Exception):
-    """The request as a whole cannot go on (an Idempotency-Key rule); answered with the error shape."""
+    """The request as a whole cannot go on (a request-key rule); answered with the error shape."""
 
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(refusal.message)
@@ -50,7 +51,7 @@ class SyncPolicy:
     """The knobs of a sync request's life (from the gateway's settings)."""
 
     result_timeout_seconds: float
-    idempotency_ttl_seconds: int
+    request_key_ttl_seconds: int
 
     @property
     def in_flight_seconds(self) -> int:
@@ -58,87 +59,84 @@ class SyncPolicy:
         return int(self.result_timeout_seconds) + 30
 
 
-async def sync(
-    request: SyncRequest,
-    identity: Identity,
-    request_id: str,
-    *,
-    publisher: BatchPublisher,
-    state: SyncState,
-    policy: SyncPolicy,
-    received_at: datetime | None = None,
-) -> SyncAnswer:
-    """Refuse bad items, publish the rest as one batch, and wait (up to the deadline) for their results.
+class SyncService:
+    """Pushes sync requests: judges the items, publishes the good ones, waits for their results, and
+    keeps or replays answers under the request's key. Its transports come in through the constructor."""
 
-    Raises :class:`~stockzen_gateway.ports.PublishFailed` when the broker does not take the batch.
-    """
-    received = received_at or datetime.now(UTC)
-    judged = judge_operations(request.operations, identity.tenant_id)
-    applied = None
-    if judged.accepted:
-        reply_to = state.new_reply_key()
-        await publisher.publish(
-            ApplySyncBatch(
-                request_id=request_id,
-                tenant_id=identity.tenant_id,
-                user_id=identity.user_id,
-                received_at=received,
-                reply_to=reply_to,
-                operations=judged.accepted,
-            )
+    def __init__(self, publisher: BatchPublisher, state: SyncState, policy: SyncPolicy) -> None:
+        self._publisher = publisher
+        self._state = state
+        self._policy = policy
+
+    async def push(
+        self, request: SyncRequest, caller: Identity, *, request_id: str, request_key: str | None = None
+    ) -> SyncAnswer:
+        """Answer ``request`` for ``caller``, honouring its ``request_key`` (the ``Idempotency-Key``
+        header) when it has one: replay, run and keep, or raise :class:`RequestRefused`.
+
+        Raises :class:`~stockzen_gateway.ports.PublishFailed` when the broker does not take the batch.
+        """
+        if request_key is None:
+            return await self._run(request, caller, request_id)
+        refusal = check_request_key(request_key, [_raw_operation_id(op) for op in request.operations])
+        if refusal:
+            raise RequestRefused(refusal)
+        tenant_id = caller.tenant_id
+        claim = await self._state.claim_request_key(
+            tenant_id, request_key, fingerprint(request.operations), in_flight_seconds=self._policy.in_flight_seconds
         )
-        applied = await state.wait_for_reply(reply_to, policy.result_timeout_seconds)
-    results = assemble_results(judged, applied)
-    response = SyncResponse(
-        checkpoint=applied.checkpoint if applied else request.checkpoint,
-        server_time=datetime.now(UTC),
-        results=results,
-    )
-    status = 200 if is_complete(results) else 202
-    return SyncAnswer(status, response.model_dump_json().encode(), tuple(results))
+        if claim.state is RequestKeyState.COMPLETED and claim.stored is not None:
+            return SyncAnswer(claim.stored.status_code, claim.stored.body, replayed=True)
+        refusal = refusal_for(claim.state)
+        if refusal:
+            raise RequestRefused(refusal)
+        assert claim.token is not None  # a CLAIMED key always comes with its token
+        try:
+            answer = await self._run(request, caller, request_id)
+        except BaseException:
+            await self._state.release_request_key(tenant_id, request_key, claim.token)
+            raise
+        await self._keep_or_release(tenant_id, request_key, claim.token, answer)
+        return answer
 
+    async def _run(self, request: SyncRequest, caller: Identity, request_id: str) -> SyncAnswer:
+        """Refuse bad items, publish the rest as one batch, and wait (up to the deadline) for their results."""
+        received = datetime.now(UTC)
+        judged = judge_operations(request.operations, caller.tenant_id)
+        applied = None
+        if judged.accepted:
+            reply_to = self._state.new_reply_key()
+            await self._publisher.publish(
+                ApplySyncBatch(
+                    request_id=request_id,
+                    tenant_id=caller.tenant_id,
+                    user_id=caller.user_id,
+                    received_at=received,
+                    reply_to=reply_to,
+                    operations=judged.accepted,
+                )
+            )
+            applied = await self._state.wait_for_reply(reply_to, self._policy.result_timeout_seconds)
+        results = assemble_results(judged, applied)
+        response = SyncResponse(
+            checkpoint=applied.checkpoint if applied else request.checkpoint,
+            server_time=datetime.now(UTC),
+            results=results,
+        )
+        status = 200 if is_complete(results) else 202
+        return SyncAnswer(status, response.model_dump_json().encode(), tuple(results))
 
-async def sync_idempotently(
-    request: SyncRequest,
-    idempotency_key: str | None,
-    identity: Identity,
-    request_id: str,
-    *,
-    publisher: BatchPublisher,
-    state: SyncState,
-    policy: SyncPolicy,
-) -> SyncAnswer:
-    """:func:`sync`, honouring an ``Idempotency-Key``: replay, run and keep, or raise :class:`RequestRefused`."""
-    if idempotency_key is None:
-        return await sync(request, identity, request_id, publisher=publisher, state=state, policy=policy)
-    refusal = check_key(idempotency_key, [_raw_operation_id(op) for op in request.operations])
-    if refusal:
-        raise RequestRefused(refusal)
-    digest = fingerprint(request.operations)
-    claim = await state.claim_key(
-        identity.tenant_id, idempotency_key, digest, in_flight_seconds=policy.in_flight_seconds
-    )
-    if claim.state is KeyState.COMPLETED and claim.stored is not None:
-        return SyncAnswer(claim.stored.status_code, claim.stored.body, replayed=True)
-    refusal = refusal_for(claim.state)
-    if refusal:
-        raise RequestRefused(refusal)
-    assert claim.token is not None  # a CLAIMED key always comes with its token
-    try:
-        answer = await sync(request, identity, request_id, publisher=publisher, state=state, policy=policy)
-    except BaseException:
-        await state.release_key(identity.tenant_id, idempotency_key, claim.token)
-        raise
-    if is_replayable(answer.status_code, answer.results):
+    async def _keep_or_release(self, tenant_id: UUID, request_key: str, token: str, answer: SyncAnswer) -> None:
+        """Keep a final answer for replays; release the key when the retry must run again."""
+        if not is_replayable(answer.status_code, answer.results):
+            await self._state.release_request_key(tenant_id, request_key, token)
+            return
         stored = StoredResponse(answer.status_code, answer.body)
-        kept = await state.complete_key(
-            identity.tenant_id, idempotency_key, claim.token, stored, ttl_seconds=policy.idempotency_ttl_seconds
+        kept = await self._state.complete_request_key(
+            tenant_id, request_key, token, stored, ttl_seconds=self._policy.request_key_ttl_seconds
         )
         if not kept:
-            log.warning("lost the Idempotency-Key claim before completing; the answer is not kept")
-    else:
-        await state.release_key(identity.tenant_id, idempotency_key, claim.token)
-    return answer
+            log.warning("lost the request-key claim before completing; the answer is not kept")
 
 
 def _raw_operation_id(raw: JsonValue) -> object:

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = InventorySettings()
-    configure_logging("inventory", settings.log_level)
+    configure_logging("inventory", settings.log_level, settings.log_format)
     if args.command == "migrate":
         return asyncio.run(_migrate(settings, check_only=args.check))
     return _serve(settings)

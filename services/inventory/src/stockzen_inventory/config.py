@@ -7,6 +7,7 @@ from typing import Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stockzen_platform.logging import LogFormat
 from stockzen_platform.settings import Environment, require_real_secret
 
 
@@ -26,6 +27,7 @@ class InventorySettings(BaseSettings):
     port: int = Field(default=8001, alias="INVENTORY_PORT")
     database_pool_size: int = Field(default=10, ge=1, le=200, alias="INVENTORY_DB_POOL_SIZE")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    log_format: LogFormat = Field(default=LogFormat.JSON, alias="LOG_FORMAT")
 
     @model_validator(mode="after")
     def _secrets_are_real(self) -> Self:

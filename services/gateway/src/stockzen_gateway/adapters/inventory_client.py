@@ -2,36 +2,23 @@
 
 Each request carries a fresh internal token (HS256 with ``INTERNAL_TOKEN_SECRET``, 60 s, audience
 ``stockzen-inventory``) naming the verified user and tenant, so inventory never takes a tenant
-from a caller it cannot verify.
+from a caller it cannot verify (layer 4 of :mod:`stockzen_platform.tenancy`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import httpx
 
+from stockzen_gateway.ports import InventoryAnswer, InventoryUnavailable
 from stockzen_platform.identity import INTERNAL_TOKEN_TTL_SECONDS, Identity, TokenIssuer
 
 log = logging.getLogger(__name__)
 
 _CONNECT_TIMEOUT_SECONDS = 2.0
 _FORWARDED_HEADERS = ("content-type", "retry-after")
-
-
-class InventoryUnavailable(Exception):
-    """The inventory service could not answer (down, too slow, or refusing the gateway's credentials)."""
-
-
-@dataclass(frozen=True, slots=True)
-class InventoryAnswer:
-    """Inventory's answer, passed on to the client as it is: status, body and the headers that matter."""
-
-    status_code: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 class InventoryClient:

@@ -1,4 +1,4 @@
-"""The gateway's state in Redis: rate-limit buckets, Idempotency-Key records, and result waiting.
+"""The gateway's sync state in Redis: request-key records and result waiting.
 
 Nothing here lives in process memory, so any number of gateway replicas share it.
 """
@@ -6,7 +6,6 @@ Nothing here lives in process memory, so any number of gateway replicas share it
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from uuid import UUID
 
@@ -14,37 +13,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from stockzen_contracts import SyncBatchApplied
-from stockzen_gateway.domain.idempotency import KeyClaim, KeyState, StoredResponse
-from stockzen_gateway.domain.rate_limits import RateDecision, RateLimit
+from stockzen_gateway.domain.request_keys import RequestKeyClaim, RequestKeyState, StoredResponse
 from stockzen_gateway.metrics import METRICS
 
 log = logging.getLogger(__name__)
 
-# A token bucket per key, atomic in one script, timed by the Redis server's clock so that
-# gateways with drifting clocks agree. Returns {allowed, retry_after_ms}.
-_RATE_BUCKET_SCRIPT = """
-local rate = tonumber(ARGV[1]) / 60000.0
-local burst = tonumber(ARGV[2])
-local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1]) or burst
-local at = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
-local allowed = 0
-local retry_ms = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
-else
-  retry_ms = math.ceil((1 - tokens) / rate)
-end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + 1000)
-return {allowed, retry_ms}
-"""
-
-# Claim an Idempotency-Key with a fresh token (ARGV[3]), or report who holds it. Returns {state, status, body}.
+# Claim a request key with a fresh token (ARGV[3]), or report who holds it. Returns {state, status, body}.
 _CLAIM_KEY = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'state', 'in_flight', 'fingerprint', ARGV[1], 'token', ARGV[3])
@@ -77,49 +51,44 @@ return 1
 
 
 class RedisGatewayState:
-    """Rate limits, Idempotency-Key records and result replies, on one Redis client."""
+    """request-key records and result replies, on one Redis client."""
 
     def __init__(self, client: aioredis.Redis, *, prefix: str) -> None:
         self._redis = client
         self._prefix = prefix
-        self._bucket = client.register_script(_RATE_BUCKET_SCRIPT)
         self._claim = client.register_script(_CLAIM_KEY)
         self._release = client.register_script(_RELEASE_KEY)
         self._complete = client.register_script(_COMPLETE_KEY)
 
-    async def take_token(self, limit: RateLimit, tenant_id: UUID, user_id: str) -> RateDecision:
-        """Spend one request from the (scope, tenant, user) bucket."""
-        key = f"{self._prefix}rate:{limit.scope}:{tenant_id}:{user_id}"
-        allowed, retry_ms = await self._bucket(keys=[key], args=[limit.per_minute, limit.burst])
-        return RateDecision(bool(allowed), max(1, math.ceil(int(retry_ms) / 1000)) if not allowed else 0)
-
-    def _idempotency_key(self, tenant_id: UUID, key: str) -> str:
+    def _record_key(self, tenant_id: UUID, key: str) -> str:
         return f"{self._prefix}idem:{tenant_id}:{key}"
 
-    async def claim_key(self, tenant_id: UUID, key: str, fingerprint: str, *, in_flight_seconds: int) -> KeyClaim:
+    async def claim_request_key(
+        self, tenant_id: UUID, key: str, fingerprint: str, *, in_flight_seconds: int
+    ) -> RequestKeyClaim:
         """Claim ``key`` for this request, or learn it is running, finished, or used for another body."""
         token = uuid.uuid4().hex
         state, status, body = await self._claim(
-            keys=[self._idempotency_key(tenant_id, key)], args=[fingerprint, in_flight_seconds, token]
+            keys=[self._record_key(tenant_id, key)], args=[fingerprint, in_flight_seconds, token]
         )
-        claim_state = KeyState(_text(state))
-        if claim_state is KeyState.COMPLETED:
-            return KeyClaim(claim_state, StoredResponse(int(status), _bytes(body)))
-        return KeyClaim(claim_state, token=token if claim_state is KeyState.CLAIMED else None)
+        claim_state = RequestKeyState(_text(state))
+        if claim_state is RequestKeyState.COMPLETED:
+            return RequestKeyClaim(claim_state, StoredResponse(int(status), _bytes(body)))
+        return RequestKeyClaim(claim_state, token=token if claim_state is RequestKeyState.CLAIMED else None)
 
-    async def complete_key(
+    async def complete_request_key(
         self, tenant_id: UUID, key: str, token: str, response: StoredResponse, *, ttl_seconds: int
     ) -> bool:
         """Keep the final response for replays for ``ttl_seconds``, if the claim ``token`` still holds the key."""
         kept = await self._complete(
-            keys=[self._idempotency_key(tenant_id, key)],
+            keys=[self._record_key(tenant_id, key)],
             args=[token, response.status_code, response.body, ttl_seconds],
         )
         return bool(kept)
 
-    async def release_key(self, tenant_id: UUID, key: str, token: str) -> None:
+    async def release_request_key(self, tenant_id: UUID, key: str, token: str) -> None:
         """Forget a claim whose answer must not be replayed (pending items, unavailable, error)."""
-        await self._release(keys=[self._idempotency_key(tenant_id, key)], args=[token])
+        await self._release(keys=[self._record_key(tenant_id, key)], args=[token])
 
     def new_reply_key(self) -> str:
         """A fresh reply address. Server-made and unguessable: request ids may come from callers."""

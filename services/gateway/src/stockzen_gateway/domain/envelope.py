@@ -1,4 +1,7 @@
-"""Judging a sync request item by item: what gets published and what is refused on the spot."""
+"""Judging a sync request item by item: what gets published and what is refused on the spot.
+
+The tenant check here is one of four layers; :mod:`stockzen_platform.tenancy` lists them all.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from uuid import UUID
 from pydantic import JsonValue
 
 from stockzen_contracts import Code, InvalidOperation, ItemResult, Operation, parse_operation
+from stockzen_platform.tenancy import TENANT_MISMATCH_MESSAGE, belongs_to_caller
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +36,6 @@ def _judge(raw: JsonValue, tenant_id: UUID) -> Operation | ItemResult:
         operation = parse_operation(raw)
     except InvalidOperation as exc:
         return ItemResult.rejected(exc.operation_id, Code.VALIDATION_ERROR, exc.message)
-    if operation.tenant_id != tenant_id:
-        return ItemResult.rejected(
-            operation.operation_id,
-            Code.TENANT_MISMATCH,
-            "tenantId does not match the tenant of the access token",
-        )
+    if not belongs_to_caller(operation.tenant_id, tenant_id):  # layer 2 of stockzen_platform.tenancy
+        return ItemResult.rejected(operation.operation_id, Code.TENANT_MISMATCH, TENANT_MISMATCH_MESSAGE)
     return operation

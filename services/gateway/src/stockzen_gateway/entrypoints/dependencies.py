@@ -8,12 +8,12 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from redis.exceptions import RedisError
 
 from stockzen_contracts import Code
-from stockzen_gateway.bootstrap import GatewayRuntime
-from stockzen_gateway.domain.rate_limits import RateLimit
+from stockzen_gateway.domain.rate_limits import FAIL_OPEN, RateDecision, RateLimit, RateLimits, judge
 from stockzen_gateway.metrics import METRICS
+from stockzen_gateway.ports import RateLimiterUnavailable
+from stockzen_gateway.runtime import GatewayRuntime
 from stockzen_platform.http import ApiError
 from stockzen_platform.identity import Identity, InvalidToken
 
@@ -30,6 +30,7 @@ Runtime = Annotated[GatewayRuntime, Depends(_runtime)]
 
 
 async def _current_identity(request: Request, runtime: Runtime) -> Identity:
+    # The only source of the caller's tenant: layer 1 of stockzen_platform.tenancy.
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, Code.UNAUTHORIZED, "a bearer token is required", _BEARER)
@@ -44,27 +45,23 @@ async def _current_identity(request: Request, runtime: Runtime) -> Identity:
 CurrentIdentity = Annotated[Identity, Depends(_current_identity)]
 
 
-def rate_limit(pick: Callable[[GatewayRuntime], RateLimit]) -> Callable[..., Awaitable[None]]:
-    """A dependency spending one token of the caller's bucket for the limit ``pick`` chooses."""
+def rate_limit(pick: Callable[[RateLimits], RateLimit]) -> Callable[..., Awaitable[None]]:
+    """A dependency spending one token of the caller's bucket ``pick`` chooses; the rule is
+    :func:`stockzen_gateway.domain.rate_limits.judge`."""
 
     async def spend(identity: CurrentIdentity, runtime: Runtime) -> None:
-        limit = pick(runtime)
+        limit = pick(runtime.rate_limits)
+        decision: RateDecision | None
         try:
-            decision = await runtime.state.take_token(limit, identity.tenant_id, identity.user_id)
-        except RedisError as exc:
-            # Fail open: the limit protects capacity, it is not a correctness rule, and the
-            # sync path itself answers 503 while Redis is away.
+            decision = await runtime.rate_limiter.take_token(limit, identity.tenant_id, identity.user_id)
+        except RateLimiterUnavailable as exc:
             METRICS.redis_errors.labels("rate_limit").inc()
-            log.warning("rate limiter unavailable; letting the request through", extra={"error": str(exc)})
-            return
-        if not decision.allowed:
+            log.warning("rate limiter unavailable", extra={"error": str(exc), "fail_open": FAIL_OPEN})
+            decision = None
+        refusal = judge(limit, decision)
+        if refusal is not None:
             METRICS.rate_limited.labels(limit.scope).inc()
-            raise ApiError(
-                429,
-                Code.RATE_LIMITED,
-                f"too many requests: at most {limit.per_minute} per minute (bursts of {limit.burst})",
-                {"Retry-After": str(decision.retry_after_seconds)},
-            )
+            raise ApiError(refusal.status_code, refusal.code, refusal.message, refusal.headers)
 
     return spend
 

@@ -18,7 +18,7 @@ router = APIRouter()
 
 
 def answer_redis_outages(app: FastAPI) -> None:
-    """Redis holds the Idempotency-Key records: without it a request cannot keep their promises,
+    """Redis holds the request-key records: without it a request cannot keep their promises,
     so it answers 503 rather than 500; retrying with the same ids is always safe."""
 
     @app.exception_handler(RedisError)

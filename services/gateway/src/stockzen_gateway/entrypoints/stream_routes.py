@@ -52,7 +52,7 @@ async def announcement_events(
 @router.get(
     "/api/sync/stream",
     summary="Live announcements of the tenant's new checkpoints (server-sent events)",
-    dependencies=[Depends(rate_limit(lambda runtime: runtime.read_limit))],
+    dependencies=[Depends(rate_limit(lambda limits: limits.read))],
     response_class=StreamingResponse,
     responses={
         200: {

@@ -18,7 +18,7 @@ from stockzen_contracts import (
 )
 from stockzen_gateway.metrics import METRICS
 from stockzen_gateway.ports import PublishFailed
-from stockzen_gateway.services import RequestRefused, SyncAnswer, sync_idempotently
+from stockzen_gateway.services import RequestRefused, SyncAnswer
 from stockzen_platform.http import ApiError, request_id_of
 
 from .dependencies import CurrentIdentity, Runtime, rate_limit, read_json_body
@@ -35,7 +35,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     "/api/sync",
     response_model=SyncResponse,
     responses={202: {"model": SyncResponse, "description": "some items are still pending"}, **_ERRORS},
-    dependencies=[Depends(rate_limit(lambda runtime: runtime.sync_limit))],
+    dependencies=[Depends(rate_limit(lambda limits: limits.sync))],
     summary="Push offline changes; one result per operation",
     openapi_extra=SYNC_REQUEST_BODY,
 )
@@ -43,23 +43,15 @@ async def post_sync(
     request: Request,
     identity: CurrentIdentity,
     runtime: Runtime,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    request_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
     """Apply a batch of operations: ``200`` with every result, or ``202`` with the late ones ``pending``."""
     body = await read_json_body(request, runtime.settings.max_body_bytes)
     envelope = _envelope(body, runtime.settings.max_operations)
     try:
-        answer = await sync_idempotently(
-            envelope,
-            idempotency_key,
-            identity,
-            request_id_of(request),
-            publisher=runtime.publisher,
-            state=runtime.state,
-            policy=runtime.sync_policy,
-        )
+        answer = await runtime.sync.push(envelope, identity, request_id=request_id_of(request), request_key=request_key)
     except RequestRefused as exc:
-        METRICS.idempotency.labels(exc.refusal.code.lower()).inc()
+        METRICS.request_keys.labels(exc.refusal.code.lower()).inc()
         raise ApiError(exc.refusal.status_code, exc.refusal.code, exc.refusal.message) from None
     except PublishFailed as exc:
         raise ApiError(
@@ -90,7 +82,7 @@ def _answer(answer: SyncAnswer, envelope: SyncRequest) -> Response:
     headers = {}
     if answer.replayed:
         headers["Idempotent-Replayed"] = "true"
-        METRICS.idempotency.labels("replayed").inc()
+        METRICS.request_keys.labels("replayed").inc()
     else:
         _count_results(answer, envelope)
     if answer.status_code == 202:

@@ -26,7 +26,8 @@ async def require_caller(request: Request) -> Identity:
     """The user the gateway forwarded this request for, from its internal token.
 
     Only the gateway holds ``INTERNAL_TOKEN_SECRET``: a user's own token, or none, is refused, so
-    nobody reaches a tenant's rows by calling this service directly.
+    nobody reaches a tenant's rows by calling this service directly (layer 4 of
+    :mod:`stockzen_platform.tenancy`).
     """
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

@@ -1,6 +1,8 @@
 """The read API: products, a product's movement history, and the change feed. Parse, call, answer.
 
-Every route needs the gateway's internal token; the tenant is the one that token names.
+Every route needs the gateway's internal token; the tenant is the one that token names. The routes
+(paths, parameters, docs) are declared once, in :mod:`stockzen_platform.read_api`, for this service
+and the gateway alike.
 """
 
 from __future__ import annotations
@@ -8,44 +10,22 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from uuid import UUID
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
-from stockzen_contracts import (
-    ChangeFeedPage,
-    Code,
-    MovementPage,
-    ProductPage,
-    ProductView,
-    WireModel,
-)
+from stockzen_contracts import Code, WireModel
 from stockzen_inventory import services
 from stockzen_inventory.domain.feed import InvalidCheckpoint, ResetRequired
 from stockzen_inventory.domain.pagination import InvalidCursor
 from stockzen_inventory.domain.products import ProductFilter
 from stockzen_inventory.metrics import METRICS
 from stockzen_platform.http import ApiError
-from stockzen_platform.read_params import (
-    FEED_PAGE_DEFAULT,
-    MOVEMENT_PAGE_DEFAULT,
-    PRODUCT_PAGE_DEFAULT,
-    ArchivedFilter,
-    Cursor,
-    FeedCheckpoint,
-    FeedLimit,
-    MovementLimit,
-    ProductLimit,
-    SearchText,
-    error_responses,
-)
+from stockzen_platform.read_api import ChangeFeedQuery, MovementQuery, ProductListQuery, ProductQuery, register_all
 
 from .dependencies import Caller, Reader, require_caller
 
 router = APIRouter(dependencies=[Depends(require_caller)])
-
-_ERRORS = error_responses(401, 404, 422, 503)
-_FEED_ERRORS = error_responses(401, 422, 503, resettable=True)
 
 
 @contextmanager
@@ -66,85 +46,46 @@ def _json(model: WireModel) -> Response:
     return Response(model.model_dump_json(), media_type="application/json")
 
 
-@router.get(
-    "/api/products",
-    tags=["products"],
-    response_model=ProductPage,
-    responses=_ERRORS,
-    summary="List live products with their stock",
-)
-async def list_products(
-    caller: Caller,
-    reader: Reader,
-    q: SearchText = None,
-    archived: ArchivedFilter = None,
-    cursor: Cursor = None,
-    limit: ProductLimit = PRODUCT_PAGE_DEFAULT,
-) -> Response:
-    """The tenant's live products, ordered by name (case-insensitive), then id."""
+async def list_products(query: Annotated[ProductListQuery, Depends()], caller: Caller, reader: Reader) -> Response:
     with _answering_errors():
         page = await services.list_products(
-            reader, caller.tenant_id, ProductFilter.of(q, archived), cursor=cursor, limit=limit
+            reader,
+            caller.tenant_id,
+            ProductFilter.of(query.q, query.archived),
+            cursor=query.cursor,
+            limit=query.limit,
         )
     return _json(page)
 
 
-@router.get(
-    "/api/products/{product_id}",
-    tags=["products"],
-    response_model=ProductView,
-    responses=_ERRORS,
-    summary="One product with its stock",
-)
-async def get_product(product_id: UUID, caller: Caller, reader: Reader) -> Response:
-    """A live product of the tenant; deleted or unknown ids answer 404 ``NOT_FOUND``."""
+async def get_product(query: Annotated[ProductQuery, Depends()], caller: Caller, reader: Reader) -> Response:
     with _answering_errors():
-        product = await services.get_product(reader, caller.tenant_id, product_id)
+        product = await services.get_product(reader, caller.tenant_id, query.product_id)
     return _json(product)
 
 
-@router.get(
-    "/api/products/{product_id}/movements",
-    tags=["products"],
-    response_model=MovementPage,
-    responses=_ERRORS,
-    summary="A product's stock movements, newest first",
-)
-async def movement_history(
-    product_id: UUID,
-    caller: Caller,
-    reader: Reader,
-    cursor: Cursor = None,
-    limit: MovementLimit = MOVEMENT_PAGE_DEFAULT,
-) -> Response:
-    """Movements ordered by ``occurredAt`` then checkpoint, newest first. The cursor is a position,
-    not an offset: movements recorded while scrolling never repeat or hide older ones."""
+async def movement_history(query: Annotated[MovementQuery, Depends()], caller: Caller, reader: Reader) -> Response:
     with _answering_errors():
-        page = await services.movement_history(reader, caller.tenant_id, product_id, cursor=cursor, limit=limit)
+        page = await services.movement_history(
+            reader, caller.tenant_id, query.product_id, cursor=query.cursor, limit=query.limit
+        )
     return _json(page)
 
 
-@router.get(
-    "/api/sync/changes",
-    tags=["sync"],
-    response_model=ChangeFeedPage,
-    responses=_FEED_ERRORS,
-    summary="Every change of the tenant after a checkpoint",
-)
-async def change_feed(
-    caller: Caller,
-    reader: Reader,
-    checkpoint: FeedCheckpoint = None,
-    limit: FeedLimit = FEED_PAGE_DEFAULT,
-) -> Response:
-    """Product states (upserts and tombstones) and movements after ``checkpoint``, in checkpoint order.
-
-    Pull again from the returned ``checkpoint`` while ``hasMore`` is true. ``409 RESET_REQUIRED``
-    means the checkpoint is older than the tombstone retention window (``TOMBSTONE_RETENTION_DAYS``)
-    or ahead of the server's data: discard local data and download again without a checkpoint.
-    """
+async def change_feed(query: Annotated[ChangeFeedQuery, Depends()], caller: Caller, reader: Reader) -> Response:
     with _answering_errors():
-        page = await services.change_feed(reader, caller.tenant_id, checkpoint=checkpoint, limit=limit)
+        page = await services.change_feed(reader, caller.tenant_id, checkpoint=query.checkpoint, limit=query.limit)
     for entity_type, rows in Counter(change.entity_type.value for change in page.changes).items():
         METRICS.feed_rows.labels(entity_type).inc(rows)
     return _json(page)
+
+
+register_all(
+    router,
+    {
+        "list_products": list_products,
+        "get_product": get_product,
+        "movement_history": movement_history,
+        "change_feed": change_feed,
+    },
+)

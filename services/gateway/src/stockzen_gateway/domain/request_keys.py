@@ -1,4 +1,11 @@
-"""Idempotency-Key rules (draft-ietf-httpapi-idempotency-key-header), decided without I/O."""
+"""Request-key rules (the ``Idempotency-Key`` header, draft-ietf-httpapi-idempotency-key-header),
+decided without I/O.
+
+Words, one per thing: the **request key** is the header's value, naming one whole ``POST /api/sync``
+so that its answer can be replayed; an operation's **operation key** (``idempotencyKey`` on the wire)
+is its ``operationId`` again; the worker's **applied-operation records** are how an operation is
+never applied twice, with or without a request key. This module is only about the first.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ from stockzen_contracts import Code, ItemResult
 _KEY_SHAPE = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, as a structured-field string allows
 
 
-class KeyState(StrEnum):
+class RequestKeyState(StrEnum):
     """What the store knew about a key when a request claimed it."""
 
     CLAIMED = "claimed"  # new: this request now owns the key
@@ -34,18 +41,18 @@ class StoredResponse:
 
 
 @dataclass(frozen=True, slots=True)
-class KeyClaim:
-    """The outcome of claiming an Idempotency-Key: ``token`` proves the claim when ``CLAIMED``,
+class RequestKeyClaim:
+    """The outcome of claiming a request key: ``token`` proves the claim when ``CLAIMED``,
     ``stored`` is the kept answer when ``COMPLETED``."""
 
-    state: KeyState
+    state: RequestKeyState
     stored: StoredResponse | None = None
     token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """Why a request carrying an Idempotency-Key cannot go on."""
+    """Why a request carrying a request key cannot go on."""
 
     status_code: int
     code: Code
@@ -63,7 +70,7 @@ def fingerprint(operations: Any) -> str:
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
-def check_key(key: str, operation_ids: list[object]) -> Refusal | None:
+def check_request_key(key: str, operation_ids: list[object]) -> Refusal | None:
     """Refuse a malformed key, or a single-operation request whose key is not its operation's id."""
     if not _KEY_SHAPE.match(key):
         return Refusal(400, Code.VALIDATION_ERROR, "Idempotency-Key must be 1-255 visible ASCII characters")
@@ -85,15 +92,15 @@ def _same_id(key: str, operation_id: object) -> bool:
         return key == operation_id
 
 
-def refusal_for(state: KeyState) -> Refusal | None:
+def refusal_for(state: RequestKeyState) -> Refusal | None:
     """The answer for a key someone else holds (``None`` when this request may go on)."""
-    if state is KeyState.MISMATCH:
+    if state is RequestKeyState.MISMATCH:
         return Refusal(
             422,
             Code.IDEMPOTENCY_KEY_REUSED,
             "this Idempotency-Key was already used with a different request body",
         )
-    if state is KeyState.IN_FLIGHT:
+    if state is RequestKeyState.IN_FLIGHT:
         return Refusal(
             409,
             Code.IDEMPOTENCY_KEY_IN_FLIGHT,

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aio_pika
+import asyncpg
 import httpx
 import redis.asyncio as aioredis
 
@@ -220,6 +221,8 @@ def _row(label: str, load: LoadResult, inproc: float, raw: float) -> str:
 async def run(plan: Plan) -> None:
     os.environ.setdefault("TEST_DATABASE_NAME", BENCH_DATABASE)
     with service_urls() as urls, tempfile.TemporaryDirectory(prefix="stockzen-bench-") as log_dir:
+        if urls.app_url.endswith(f"/{BENCH_DATABASE}"):  # the bench's own database starts empty every run
+            await _drop_database(urls.admin_server_url, BENCH_DATABASE)
         await prepare_database(urls.admin_server_url, urls.app_url)
         await migrate(urls.admin_server_url, urls.app_url)
         logs = Path(log_dir)
@@ -298,6 +301,14 @@ async def run(plan: Plan) -> None:
         f"one operation per request: gateway p50 {gateway_p50:.1f} ms, direct FastAPI -> Postgres p50 "
         f"{direct_p50:.1f} ms, ratio {gateway_p50 / direct_p50:.2f}"
     )
+
+
+async def _drop_database(admin_server_url: str, name: str) -> None:
+    connection = await asyncpg.connect(admin_server_url)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
 
 
 async def _forget(urls: ServiceUrls, queue: str | None) -> None:

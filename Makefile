@@ -56,7 +56,7 @@ token: env ## mint a development token: make token [TENANT=<uuid>] [USER_ID=<id>
 	@$(BIN)/python scripts/mint_token.py $(if $(TENANT),--tenant $(TENANT)) $(if $(USER_ID),--user $(USER_ID))
 
 bench: env services ## throughput and latency through the real stack against Postgres alone (minutes)
-	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
 
 clean: ## remove the virtual environments
 	rm -rf $(VENV) $(CURDIR)/.tools

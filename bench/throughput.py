@@ -35,7 +35,7 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 
-from bench import baselines
+from bench import baselines, profiling
 from bench.workload import Device
 from stockzen_inventory.adapters.migrations import migrate, prepare_database
 from tests.support.ops import create_product, movement
@@ -58,6 +58,7 @@ class Plan:
     baseline_concurrency: int = 4
     ledger_rows: int = 1_000_000
     single_requests: int = 150
+    profile_dir: Path | None = None  # when set: py-spy profiles of a batch-50 run on 1 worker + 1 gateway
 
 
 @dataclass
@@ -219,7 +220,7 @@ def _row(label: str, load: LoadResult, inproc: float, raw: float) -> str:
 
 
 async def run(plan: Plan) -> None:
-    os.environ.setdefault("TEST_DATABASE_NAME", BENCH_DATABASE)
+    """Measure everything in ``plan`` and print the figures (database: ``TEST_DATABASE_NAME``'s)."""
     with service_urls() as urls, tempfile.TemporaryDirectory(prefix="stockzen-bench-") as log_dir:
         if urls.app_url.endswith(f"/{BENCH_DATABASE}"):  # the bench's own database starts empty every run
             await _drop_database(urls.admin_server_url, BENCH_DATABASE)
@@ -253,6 +254,10 @@ async def run(plan: Plan) -> None:
                     for size in plan.sizes:
                         loads[replicas, size] = await drive(gateways, fleet, size, plan.seconds)
                         print(f"  {replicas} worker + {replicas} gateway, batch {size}: done", flush=True)
+                    if replicas == 1 and plan.profile_dir is not None:
+                        pids = {name: running[0].processes[name].pid for name in ("worker", "gateway")}
+                        with profiling.sampled(pids, plan.profile_dir, plan.seconds):
+                            await drive(gateways, fleet, 50, plan.seconds)
                     if replicas == 1:
                         per_result, cached = await redis_bytes_per_result(urls.redis_url, urls.redis_prefix)
                         tenant, product = fleet.devices[0].tenant_id, fleet.devices[0].products[0]
@@ -295,6 +300,10 @@ async def run(plan: Plan) -> None:
         f"(ratio {full_inproc / empty_inproc:.2f}; in-process apply, batch 50; seeded in {seeded_in:.1f} s)"
     )
     print(f"redis: {per_result:.0f} bytes per deduped operation (MEMORY USAGE, {cached} results cached)")
+    if plan.profile_dir is not None:
+        for name in ("worker", "gateway"):
+            print()
+            print(profiling.summary(plan.profile_dir / f"{name}.txt"))
     gateway_p50 = statistics.median(through_gateway) * 1000
     direct_p50 = statistics.median(direct) * 1000
     print(
@@ -333,6 +342,7 @@ def parse_plan(argv: Sequence[str] | None = None) -> Plan:
     parser.add_argument("--tenants", type=int, default=default.tenants, help="tenants the devices belong to")
     parser.add_argument("--ledger-rows", type=int, default=default.ledger_rows, help="movements to seed")
     parser.add_argument("--single-requests", type=int, default=default.single_requests, help="1-op requests to time")
+    parser.add_argument("--profile", type=Path, help="write py-spy profiles of worker and gateway here")
     args = parser.parse_args(argv)
     return Plan(
         sizes=tuple(args.sizes),
@@ -341,11 +351,15 @@ def parse_plan(argv: Sequence[str] | None = None) -> Plan:
         tenants=args.tenants,
         ledger_rows=args.ledger_rows,
         single_requests=args.single_requests,
+        profile_dir=args.profile,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    asyncio.run(run(parse_plan(argv)))
+    """``make bench``: the full plan, on the bench's own database (dropped and made again first)."""
+    plan = parse_plan(argv)
+    os.environ["TEST_DATABASE_NAME"] = BENCH_DATABASE  # tests/support/services names the database from it
+    asyncio.run(run(plan))
     return 0
 
 

@@ -22,7 +22,7 @@ export DATABASE_ADMIN_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 export AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 
-.PHONY: help run test env services migrate lint token bench clean
+.PHONY: help run test env services migrate lint token bench chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ token: env ## mint a development token: make token [TENANT=<uuid>] [USER_ID=<id>
 
 bench: env services ## throughput and latency through the real stack against Postgres alone (minutes)
 	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
+
+chaos: env services ## long chaos run: devices push through killed workers and cut links; prints lost/doubled/diverged
+	$(BIN)/python chaos/run_chaos.py $(CHAOS_ARGS)
 
 clean: ## remove the virtual environments
 	rm -rf $(VENV) $(CURDIR)/.tools

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
-from typing import Any
 
 import asyncpg
 import httpx
-import jwt
 import pytest
 import redis.asyncio as aioredis
 
@@ -18,49 +15,17 @@ from tests.support.db import applied_rows
 from tests.support.ops import create_product, movement
 from tests.support.retry import eventually, sync_until_final
 from tests.support.services import ServiceUrls
-from tests.support.stack import JWT_SECRET, Stack, user_token
-
-
-def _error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    assert set(body) == {"code", "message"}, body
-    assert body["code"] == code
-    assert body["message"]
-    return body
-
-
-def _claims(tenant: uuid.UUID, **overrides: Any) -> dict[str, Any]:
-    claims: dict[str, Any] = {"sub": "user-1", "tenant_id": str(tenant), "exp": int(time.time()) + 600}
-    claims.update(overrides)
-    return {k: v for k, v in claims.items() if v is not None}
-
-
-def _bad_tokens(tenant_id: uuid.UUID) -> dict[str, str | None]:
-    none_alg = jwt.encode(_claims(tenant_id), key="", algorithm="none")
-    return {
-        "no header": None,
-        "not a jwt": "Bearer not-a-token",
-        "bearer without token": "Bearer",
-        "basic scheme": "Basic dXNlcjpwYXNz",
-        "wrong secret": "Bearer " + jwt.encode(_claims(tenant_id), "another-secret-of-sufficient-length!", "HS256"),
-        "expired": "Bearer " + jwt.encode(_claims(tenant_id, exp=int(time.time()) - 60), JWT_SECRET, "HS256"),
-        "alg none": "Bearer " + none_alg,
-        "other algorithm": "Bearer " + jwt.encode(_claims(tenant_id), JWT_SECRET, "HS512"),
-        "no tenant claim": "Bearer " + jwt.encode(_claims(tenant_id, tenant_id=None), JWT_SECRET, "HS256"),
-        "tenant not a uuid": "Bearer " + jwt.encode(_claims(tenant_id, tenant_id="acme"), JWT_SECRET, "HS256"),
-        "no exp": "Bearer " + jwt.encode(_claims(tenant_id, exp=None), JWT_SECRET, "HS256"),
-        "no sub": "Bearer " + jwt.encode(_claims(tenant_id, sub=None), JWT_SECRET, "HS256"),
-    }
+from tests.support.stack import Stack, user_token
+from tests.support.tokens import bad_tokens, expect_error
 
 
 async def test_every_kind_of_bad_token_gets_401(stack: Stack, tenant_id: uuid.UUID) -> None:
     body = {"operations": [movement(tenant_id, uuid.uuid4())]}
     async with httpx.AsyncClient(base_url=stack.gateway_url) as client:
-        for name, header in _bad_tokens(tenant_id).items():
+        for name, header in bad_tokens(tenant_id).items():
             headers = {"Authorization": header} if header is not None else {}
             response = await client.post("/api/sync", json=body, headers=headers)
-            error = _error(response, 401, "UNAUTHORIZED")
+            error = expect_error(response, 401, "UNAUTHORIZED")
             assert response.headers["www-authenticate"] == "Bearer", name
             assert "secret" not in error["message"].lower(), name
 
@@ -92,7 +57,7 @@ async def test_a_bad_envelope_fails_the_request_with_the_error_shape(
     gateway: httpx.AsyncClient, body: bytes, content_type: str, status: int, code: str
 ) -> None:
     response = await gateway.post("/api/sync", content=body, headers={"Content-Type": content_type})
-    _error(response, status, code)
+    expect_error(response, status, code)
 
 
 async def test_past_the_rate_limit_the_gateway_answers_429_with_retry_after(
@@ -107,7 +72,7 @@ async def test_past_the_rate_limit_the_gateway_answers_429_with_retry_after(
         statuses = [(await client.post("/api/sync", json=body, headers=alice)).status_code for _ in range(3)]
         assert statuses == [200, 200, 200]
         limited = await client.post("/api/sync", json=body, headers=alice)
-        _error(limited, 429, "RATE_LIMITED")
+        expect_error(limited, 429, "RATE_LIMITED")
         assert 1 <= int(limited.headers["retry-after"]) <= 30
         # The limit is per (tenant, user): a colleague is not held back by alice.
         bob = {"Authorization": f"Bearer {user_token(tenant_id, 'bob')}"}
@@ -123,11 +88,11 @@ async def test_a_single_operation_key_must_be_the_operation_id(
     response = await gateway.post(
         "/api/sync", json={"operations": [one]}, headers={"Idempotency-Key": str(uuid.uuid4())}
     )
-    _error(response, 400, "IDEMPOTENCY_KEY_MISMATCH")
+    expect_error(response, 400, "IDEMPOTENCY_KEY_MISMATCH")
     malformed = await gateway.post(
         "/api/sync", json={"operations": [one, one]}, headers={"Idempotency-Key": "has spaces in it"}
     )
-    _error(malformed, 400, "VALIDATION_ERROR")
+    expect_error(malformed, 400, "VALIDATION_ERROR")
 
 
 async def test_a_batch_key_replays_its_response_and_refuses_another_body(
@@ -152,7 +117,7 @@ async def test_a_batch_key_replays_its_response_and_refuses_another_body(
     changed = await gateway.post(
         "/api/sync", json={"operations": [*ops, movement(tenant_id, product)]}, headers={"Idempotency-Key": key}
     )
-    _error(changed, 422, "IDEMPOTENCY_KEY_REUSED")
+    expect_error(changed, 422, "IDEMPOTENCY_KEY_REUSED")
     assert await applied_rows(admin, tenant_id, [o["operationId"] for o in ops]) == 2
 
 
@@ -194,7 +159,7 @@ async def test_a_key_in_flight_gets_409_and_a_pending_answer_is_not_replayed(
             await eventually(lambda: _exists(redis, claimed))  # the first request holds the key
         finally:
             await redis.aclose()
-        _error(await client.post("/api/sync", json={"operations": ops}), 409, "IDEMPOTENCY_KEY_IN_FLIGHT")
+        expect_error(await client.post("/api/sync", json={"operations": ops}), 409, "IDEMPOTENCY_KEY_IN_FLIGHT")
 
         pending = await first
         assert pending.status_code == 202

@@ -1,0 +1,1 @@
+"""What the client talks to: its SQLite store and the StockZen gateway."""

@@ -1,0 +1,170 @@
+"""The gateway, as the sync engine needs it: push a batch, pull a feed page, probe the connection.
+
+Every failure becomes one of a few exceptions the engine can act on; the transport is injected
+(``httpx.MockTransport`` or an in-memory server in tests, the network otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import ValidationError
+
+from stockzen_contracts import FEED_PAGE_MAX, ChangeFeedPage, Code, SyncResponse
+
+_Answer = TypeVar("_Answer", SyncResponse, ChangeFeedPage)
+
+
+class ApiFailure(Exception):
+    """A request did not give the engine an answer it can use; ``str()`` is one sentence for people."""
+
+    retry_after: float | None = None
+
+
+class Unreachable(ApiFailure):
+    """No answer from the server at all (refused, reset, timed out): the device is offline."""
+
+
+class ServerFailing(ApiFailure):
+    """The server answered, but with a failure that may pass (5xx, 503 ``UNAVAILABLE``, a bad answer)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(ServerFailing):
+    """429 ``RATE_LIMITED``: wait ``retry_after`` seconds."""
+
+
+class Unauthorized(ApiFailure):
+    """401: the token is missing, invalid or expired; only a new login helps."""
+
+
+class Refused(ApiFailure):
+    """Another 4xx for the whole request: something this client sent is wrong."""
+
+
+class ResetRequired(ApiFailure):
+    """409 ``RESET_REQUIRED`` from the feed: the checkpoint cannot be resumed from."""
+
+
+@dataclass(frozen=True, slots=True)
+class PushAnswer:
+    """The answer to a push: 200 (every result final) or 202 (some still ``pending``)."""
+
+    status_code: int
+    response: SyncResponse
+
+
+class GatewayApi:
+    """An ``httpx.AsyncClient`` on the gateway, signed in with the profile's token."""
+
+    def __init__(
+        self,
+        server_url: str,
+        token: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 15.0,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=server_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "stockzen-client/0.1"},
+            transport=transport,
+            timeout=timeout,
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def push(self, checkpoint: str | None, operations: Sequence[dict[str, Any]]) -> PushAnswer:
+        """``POST /api/sync`` with these operations, as they were queued.
+
+        No ``Idempotency-Key`` header: each operation's ``operationId`` already makes a resend safe
+        (the server answers ``duplicate``), while a batch key would turn a resend of a smaller batch
+        into ``422 IDEMPOTENCY_KEY_REUSED`` and, with the server's Redis away, into 503s instead of
+        ``pending`` answers.
+        """
+        response = await self._send(
+            "POST", "/api/sync", json={"checkpoint": checkpoint, "operations": list(operations)}
+        )
+        if response.status_code not in (200, 202):
+            raise _failure(response, "the sync request")
+        return PushAnswer(response.status_code, _parse(SyncResponse, response, "the sync answer"))
+
+    async def changes(self, checkpoint: str | None, limit: int = FEED_PAGE_MAX) -> ChangeFeedPage:
+        """One page of the change feed after ``checkpoint`` (from the start when None)."""
+        params: dict[str, str | int] = {"limit": limit}
+        if checkpoint is not None:
+            params["checkpoint"] = checkpoint
+        response = await self._send("GET", "/api/sync/changes", params=params)
+        if response.status_code == 409 and _code(response) == Code.RESET_REQUIRED.value:
+            raise ResetRequired("the server cannot resume from this device's checkpoint; downloading everything again")
+        if response.status_code != 200:
+            raise _failure(response, "the change feed")
+        return _parse(ChangeFeedPage, response, "the change feed")
+
+    async def probe(self) -> bool:
+        """Whether the server answers at all (``GET /healthz``), to notice the connection returning."""
+        try:
+            await self._http.get("/healthz", timeout=3.0)
+        except httpx.TransportError:
+            return False
+        return True
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise Unreachable(f"cannot reach the server at {self._http.base_url} ({type(exc).__name__})") from exc
+        except httpx.RequestError as exc:  # an answer came, but not one httpx could read
+            raise ServerFailing(f"the server's answer could not be read ({type(exc).__name__})") from exc
+
+
+def _parse(model: type[_Answer], response: httpx.Response, what: str) -> _Answer:
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise ServerFailing(f"{what} did not follow the contract ({exc.error_count()} problems)") from exc
+
+
+def _code(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("code") if isinstance(body, dict) and isinstance(body.get("code"), str) else None
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason_phrase
+    message = body.get("message") if isinstance(body, dict) else None
+    return message if isinstance(message, str) else response.reason_phrase
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _failure(response: httpx.Response, what: str) -> ApiFailure:
+    status, code, message = response.status_code, _code(response), _message(response)
+    said = f"{what} failed with {status} {code or ''}: {message}".replace("  ", " ")
+    if status == 401:
+        return Unauthorized("the server refused the token (401); log in again with a new one")
+    if status == 429:
+        return RateLimited(f"the server asks to slow down: {message}", _retry_after(response))
+    if status >= 500:
+        return ServerFailing(said, _retry_after(response))
+    return Refused(said)

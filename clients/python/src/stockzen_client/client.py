@@ -1,0 +1,157 @@
+"""The client library's front door: local writes that return at once, the local view, and syncing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+from stockzen_client.adapters.api import GatewayApi
+from stockzen_client.adapters.store import LocalStore
+from stockzen_client.domain.backoff import Backoff
+from stockzen_client.domain.status import SyncStatus
+from stockzen_client.domain.view import LocalMovement, LocalProduct
+from stockzen_client.engine import EngineSettings, Progress, SyncEngine
+from stockzen_client.profile import Profile
+from stockzen_contracts import (
+    EntityType,
+    InvalidOperation,
+    MovementKind,
+    OperationType,
+    format_utc,
+    parse_operation,
+)
+
+
+class InvalidChange(ValueError):
+    """A change the contract refuses (or one about a product this device does not have); nothing was queued."""
+
+
+class StockzenClient:
+    """One profile's store, outbox and sync engine.
+
+    Writes go to the store and the outbox in one local transaction and return at once, online or not;
+    ids are made here. Reads show the server's data with the queued changes on top.
+    """
+
+    def __init__(
+        self,
+        profile: Profile,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        settings: EngineSettings | None = None,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        profile.directory.mkdir(parents=True, exist_ok=True)
+        self.profile = profile
+        self.store = LocalStore(profile.database, clock=clock)
+        self.api = GatewayApi(profile.server_url, profile.token, transport=transport)
+        self.engine = SyncEngine(
+            self.store, self.api, lock_path=profile.lock_file, backoff=backoff, settings=settings, clock=clock
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool and the database."""
+        await self.api.aclose()
+        self.store.close()
+
+    # --- status and syncing --------------------------------------------------------------------
+
+    @property
+    def status(self) -> SyncStatus:
+        """The sync status now (subscribe through ``client.engine.hub``)."""
+        return self.engine.status
+
+    async def sync(self, progress: Progress | None = None) -> SyncStatus:
+        """Sync now (push, then pull) and return the status it ended in."""
+        return await self.engine.sync(progress)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep syncing by itself until ``stop`` is set."""
+        await self.engine.run(stop)
+
+    # --- local writes --------------------------------------------------------------------------
+
+    def add_product(self, name: str, **fields: Any) -> UUID:
+        """Create a product (fields: sku, barcode, unit, price_cents, low_stock_threshold); returns its id."""
+        product_id = uuid.uuid4()
+        self._queue(EntityType.PRODUCT, product_id, OperationType.CREATE, {"name": name, **_camel(fields)})
+        return product_id
+
+    def edit_product(self, product_id: UUID, **changes: Any) -> None:
+        """Change some fields of a product (``None`` clears a nullable field)."""
+        self._known(product_id)
+        self._queue(EntityType.PRODUCT, product_id, OperationType.UPDATE, _camel(changes))
+
+    def remove_product(self, product_id: UUID) -> None:
+        """Delete a product (the server keeps a tombstone)."""
+        self._known(product_id)
+        self._queue(EntityType.PRODUCT, product_id, OperationType.DELETE, {})
+
+    def stock_in(self, product_id: UUID, quantity: int, reason: str | None = None) -> UUID:
+        """Record an entry of ``quantity``; returns the movement's id."""
+        return self._movement(product_id, MovementKind.ENTRY, quantity, reason)
+
+    def stock_out(self, product_id: UUID, quantity: int, reason: str | None = None) -> UUID:
+        """Record an exit of ``quantity``; returns the movement's id."""
+        return self._movement(product_id, MovementKind.EXIT, quantity, reason)
+
+    def _movement(self, product_id: UUID, kind: MovementKind, quantity: int, reason: str | None) -> UUID:
+        self._known(product_id)
+        movement_id = uuid.uuid4()
+        payload: dict[str, Any] = {"productId": str(product_id), "kind": kind.value, "quantity": quantity}
+        if reason is not None:
+            payload["reason"] = reason
+        self._queue(EntityType.STOCK_MOVEMENT, movement_id, OperationType.CREATE, payload)
+        return movement_id
+
+    def _known(self, product_id: UUID) -> None:
+        if self.store.product(product_id) is None:
+            raise InvalidChange(
+                f"there is no product {product_id} on this device (run `stockzen sync` to fetch new ones)"
+            )
+
+    def _queue(self, entity: EntityType, entity_id: UUID, kind: OperationType, payload: dict[str, Any]) -> None:
+        operation_id = str(uuid.uuid4())
+        raw = {
+            "operationId": operation_id,
+            "idempotencyKey": operation_id,
+            "entityType": entity.value,
+            "entityId": str(entity_id),
+            "operationType": kind.value,
+            "tenantId": str(self.profile.tenant_id),
+            "modifiedAt": format_utc(datetime.now(UTC)),
+            "payload": payload,
+        }
+        try:
+            operation = parse_operation(raw)
+        except InvalidOperation as exc:
+            raise InvalidChange(exc.message) from None
+        self.store.enqueue(operation)
+        self.engine.refresh()
+
+    # --- the local view ------------------------------------------------------------------------
+
+    def products(self) -> list[LocalProduct]:
+        """Every live product, by name, as this device shows it."""
+        return self.store.products()
+
+    def product(self, product_id: UUID) -> LocalProduct | None:
+        """One product as this device shows it."""
+        return self.store.product(product_id)
+
+    def history(self, product_id: UUID) -> list[LocalMovement]:
+        """A product's movements, newest first, unconfirmed ones included."""
+        return self.store.history(product_id)
+
+
+def _camel(fields: dict[str, Any]) -> dict[str, Any]:
+    parts = {name: name.split("_") for name in fields}
+    return {parts[n][0] + "".join(p.title() for p in parts[n][1:]): v for n, v in fields.items()}

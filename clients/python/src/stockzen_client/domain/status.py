@@ -1,0 +1,99 @@
+"""What the client tells its user about syncing: one value, four states."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class SyncState(StrEnum):
+    """Where syncing stands (see the state machine in the client's README)."""
+
+    OFFLINE = "offline"  # the server cannot be reached; changes queue locally
+    SYNCING = "syncing"  # a sync is running, or queued changes wait for their next attempt
+    UP_TO_DATE = "upToDate"  # nothing left to send, and the last pull covers the last push
+    ERROR = "error"  # the server answers but keeps failing; work goes on, changes stay queued
+
+    @property
+    def symbol(self) -> str:
+        """A symbol that goes with the word, so the state never rests on colour alone."""
+        return _SYMBOLS[self]
+
+    @property
+    def label(self) -> str:
+        """The state in words, for people."""
+        return _LABELS[self]
+
+
+_SYMBOLS = {
+    SyncState.OFFLINE: "○",
+    SyncState.SYNCING: "↻",
+    SyncState.UP_TO_DATE: "✓",
+    SyncState.ERROR: "✗",
+}
+_LABELS = {
+    SyncState.OFFLINE: "offline",
+    SyncState.SYNCING: "syncing",
+    SyncState.UP_TO_DATE: "up to date",
+    SyncState.ERROR: "error",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something the user should know without being interrupted (a conflict settled, a change refused)."""
+
+    at: datetime
+    kind: str  # "conflict" | "rejected"
+    entity_id: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStatus:
+    """Everything a UI needs to show about syncing, in one immutable value (PowerSync's ``SyncStatus``)."""
+
+    state: SyncState
+    queued: int = 0
+    failed: int = 0
+    last_synced_at: datetime | None = None
+    last_error: str | None = None
+    uploading: bool = False
+    downloading: bool = False
+    notices: tuple[Notice, ...] = field(default=())
+
+    def describe(self) -> str:
+        """One line for people: symbol, word, counts."""
+        parts = [f"{self.state.symbol} {self.state.label}", f"{self.queued} queued", f"{self.failed} failed"]
+        if self.uploading:
+            parts.append("uploading")
+        if self.downloading:
+            parts.append("downloading")
+        if self.last_error and self.state is not SyncState.UP_TO_DATE:
+            parts.append(f"last error: {self.last_error}")
+        return " · ".join(parts)
+
+    def to_json(self) -> dict[str, object]:
+        """The machine-readable form (camelCase, ISO-8601 UTC times), as the CLI's ``--json`` prints it."""
+        return {
+            "state": self.state.value,
+            "queued": self.queued,
+            "failed": self.failed,
+            "lastSyncedAt": self.last_synced_at.isoformat() if self.last_synced_at else None,
+            "lastError": self.last_error,
+            "uploading": self.uploading,
+            "downloading": self.downloading,
+            "notices": [
+                {"at": n.at.isoformat(), "kind": n.kind, "entityId": n.entity_id, "message": n.message}
+                for n in self.notices
+            ],
+        }
+
+
+def settled_state(*, queued: int, stuck: bool) -> SyncState:
+    """The state a sync that reached the server ends in: up to date when nothing is left to send,
+    error when queued changes keep failing, else syncing (they wait for their next attempt)."""
+    if queued == 0:
+        return SyncState.UP_TO_DATE
+    return SyncState.ERROR if stuck else SyncState.SYNCING

@@ -1,0 +1,194 @@
+"""An in-memory StockZen server for the client's unit tests and simulation: a fake, not a mock.
+
+It follows the sync contract by running the worker's own service layer (``apply_sync_batch``) over
+the in-memory ledger, answers the change feed from the same data, and lets a test take a device's
+connection away, make the server fail or rate-limit, and hold batches back as ``pending``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+from stockzen_contracts import (
+    ApplySyncBatch,
+    Change,
+    ChangeFeedPage,
+    Code,
+    InvalidOperation,
+    ItemResult,
+    Operation,
+    RecordStockMovement,
+    SyncResponse,
+    parse_operation,
+)
+from stockzen_contracts.payloads import StockMovementState
+from stockzen_sync_worker.domain.outcomes import Effect, MovementRecorded
+from stockzen_sync_worker.services import apply_sync_batch
+from tests.support.memory_ledger import MemoryLedger, MemoryResultCache, MemoryTenantLedger, TenantData
+
+SERVER_URL = "http://stockzen.test"
+
+
+class FeedTenantLedger(MemoryTenantLedger):
+    """The in-memory ledger, also keeping each recorded movement for the change feed."""
+
+    async def record_movement(self, operation: RecordStockMovement, occurred_at: datetime) -> Effect:
+        effect = await super().record_movement(operation, occurred_at)
+        if isinstance(effect, MovementRecorded):
+            self.data.movements[operation.entity_id]["state"] = effect.state
+        return effect
+
+
+class FeedLedger(MemoryLedger):
+    @asynccontextmanager
+    async def for_tenant(self, tenant_id: UUID) -> AsyncIterator[MemoryTenantLedger]:
+        async with super().for_tenant(tenant_id) as tenant:
+            yield FeedTenantLedger(tenant.data, self.purges)
+
+
+@dataclass
+class FakeGateway:
+    """One tenant's server. ``reachable[device]`` cuts a device off; ``failures`` scripts whole-request
+    answers (e.g. 503); ``pending_rate`` holds that share of batches back (202, applied later)."""
+
+    tenant_id: UUID
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    pending_rate: float = 0.0
+    feed_page_size: int = 1000
+    reachable: dict[str, bool] = field(default_factory=dict)
+    failures: list[httpx.Response] = field(default_factory=list)
+    reset_next_pull: bool = False
+    held_back: list[ApplySyncBatch] = field(default_factory=list)
+    held_back_total: int = 0
+    pushes: list[list[dict[str, Any]]] = field(default_factory=list)
+    ledger: FeedLedger = field(default_factory=FeedLedger)
+    cache: MemoryResultCache = field(default_factory=MemoryResultCache)
+
+    def transport(self, device: str = "device") -> httpx.MockTransport:
+        """The transport a device's client talks through."""
+        self.reachable.setdefault(device, True)
+
+        async def handle(request: httpx.Request) -> httpx.Response:
+            if not self.reachable[device]:
+                raise httpx.ConnectError("connection refused", request=request)
+            return await self.handle(request)
+
+        return httpx.MockTransport(handle)
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/healthz":
+            return httpx.Response(200, json={"status": "ok"})
+        if self.failures:
+            return self.failures.pop(0)
+        if request.url.path == "/api/sync" and request.method == "POST":
+            return await self._push(json.loads(request.content))
+        if request.url.path == "/api/sync/changes":
+            return self._pull(request.url.params.get("checkpoint"), int(request.url.params.get("limit", "100")))
+        return _error(404, Code.NOT_FOUND, "no such route")
+
+    async def deliver_held_back(self) -> None:
+        """The queue catches up: every held-back batch is applied (at most once, as always)."""
+        batches, self.held_back = self.held_back, []
+        for batch in batches:
+            await apply_sync_batch(batch, uuid.uuid4().hex, self.ledger, self.cache)
+
+    async def _push(self, body: dict[str, Any]) -> httpx.Response:
+        raw_operations = body["operations"]
+        self.pushes.append(raw_operations)
+        results: list[ItemResult | None] = []
+        valid: list[Operation] = []
+        for raw in raw_operations:
+            try:
+                operation = parse_operation(raw)
+            except InvalidOperation as exc:
+                results.append(ItemResult.rejected(exc.operation_id, Code.VALIDATION_ERROR, exc.message))
+                continue
+            if operation.tenant_id != self.tenant_id:
+                results.append(ItemResult.rejected(operation.operation_id, Code.TENANT_MISMATCH, "wrong tenant"))
+                continue
+            results.append(None)
+            valid.append(operation)
+        status_code = 200
+        if valid:
+            batch = ApplySyncBatch(
+                request_id=uuid.uuid4().hex,
+                tenant_id=self.tenant_id,
+                user_id="user",
+                received_at=datetime.now(UTC),
+                reply_to="reply",
+                operations=valid,
+            )
+            if self.rng.random() < self.pending_rate:
+                self.held_back.append(batch)
+                self.held_back_total += 1
+                applied = [ItemResult.pending(op.operation_id) for op in valid]
+                status_code = 202
+            else:
+                applied = (await apply_sync_batch(batch, uuid.uuid4().hex, self.ledger, self.cache)).applied.results
+            answers = iter(applied)
+            results = [r if r is not None else next(answers) for r in results]
+        response = SyncResponse(
+            checkpoint=str(self.data.checkpoint), server_time=datetime.now(UTC), results=[r for r in results if r]
+        )
+        return httpx.Response(status_code, json=response.to_wire())
+
+    def _pull(self, since: str | None, limit: int) -> httpx.Response:
+        if self.reset_next_pull:
+            self.reset_next_pull = False
+            return _error(409, Code.RESET_REQUIRED, "the checkpoint is too old")
+        after = int(since) if since else 0
+        changes = sorted(self.changes_after(after), key=lambda c: int(c.checkpoint))
+        page = changes[: min(limit, self.feed_page_size)]
+        checkpoint = page[-1].checkpoint if page else str(max(after, self.data.checkpoint))
+        answer = ChangeFeedPage(checkpoint=checkpoint, has_more=len(changes) > len(page), changes=page)
+        return httpx.Response(200, json=answer.to_wire())
+
+    @property
+    def data(self) -> TenantData:
+        return self.ledger.tenants.get(self.tenant_id, TenantData())
+
+    def changes_after(self, after: int) -> list[Change]:
+        """Every product (current state) and movement with a checkpoint after ``after``."""
+        tenant = MemoryTenantLedger(self.data, [])
+        products = [
+            Change.of_product(tenant._state(row))
+            for row in self.data.products.values()
+            if row.get("checkpoint", 0) > after
+        ]
+        movements = [
+            Change.of_movement(m["state"])
+            for m in self.data.movements.values()
+            if isinstance(m.get("state"), StockMovementState) and int(m["state"].checkpoint) > after
+        ]
+        return products + movements
+
+    def products(self) -> dict[UUID, dict[str, Any]]:
+        """Live products: their fields and stock level, as the server holds them."""
+        data = self.data
+        tenant = MemoryTenantLedger(data, [])
+        live = {}
+        for product_id, row in data.products.items():
+            state = tenant._state(row)
+            if not state.deleted:
+                fields = state.model_dump(by_alias=False, exclude={"modified_at", "checkpoint", "deleted", "id"})
+                live[product_id] = {**fields, "stock_level": data.levels.get(product_id, 0)}
+        return live
+
+
+def _error(status: int, code: Code, message: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, json={"code": code.value, "message": message}, headers=headers)
+
+
+def failure(status: int, code: Code, message: str = "failing", retry_after: int | None = None) -> httpx.Response:
+    """A whole-request failure for :attr:`FakeGateway.failures`."""
+    return _error(status, code, message, {"Retry-After": str(retry_after)} if retry_after is not None else None)

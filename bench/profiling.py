@@ -53,26 +53,60 @@ def sampled(processes: Mapping[str, int], out_dir: Path, seconds: float) -> Iter
                 recorder.wait()
 
 
-def summary(collapsed: Path, top: int = 18) -> str:
-    """The functions found in the most samples (inclusive; py-spy leaves idle threads out)."""
+_WAITING = ("Condition.wait", "select (selectors.py)", "_poll", "sleep", "acquire", "BaseSelectorEventLoop.select")
+
+
+def summary(collapsed: Path, top: int = 12) -> str:
+    """Where the on-CPU samples went: functions by self time, and this project's functions (and the
+    libraries it calls) by inclusive time. Samples whose innermost frame waits are left out."""
+    own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
-        frames = stack.split(";")
+        frames = [_short(frame) for frame in stack.split(";")]
+        if any(frames[-1].startswith(w) or w in frames[-1] for w in _WAITING):
+            continue
         count = int(count_text)
         total += count
-        for name in {_short(frame) for frame in frames}:
+        own[frames[-1]] += count
+        for name in {f for f in frames if _interesting(f)}:
             inclusive[name] += count
-    lines = [f"{collapsed.stem}: {total} busy samples"]
-    for name, count in inclusive.most_common(top):
-        lines.append(f"  {count / total:6.1%}  {name}" if total else f"  {name}")
+    if not total:
+        return f"{collapsed.stem}: no busy samples"
+    lines = [f"{collapsed.stem}: {total} busy samples; self time"]
+    lines += [f"  {count / total:6.1%}  {name}" for name, count in own.most_common(top)]
+    lines.append(f"{collapsed.stem}: inclusive time in the project's code and what it calls")
+    lines += [f"  {count / total:6.1%}  {name}" for name, count in inclusive.most_common(top)]
     return "\n".join(lines)
 
 
 def _short(frame: str) -> str:
-    # "function (path/to/module.py:123)" -> "function (module.py)"
+    # "function (path/to/package/module.py:123)" -> "function (package/module.py)"
     name, _, where = frame.partition(" (")
-    return f"{name} ({Path(where.split(':')[0]).name})" if where else name
+    if not where:
+        return name
+    path = Path(where.split(":")[0])
+    return f"{name} ({path.parent.name}/{path.name})"
+
+
+def _interesting(frame: str) -> bool:
+    return any(
+        part in frame
+        for part in (
+            "stockzen",
+            "services.py",
+            "ledger.py",
+            "result_cache.py",
+            "asyncpg/",
+            "pydantic",
+            "json/",
+            "redis/",
+            "aio_pika",
+            "aiormq",
+            "pika/",
+            "dramatiq/",
+        )
+    )

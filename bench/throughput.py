@@ -34,6 +34,7 @@ import aio_pika
 import asyncpg
 import httpx
 import redis.asyncio as aioredis
+import uvloop
 
 from bench import baselines, profiling
 from bench.workload import Device
@@ -359,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``make bench``: the full plan, on the bench's own database (dropped and made again first)."""
     plan = parse_plan(argv)
     os.environ["TEST_DATABASE_NAME"] = BENCH_DATABASE  # tests/support/services names the database from it
-    asyncio.run(run(plan))
+    uvloop.run(run(plan))  # the loop the services run on, for the in-process baseline too
     return 0
 
 

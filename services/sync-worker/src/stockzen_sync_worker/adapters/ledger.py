@@ -8,7 +8,6 @@ concurrent second delivery of an operation see the first one's ``applied_operati
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -306,7 +305,7 @@ class PostgresTenantLedger:
             [op.operation_id for op, _, _ in entries],
             [op.entity_type.value for op, _, _ in entries],
             [op.entity_id for op, _, _ in entries],
-            [json.dumps(result.to_wire()) for _, result, _ in entries],
+            [result.model_dump_json() for _, result, _ in entries],  # pydantic's encoder: no dict in between
             [fingerprint for _, _, fingerprint in entries],
         )
 

@@ -53,7 +53,18 @@ def sampled(processes: Mapping[str, int], out_dir: Path, seconds: float) -> Iter
                 recorder.wait()
 
 
-_WAITING = ("Condition.wait", "select (selectors.py)", "_poll", "sleep", "acquire", "BaseSelectorEventLoop.select")
+# Innermost frames that wait rather than work (py-spy's idle detection misses threads blocked in
+# these): the loop's selector, pika's poller, the supervisor's wait, dramatiq's timers.
+_WAITING = (
+    "Condition.wait",
+    "Selector.select",
+    "PollPoller.poll",
+    "Popen._wait",
+    "worker_process (dramatiq",
+    "_CtypesTimeoutManager.run",
+    "sleep",
+    "acquire",
+)
 
 
 def summary(collapsed: Path, top: int = 12) -> str:
@@ -67,7 +78,7 @@ def summary(collapsed: Path, top: int = 12) -> str:
         if not stack or not count_text.isdigit():
             continue
         frames = [_short(frame) for frame in stack.split(";")]
-        if any(frames[-1].startswith(w) or w in frames[-1] for w in _WAITING):
+        if any(w in frames[-1] for w in _WAITING):
             continue
         count = int(count_text)
         total += count
@@ -93,7 +104,7 @@ def _short(frame: str) -> str:
 
 
 def _interesting(frame: str) -> bool:
-    return any(
+    return not frame.startswith("process ") and any(
         part in frame
         for part in (
             "stockzen",

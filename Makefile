@@ -21,18 +21,33 @@ export DATABASE_URL ?= postgresql://stockzen_app@127.0.0.1:5432/stockzen
 export DATABASE_ADMIN_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 export AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
+WEB := $(CURDIR)/clients/web
+export WEB_APP_DIR ?= $(WEB)/dist
 
-.PHONY: help run test env services migrate lint token bench chaos clean
+.PHONY: help run test env services migrate lint token bench chaos clean web web-test
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-run: env services migrate ## run gateway (:8000), inventory (:8001) and the sync worker; Ctrl-C stops all
+run: env services migrate web ## run gateway (:8000, browser app at /app/), inventory (:8001) and the sync worker; Ctrl-C stops all
 	PATH="$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
 
-test: env services ## run every test (unit, integration, e2e) against the local services
+test: env services ## run every test (web unit tests, build, then unit, integration, e2e) against the local services
 	bash scripts/ensure_tools.sh
+	$(MAKE) web-test
 	$(BIN)/python -m pytest
+
+# npm ci only when node_modules is missing or older than the lockfile (npm writes its own copy there).
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --no-audit --no-fund
+	touch $@
+
+web: $(WEB)/node_modules/.package-lock.json ## build the browser app into clients/web/dist
+	cd $(WEB) && npm run build
+
+web-test: $(WEB)/node_modules/.package-lock.json ## the browser app's unit tests, then its build
+	cd $(WEB) && npm test
+	cd $(WEB) && npm run build
 
 $(UV):
 	$(PYTHON) -m venv $(CURDIR)/.tools
@@ -61,5 +76,5 @@ bench: env services ## throughput and latency through the real stack against Pos
 chaos: env services ## long chaos run: devices push through killed workers and cut links; prints lost/doubled/diverged
 	$(BIN)/python chaos/run_chaos.py $(CHAOS_ARGS)
 
-clean: ## remove the virtual environments
-	rm -rf $(VENV) $(CURDIR)/.tools
+clean: ## remove the virtual environments and the web app's dependencies and build
+	rm -rf $(VENV) $(CURDIR)/.tools $(WEB)/node_modules $(WEB)/dist

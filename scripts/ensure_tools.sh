@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # Install the command-line tools the tests use that are not Python packages, when missing:
-# promtool and prometheus, from Debian's `prometheus` package. The tests run their own Prometheus;
+# promtool and prometheus, from Debian's `prometheus` package, and the browser the web app's
+# end-to-end tests drive, Debian's `chromium` (Playwright never downloads one). The tests run their own Prometheus;
 # the package's service must not run, so its start is refused during the install (policy-rc.d)
 # and stopped afterwards if something started it anyway.
 set -euo pipefail
 
-if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
+missing=()
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  missing+=(prometheus)
+fi
+if [ ! -x /usr/bin/chromium ]; then
+  missing+=(chromium)
+fi
+if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
 fi
 
@@ -13,8 +21,8 @@ if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null 2>&1; then
     exec sudo --preserve-env=PATH bash "$0" "$@"
   fi
-  echo "ensure_tools: promtool is missing; install Debian's prometheus package as root:" >&2
-  echo "  apt-get install -y --no-install-recommends prometheus" >&2
+  echo "ensure_tools: ${missing[*]} missing; install Debian's packages as root:" >&2
+  echo "  apt-get install -y --no-install-recommends ${missing[*]}" >&2
   exit 1
 fi
 
@@ -31,7 +39,7 @@ fi
 cleanup() { if [ -n "$placed_policy" ]; then rm -f "$policy"; fi; }
 trap cleanup EXIT
 
-install() { apt-get install -y -q --no-install-recommends prometheus; }
+install() { apt-get install -y -q --no-install-recommends "${missing[@]}"; }
 # The package lists may be missing or stale on a fresh machine: update only when the install fails.
 if ! install; then
   apt-get update -q
@@ -47,3 +55,4 @@ elif [ -x /etc/init.d/prometheus ] && /etc/init.d/prometheus status >/dev/null 2
 fi
 
 promtool --version | head -n 1
+/usr/bin/chromium --version

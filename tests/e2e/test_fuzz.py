@@ -38,6 +38,9 @@ FUZZ_SETTINGS = settings(
 )
 HEADER_VALUE = re.compile(r"[\x21-\x7e\x80-\xff](?:[\x20-\x7e\x80-\xff\t]*[\x21-\x7e\x80-\xff])?")
 READ_PATHS = ("/api/products", "/api/products/{id}", "/api/products/{id}/movements", "/api/sync/changes")
+# The live stream takes no input to fuzz (no parameters, no body) and answers until the gateway ends it;
+# its authentication and tenant isolation are tested in test_live_stream.py.
+NOT_FUZZED = {"/api/sync/stream"}
 
 
 class Findings:
@@ -96,7 +99,8 @@ def _every_case(stack: Stack) -> st.SearchStrategy[schemathesis.Case[Any]]:
     operations = []
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), f"the gateway's OpenAPI does not load: {result.err()}"
-        operations.append(result.ok())
+        if result.ok().path not in NOT_FUZZED:
+            operations.append(result.ok())
     assert {operation.path for operation in operations} >= {"/api/sync", "/api/products", "/api/sync/changes"}
     return st.one_of(
         [operation.as_strategy(generation_mode=mode) for operation in operations for mode in GenerationMode]

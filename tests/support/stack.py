@@ -19,6 +19,9 @@ from stockzen_platform.identity import Identity, TokenIssuer
 from tests.support.processes import ServiceProcess, free_port, start_service
 from tests.support.services import ServiceUrls
 
+WEB_APP_DIR = Path(__file__).resolve().parents[2] / "clients" / "web" / "dist"
+"""The built browser app (``make web``), which the gateway serves at ``/app/``."""
+
 JWT_SECRET = "stockzen-test-only-jwt-secret-0123456789abcdef-0123456789abcdef-0123456789"
 INTERNAL_SECRET = "stockzen-test-only-internal-secret-0123456789abcdef"
 
@@ -63,6 +66,8 @@ class Stack:
             "SYNC_MIN_BACKOFF_MS": "200",
             "SYNC_MAX_BACKOFF_MS": "1000",
             "QUEUE_MONITOR_INTERVAL_SECONDS": "1",
+            "WEB_APP_DIR": str(WEB_APP_DIR),
+            "STREAM_HEARTBEAT_SECONDS": "2",
         }
         self._name = name
 

@@ -11,22 +11,11 @@ import pytest
 
 from stockzen_contracts import ApplySyncBatch, InvalidOperation, parse_operation
 from stockzen_contracts._wire import format_utc
+from tests.support.ops import create_product
 
 
 def _op(**overrides: Any) -> dict[str, Any]:
-    op_id = str(uuid.uuid4())
-    raw: dict[str, Any] = {
-        "operationId": op_id,
-        "idempotencyKey": op_id,
-        "entityType": "product",
-        "entityId": str(uuid.uuid4()),
-        "operationType": "create",
-        "tenantId": str(uuid.uuid4()),
-        "modifiedAt": "2026-11-24T10:00:00Z",
-        "payload": {"name": "Blue mug"},
-    }
-    raw.update(overrides)
-    return raw
+    return {**create_product(uuid.uuid4(), uuid.uuid4()), **overrides}
 
 
 @pytest.mark.parametrize("year", [1, 9, 99, 999])

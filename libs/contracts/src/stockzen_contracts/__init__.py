@@ -3,7 +3,14 @@
 from ._wire import UtcDateTime, WireModel, format_utc, storable_text
 from .codes import Code, EntityType, ItemStatus, MovementKind, OperationType
 from .errors import ErrorBody
-from .messages import APPLY_SYNC_BATCH_ACTOR, ApplySyncBatch, RawSyncBatch, SyncBatchApplied
+from .messages import (
+    APPLY_SYNC_BATCH_ACTOR,
+    CHECKPOINT_CHANNEL,
+    ApplySyncBatch,
+    RawSyncBatch,
+    SyncBatchApplied,
+    checkpoint_channel,
+)
 from .operations import (
     LEDGER_IS_APPEND_ONLY,
     CreateProduct,
@@ -47,6 +54,7 @@ from .sync import MAX_OPERATIONS_CEILING, ItemResult, SyncRequest, SyncResponse
 
 __all__ = [
     "APPLY_SYNC_BATCH_ACTOR",
+    "CHECKPOINT_CHANNEL",
     "CHECKPOINT_MAX_LENGTH",
     "CURSOR_MAX_LENGTH",
     "FEED_PAGE_DEFAULT",
@@ -92,6 +100,7 @@ __all__ = [
     "UpdateProduct",
     "UtcDateTime",
     "WireModel",
+    "checkpoint_channel",
     "claimed_operation_id",
     "describe_errors",
     "format_utc",

@@ -48,3 +48,13 @@ class SyncBatchApplied(WireModel):
     request_id: str
     checkpoint: str | None
     results: list[ItemResult]
+
+
+CHECKPOINT_CHANNEL = "checkpoints:"
+"""Redis pub/sub channel (after the key prefix, before the tenant id) announcing a tenant's new
+checkpoint; the message is the checkpoint itself. A hint for live updates, never the truth."""
+
+
+def checkpoint_channel(prefix: str, tenant_id: UUID) -> str:
+    """The pub/sub channel on which ``tenant_id``'s committed checkpoints are announced."""
+    return f"{prefix}{CHECKPOINT_CHANNEL}{tenant_id}"

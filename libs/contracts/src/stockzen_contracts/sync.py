@@ -37,8 +37,10 @@ class ItemResult(WireModel):
     retryable: bool | None = None
     server_state: ProductState | None = None  # the winning state, for product conflicts
 
+    # No return annotation on purpose: with one, pydantic documents the result as "any object" and
+    # the OpenAPI (hence the browser app's generated types) would lose the fields.
     @model_serializer(mode="wrap")
-    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _omit_absent(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
         # Only top-level absences are dropped: nulls inside serverState are real values.
         data: dict[str, Any] = handler(self)
         return {k: v for k, v in data.items() if v is not None or k in ("operationId",)}

@@ -18,12 +18,14 @@ from fastapi import FastAPI
 from stockzen_platform.http import RequestContextMiddleware, install_error_handlers
 from stockzen_platform.identity import TokenVerifier, internal_token_issuer
 
+from .adapters.checkpoint_announcements import RedisCheckpointAnnouncements
 from .adapters.inventory_client import InventoryClient
 from .adapters.publisher import AmqpBatchPublisher
 from .adapters.redis_state import RedisGatewayState
 from .config import GatewaySettings
 from .domain.rate_limits import RateLimit
 from .metrics import METRICS
+from .ports import CheckpointAnnouncements
 from .services import SyncPolicy
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ class GatewayRuntime:
     sync_limit: RateLimit
     read_limit: RateLimit
     inventory: InventoryClient
+    announcements: CheckpointAnnouncements
 
 
 def _redis(settings: GatewaySettings) -> aioredis.Redis:
@@ -59,6 +62,11 @@ def _redis(settings: GatewaySettings) -> aioredis.Redis:
 def build_runtime(settings: GatewaySettings) -> tuple[GatewayRuntime, aioredis.Redis]:
     """The runtime and the Redis client it uses (no connection opens until first use)."""
     client = _redis(settings)
+    # Its own client: the subscription holds a connection for the process's lifetime.
+    announcements = RedisCheckpointAnnouncements(
+        aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=30),
+        prefix=settings.redis_key_prefix,
+    )
     runtime = GatewayRuntime(
         settings=settings,
         verifier=TokenVerifier(
@@ -82,6 +90,7 @@ def build_runtime(settings: GatewaySettings) -> tuple[GatewayRuntime, aioredis.R
             token_issuer=internal_token_issuer(settings.internal_token_secret.get_secret_value()),
             timeout_seconds=settings.inventory_timeout_seconds,
         ),
+        announcements=announcements,
     )
     return runtime, client
 
@@ -101,8 +110,9 @@ async def _monitor_queues(publisher: AmqpBatchPublisher, interval: float, stop: 
 
 def build_app(settings: GatewaySettings) -> FastAPI:
     """Wire the gateway app."""
-    from .entrypoints import http, read_routes, sync_routes
+    from .entrypoints import http, read_routes, stream_routes, sync_routes
     from .entrypoints.openapi import document_sync_request
+    from .entrypoints.web_app import mount_web_app
 
     runtime, client = build_runtime(settings)
 
@@ -116,6 +126,7 @@ def build_app(settings: GatewaySettings) -> FastAPI:
             # Let a poll in progress finish (it is bounded by its own timeouts): cancelling aiormq
             # mid-connect can swallow the cancellation and leave its reader behind.
             stop.set()
+            await runtime.announcements.aclose()
             finished, _ = await asyncio.wait({monitor}, timeout=settings.publish_timeout_seconds + 1)
             if not finished:
                 monitor.cancel()
@@ -132,4 +143,6 @@ def build_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(sync_routes.router)
     document_sync_request(app)
     app.include_router(read_routes.router)
+    app.include_router(stream_routes.router)
+    mount_web_app(app, settings.web_app_dir)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
@@ -54,6 +55,13 @@ class GatewaySettings(BaseSettings):
     sync_rate_burst: int = Field(default=20, ge=1, alias="SYNC_RATE_LIMIT_BURST")
     read_rate_per_minute: int = Field(default=1200, ge=1, alias="READ_RATE_LIMIT_PER_MINUTE")
     read_rate_burst: int = Field(default=100, ge=1, alias="READ_RATE_LIMIT_BURST")
+
+    # Live updates and the browser app.
+    stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300, alias="STREAM_HEARTBEAT_SECONDS")
+    # A stream outliving its token would keep announcing to a caller no longer allowed: end it, and
+    # the client reconnects with its current token.
+    stream_max_seconds: float = Field(default=600.0, gt=0, le=86_400, alias="STREAM_MAX_SECONDS")
+    web_app_dir: Path | None = Field(default=None, alias="WEB_APP_DIR")
 
     queue_monitor_interval_seconds: float = Field(default=15.0, gt=0, alias="QUEUE_MONITOR_INTERVAL_SECONDS")
 

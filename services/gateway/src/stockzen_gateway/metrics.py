@@ -35,7 +35,7 @@ PUBLISH_FAILURE_REASONS = (
 )
 """The usual ``reason`` values (exception class names) of ``stockzen_gateway_publish_failures_total``."""
 
-REDIS_USES = ("rate_limit", "wait_for_reply", "request")
+REDIS_USES = ("rate_limit", "wait_for_reply", "request", "announcements")
 """The ``use`` values of ``stockzen_gateway_redis_errors_total``."""
 
 
@@ -82,6 +82,7 @@ class GatewayMetrics:
             "stockzen_queue_last_poll_timestamp_seconds",
             "When the gateway last read the queues' depth (stale gauges above mean the broker is out of reach)",
         )
+        self.live_streams = Gauge("stockzen_gateway_live_streams", "Open live-update streams (GET /api/sync/stream)")
         self._create_known_series()
 
     def _create_known_series(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 from uuid import UUID
 
@@ -48,4 +49,33 @@ class SyncState(Protocol):
 
     async def wait_for_reply(self, reply_to: str, timeout_seconds: float) -> SyncBatchApplied | None:
         """The worker's results, or ``None`` past the deadline or when they cannot be waited for."""
+        ...
+
+
+class CheckpointSubscription(Protocol):
+    """One listener's view of its tenant's new checkpoints."""
+
+    async def next_checkpoint(self, timeout_seconds: float) -> str | None:
+        """The next announced checkpoint, or ``None`` when none came within the timeout."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """True once the gateway is shutting down: the listener should end its stream."""
+        ...
+
+
+class CheckpointAnnouncements(Protocol):
+    """Announcements, per tenant, of checkpoints the worker committed (a hint: may drop some)."""
+
+    def subscribe(self, tenant_id: UUID) -> AbstractAsyncContextManager[CheckpointSubscription]:
+        """Listen to ``tenant_id``'s announcements for as long as the context is open."""
+        ...
+
+    def close_soon(self) -> None:
+        """End every open subscription (safe to call from a signal handler)."""
+        ...
+
+    async def aclose(self) -> None:
+        """End every open subscription and release the connection."""
         ...

@@ -99,5 +99,6 @@ class ResultCache(Protocol):
         applied: SyncBatchApplied,
     ) -> None:
         """Keep the new results (with a TTL), advance the cached checkpoint, and hand the batch's
-        results to the gateway waiting on ``reply_to``."""
+        results to the gateway waiting on ``reply_to``; announce ``checkpoint`` to the tenant's
+        live listeners (called after the ledger transaction committed)."""
         ...

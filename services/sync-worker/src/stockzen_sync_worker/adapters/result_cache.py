@@ -10,7 +10,7 @@ from uuid import UUID
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from stockzen_contracts import ItemResult, SyncBatchApplied
+from stockzen_contracts import ItemResult, SyncBatchApplied, checkpoint_channel
 from stockzen_sync_worker.domain.outcomes import StoredResult
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ class RedisResultCache:
         reply_to: str,
         applied: SyncBatchApplied,
     ) -> None:
-        # One round trip: remember the new results, advance the checkpoint, answer the gateway.
+        # One round trip: remember the new results, advance the checkpoint, answer the gateway, and
+        # announce the checkpoint to the tenant's live listeners.
         async with self._redis.pipeline(transaction=False) as pipe:
             for op, stored in results.items():
                 entry = {
@@ -82,4 +83,6 @@ class RedisResultCache:
             pipe.eval(_ADVANCE_CHECKPOINT, 1, self._checkpoint_key(tenant_id), checkpoint, self._ttl)
             pipe.rpush(reply_to, applied.model_dump_json())
             pipe.expire(reply_to, self._reply_ttl)
+            # Live updates: the transaction has committed, so listeners that pull now see the change.
+            pipe.publish(checkpoint_channel(self._prefix, tenant_id), str(checkpoint))
             await pipe.execute()

@@ -1,0 +1,127 @@
+/** The app: sign in, open the tenant's local database, start syncing, route between screens. */
+import { HttpGateway } from "./api/http";
+import { loadSession, saveSession, sessionFromToken, type Session } from "./session";
+import { LocalDb } from "./sync/db";
+import { SyncEngine, type SyncNotice, type SyncStatus } from "./sync/engine";
+import { LiveUpdates } from "./sync/live";
+import { LocalActions } from "./sync/local";
+import { h, replace } from "./ui/dom";
+import { failedScreen, productScreen, productsScreen, type Screen, type ScreenContext } from "./ui/screens";
+import { StatusIndicator } from "./ui/status";
+import "./styles.css";
+
+const main = document.getElementById("main") as HTMLElement;
+const account = document.getElementById("account") as HTMLElement;
+const notices = document.getElementById("notices") as HTMLElement;
+const indicator = new StatusIndicator(
+  document.getElementById("status") as HTMLElement,
+  document.getElementById("last-sync") as HTMLElement,
+);
+const isOnline = () => navigator.onLine;
+
+function notify(notice: SyncNotice): void {
+  // Brief and non-blocking: it goes away by itself and never takes the focus.
+  const text = notice.kind === "conflict" ? "Updated from another device" : `A change was refused: ${notice.message}`;
+  const element = h("div", { class: "notice", "data-kind": notice.kind }, text);
+  notices.append(element);
+  setTimeout(() => element.remove(), 6000);
+}
+
+function signIn(): void {
+  const field = h("textarea", { id: "token", rows: 4, cols: 60, required: true, spellcheck: "false", autocomplete: "off" }) as HTMLTextAreaElement;
+  const problem = h("p", { id: "sign-in-problem", class: "low", role: "alert" });
+  const form = h(
+    "form",
+    { "aria-labelledby": "sign-in-title" },
+    h("h1", { id: "sign-in-title" }, "Sign in"),
+    h("p", {}, "Paste your access token (development: the output of ", h("code", {}, "make token"), ")."),
+    h("label", {}, "Access token", field),
+    problem,
+    h("p", {}, h("button", { type: "submit", class: "primary" }, "Sign in")),
+  ) as HTMLFormElement;
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    try {
+      const session = sessionFromToken(field.value);
+      saveSession(session);
+      start(session);
+    } catch (error) {
+      problem.textContent = error instanceof Error ? error.message : String(error);
+    }
+  });
+  replace(account);
+  indicator.show({ state: isOnline() ? "upToDate" : "offline", queued: 0, failed: 0, lastSyncAt: null, lastError: null, uploading: false, downloading: false });
+  replace(main, form);
+}
+
+function start(session: Session): void {
+  const db = new LocalDb(`stockzen-${session.tenantId}-${session.userId}`);
+  const gateway = new HttpGateway(location.origin, () => session.token);
+  const engine = new SyncEngine({ db, gateway, isOnline });
+  const actions = new LocalActions(db, engine, session.tenantId);
+  const live = new LiveUpdates(gateway, () => engine.requestSync());
+  const syncedListeners = new Set<() => void>();
+  let lastSync: string | null = null;
+  engine.onStatus((status: SyncStatus) => {
+    indicator.show(status);
+    if (status.lastSyncAt !== lastSync) {
+      lastSync = status.lastSyncAt;
+      for (const listener of syncedListeners) listener();
+    }
+  });
+  engine.onNotice(notify);
+  const context: ScreenContext = {
+    db,
+    actions,
+    gateway,
+    isOnline,
+    onSynced: (listener) => {
+      syncedListeners.add(listener);
+      return () => syncedListeners.delete(listener);
+    },
+  };
+
+  const signOut = h("button", { type: "button" }, "Sign out");
+  signOut.addEventListener("click", () => {
+    saveSession(null);
+    live.stop();
+    void engine.stop();
+    location.hash = "#/";
+    location.reload();
+  });
+  replace(account, h("span", { class: "muted" }, session.userId), signOut);
+
+  let undo: (() => void) | null = null;
+  const route = () => {
+    undo?.();
+    const hash = location.hash.replace(/^#/, "") || "/";
+    const product = /^\/products\/([0-9a-f-]{36})$/.exec(hash);
+    const screen: Screen = product?.[1] ? productScreen(product[1]) : hash === "/failed" ? failedScreen : productsScreen;
+    undo = screen(main, context);
+  };
+  window.addEventListener("hashchange", () => {
+    route();
+    // A new screen: move focus to it, as a page load would, so keyboard and screen-reader users follow.
+    main.focus();
+  });
+  window.addEventListener("online", () => {
+    engine.setOnline(true);
+    live.start();
+  });
+  window.addEventListener("offline", () => {
+    engine.setOnline(false);
+    live.stop();
+  });
+  route();
+  void engine.start();
+  if (isOnline()) live.start();
+}
+
+if ("serviceWorker" in navigator) {
+  // The app shell for offline loads; the app works without it (first visit, private windows).
+  navigator.serviceWorker.register(new URL("sw.js", document.baseURI), { scope: "./" }).catch(() => undefined);
+}
+
+const session = loadSession();
+if (session) start(session);
+else signIn();

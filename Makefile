@@ -70,8 +70,8 @@ lint: env ## ruff and mypy --strict
 token: env ## mint a development token: make token [TENANT=<uuid>] [USER_ID=<id>]
 	@$(BIN)/python scripts/mint_token.py $(if $(TENANT),--tenant $(TENANT)) $(if $(USER_ID),--user $(USER_ID))
 
-bench: env services migrate ## measure sync latency for 1 and 50 operations
-	$(BIN)/python bench/sync_latency.py
+bench: env services ## throughput and latency through the real stack against Postgres alone (minutes)
+	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
 
 chaos: env services ## long chaos run: devices push through killed workers and cut links; prints lost/doubled/diverged
 	$(BIN)/python chaos/run_chaos.py $(CHAOS_ARGS)

@@ -311,6 +311,50 @@ async def test_one_item_refused_by_the_ledger_does_not_undo_the_others(harness: 
     assert statuses(again) == ["duplicate", "rejected", "duplicate"]
 
 
+async def test_a_movement_refused_by_the_ledger_is_rejected_alone(harness: Harness) -> None:
+    tenant, product = uuid.uuid4(), uuid.uuid4()
+    # A reason the contract would never let through, to reach the ledger's own CHECK constraint
+    # in the middle of movements that the ledger records together.
+    refused = parse_operation(movement(tenant, product, "entry", 100, reason="fine"))
+    refused.payload.__dict__["reason"] = "x" * 600
+    batch = command(
+        tenant,
+        [create_product(tenant, product, "Mug", T0), movement(tenant, product, "entry", 2)],
+    )
+    batch = batch.model_copy(
+        update={"operations": [*batch.operations, refused, parse_operation(movement(tenant, product, "exit", 1))]}
+    )
+    outcome = await apply_sync_batch(batch, "m-1", harness.ledger, harness.cache)
+
+    assert statuses(outcome) == ["applied", "applied", "rejected", "applied"]
+    assert outcome.applied.results[2].code is Code.VALIDATION_ERROR
+    assert await harness.level(tenant, product) == 2 - 1
+    assert outcome.applied.checkpoint == "3"
+
+
+async def test_movements_see_the_creates_and_deletes_before_them_in_their_request(harness: Harness) -> None:
+    tenant, product = uuid.uuid4(), uuid.uuid4()
+    outcome = await apply(
+        harness,
+        tenant,
+        [
+            movement(tenant, product, "entry", 1),  # before the create: not yet
+            create_product(tenant, product, "Mug", T0),
+            movement(tenant, product, "entry", 5),
+            update_product(tenant, product, T0 + timedelta(minutes=1), priceCents=100),
+            movement(tenant, product, "exit", 2),
+            delete_product(tenant, product, T0 + timedelta(minutes=2)),
+            movement(tenant, product, "entry", 7),  # after the delete: never
+        ],
+    )
+    results = outcome.applied.results
+    assert statuses(outcome)[1:6] == ["applied"] * 5
+    assert (results[0].code, results[0].retryable) == (Code.NOT_FOUND, True)
+    assert (results[6].status, results[6].code, results[6].retryable) == (ItemStatus.REJECTED, Code.NOT_FOUND, False)
+    assert await harness.level(tenant, product) == 5 - 2
+    assert outcome.applied.checkpoint == "5"
+
+
 async def test_checkpoints_count_the_changes(harness: Harness) -> None:
     tenant, product = uuid.uuid4(), uuid.uuid4()
     first = await apply(harness, tenant, [create_product(tenant, product, "Mug", T0), movement(tenant, product)])

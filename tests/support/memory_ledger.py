@@ -30,7 +30,8 @@ from stockzen_sync_worker.domain.outcomes import (
 )
 from stockzen_sync_worker.ports import LedgerRefused
 
-MAX_NAME = 200  # the database's CHECK constraint, which a real ledger enforces
+MAX_NAME = 200  # the database's CHECK constraints, which a real ledger enforces
+MAX_REASON = 500
 
 
 @dataclass
@@ -117,6 +118,8 @@ class MemoryTenantLedger:
 
     async def record_movement(self, operation: RecordStockMovement, occurred_at: datetime) -> Effect:
         payload = operation.payload
+        if len(payload.reason or "") > MAX_REASON:
+            raise LedgerRefused("value too long for reason")
         product = self.data.products.get(payload.product_id)
         if operation.entity_id in self.data.movements:
             return RefusedByRule(f"stock movement {operation.entity_id} was already recorded by another operation")
@@ -139,9 +142,16 @@ class MemoryTenantLedger:
         self.data.levels[payload.product_id] = self.data.levels.get(payload.product_id, 0) + sign * payload.quantity
         return MovementRecorded(state)
 
+    async def record_movements(self, movements: Sequence[tuple[RecordStockMovement, datetime]]) -> list[Effect]:
+        return [await self.record_movement(operation, occurred_at) for operation, occurred_at in movements]
+
     async def remember(self, operation: Operation, message_id: str, result: ItemResult, fingerprint: str) -> None:
         assert operation.operation_id not in self.data.applied, "applied_operations is unique per tenant"
         self.data.applied[operation.operation_id] = StoredResult(message_id, result, fingerprint)
+
+    async def remember_all(self, entries: Sequence[tuple[Operation, ItemResult, str]], message_id: str) -> None:
+        for operation, result, fingerprint in entries:
+            await self.remember(operation, message_id, result, fingerprint)
 
     async def purge_expired_tombstones(self) -> None:
         # Expiry is a matter of wall-clock time, covered against Postgres; here only the call counts.

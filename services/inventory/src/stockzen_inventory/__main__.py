@@ -45,7 +45,9 @@ def _serve(settings: InventorySettings) -> int:
 
     from .bootstrap import build_app
 
-    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_config=None)
+    uvicorn.run(
+        build_app(settings), host=settings.host, port=settings.port, log_config=None, loop="uvloop", http="httptools"
+    )
     return 0
 
 

@@ -47,8 +47,17 @@ class TenantLedger(Protocol):
         """Append a movement to the ledger (its stock level follows in the same transaction)."""
         ...
 
+    async def record_movements(self, movements: Sequence[tuple[RecordStockMovement, datetime]]) -> list[Effect]:
+        """Append several movements at once, in order (as :meth:`record_movement` would one by one);
+        one effect per movement, in the same order."""
+        ...
+
     async def remember(self, operation: Operation, message_id: str, result: ItemResult, fingerprint: str) -> None:
         """Record the operation's result and fingerprint in the same transaction as its effect."""
+        ...
+
+    async def remember_all(self, entries: Sequence[tuple[Operation, ItemResult, str]], message_id: str) -> None:
+        """:meth:`remember` for several (operation, result, fingerprint) at once."""
         ...
 
     async def purge_expired_tombstones(self) -> None:

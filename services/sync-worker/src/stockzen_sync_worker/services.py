@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from uuid import UUID
 
 from stockzen_contracts import (
@@ -127,9 +128,105 @@ async def _apply_in_order(
     results: dict[int, ItemResult],
     fresh: dict[UUID, StoredResult],
 ) -> int:
-    """Apply the operations at ``todo`` in order; return how many Postgres already knew."""
+    """Apply the operations at ``todo`` as if in order; return how many Postgres already knew.
+
+    The usual path is set-based, under one savepoint for the whole batch. When the ledger refuses
+    one of its statements, that work is undone and the batch is applied item by item, each under a
+    savepoint of its own, so that the refused operation is rejected alone.
+    """
+    stored = await tenant.stored_results([command.operations[i].operation_id for i in todo])
+    try:
+        async with tenant.operation():
+            done = await _apply_set_based(command, fingerprints, message_id, tenant, todo, stored)
+    except LedgerRefused as exc:
+        log.info("the ledger refused a set-based statement; applying item by item", extra={"error": str(exc)})
+        await _apply_one_by_one(command, fingerprints, message_id, tenant, todo, stored, results, fresh)
+    else:
+        results.update(done.results)
+        fresh.update(done.fresh)
+    return len(stored)
+
+
+@dataclass
+class _SetBasedPass:
+    """What the set-based path decided; merged into the batch's answer only if it commits."""
+
+    results: dict[int, ItemResult] = field(default_factory=dict)
+    fresh: dict[UUID, StoredResult] = field(default_factory=dict)
+    to_remember: list[tuple[Operation, ItemResult, str]] = field(default_factory=list)
+
+
+async def _apply_set_based(
+    command: ApplySyncBatch,
+    fingerprints: list[str],
+    message_id: str,
+    tenant: TenantLedger,
+    todo: list[int],
+    stored: Mapping[UUID, StoredResult],
+) -> _SetBasedPass:
+    """Movements are recorded together, a run at a time, and every result is remembered in one go.
+
+    Reordering movements within the transaction changes nothing a client can see, except where a
+    product op in the same batch decides whether a movement's product is live: a create or delete
+    (never an update) closes the run of movements before it, and so does an id the run already holds.
+    """
     operations = command.operations
-    stored = await tenant.stored_results([operations[i].operation_id for i in todo])
+    done = _SetBasedPass()
+    run: list[int] = []
+    run_ids: set[UUID] = set()
+
+    def settle(i: int, result: ItemResult) -> None:
+        done.results[i] = result
+        if not result.retryable:  # a refusal for now is neither stored nor cached: the retry runs again
+            op = operations[i]
+            done.fresh[op.operation_id] = StoredResult(message_id, result, fingerprints[i])
+            done.to_remember.append((op, result, fingerprints[i]))
+
+    async def flush() -> None:
+        movements = [(op, _occurred_at(op, command)) for op in (operations[i] for i in run)]
+        checked = [(op, at) for op, at in movements if isinstance(op, RecordStockMovement)]
+        for i, effect in zip(run, await tenant.record_movements(checked), strict=True):
+            settle(i, result_for(operations[i].operation_id, effect))
+        run.clear()
+        run_ids.clear()
+
+    tombstoned = False
+    for i in todo:
+        op = operations[i]
+        if op.operation_id in run_ids or op.entity_id in run_ids or isinstance(op, CreateProduct | DeleteProduct):
+            await flush()
+        if op.operation_id in done.fresh:  # the same operation twice in one batch
+            known = done.fresh[op.operation_id]
+            same = known.fingerprint == fingerprints[i]
+            done.results[i] = as_duplicate(known.result) if same else reused_id(op.operation_id)
+        elif op.operation_id in stored:
+            done.results[i] = answer_for_known(op.operation_id, stored[op.operation_id], fingerprints[i], message_id)
+            done.fresh[op.operation_id] = stored[op.operation_id]
+        elif isinstance(op, RecordStockMovement):
+            run.append(i)
+            run_ids.update((op.operation_id, op.entity_id))
+        else:
+            settle(i, result_for(op.operation_id, await apply_operation(tenant, op, command, i)))
+            tombstoned = tombstoned or isinstance(op, DeleteProduct)
+    await flush()
+    await tenant.remember_all(done.to_remember, message_id)
+    if tombstoned:
+        await tenant.purge_expired_tombstones()
+    return done
+
+
+async def _apply_one_by_one(
+    command: ApplySyncBatch,
+    fingerprints: list[str],
+    message_id: str,
+    tenant: TenantLedger,
+    todo: list[int],
+    stored: Mapping[UUID, StoredResult],
+    results: dict[int, ItemResult],
+    fresh: dict[UUID, StoredResult],
+) -> None:
+    """The slow path: each operation in order under a savepoint of its own."""
+    operations = command.operations
     tombstoned = False
     for i in todo:
         op = operations[i]
@@ -149,7 +246,6 @@ async def _apply_in_order(
         tombstoned = tombstoned or isinstance(op, DeleteProduct)
     if tombstoned:
         await tenant.purge_expired_tombstones()
-    return len(stored)
 
 
 async def _apply_one(
@@ -182,6 +278,11 @@ async def apply_operation(tenant: TenantLedger, op: Operation, command: ApplySyn
         case DeleteProduct():
             return await tenant.delete_product(op.entity_id, version)
         case RecordStockMovement():
-            occurred = clamp_modified_at(op.payload.occurred_at or op.modified_at, command.received_at)
-            return await tenant.record_movement(op, occurred)
+            return await tenant.record_movement(op, _occurred_at(op, command))
     raise TypeError(f"no handler for {type(op).__name__}")  # the contract refuses other kinds
+
+
+def _occurred_at(op: Operation, command: ApplySyncBatch) -> datetime:
+    """When a movement happened, for the ledger: its own time (else its op's), clamped like versions."""
+    assert isinstance(op, RecordStockMovement)
+    return clamp_modified_at(op.payload.occurred_at or op.modified_at, command.received_at)

@@ -110,6 +110,35 @@ _RECORD_MOVEMENT = """
     ON CONFLICT (tenant_id, id) DO NOTHING
     RETURNING id, product_id, kind, quantity, reason, occurred_at, checkpoint
 """
+# A run of movements in one statement: those whose product is live and whose id is new are
+# inserted with checkpoints reserved once, contiguous and in request order (the tenant's row is
+# held by this transaction); the others are left out and explained one by one.
+_RECORD_MOVEMENTS = """
+    WITH input AS (
+        SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::bigint[], $7::text[],
+                             $8::timestamptz[])
+            WITH ORDINALITY AS i (id, operation_id, product_id, kind, quantity, reason, occurred_at, position)),
+    accepted AS (
+        SELECT input.*, row_number() OVER (ORDER BY position) AS n FROM input
+        WHERE EXISTS (SELECT 1 FROM products p
+                      WHERE p.tenant_id = $1 AND p.id = input.product_id AND p.deleted_at IS NULL)
+          AND NOT EXISTS (SELECT 1 FROM stock_movements m WHERE m.tenant_id = $1 AND m.id = input.id)),
+    reserved AS (
+        UPDATE tenants SET last_checkpoint = last_checkpoint + (SELECT count(*) FROM accepted)
+        WHERE tenant_id = $1
+        RETURNING last_checkpoint - (SELECT count(*) FROM accepted) AS base)
+    INSERT INTO stock_movements
+        (tenant_id, id, operation_id, product_id, kind, quantity, reason, occurred_at, checkpoint)
+    SELECT $1, a.id, a.operation_id, a.product_id, a.kind, a.quantity, a.reason, a.occurred_at, reserved.base + a.n
+    FROM accepted AS a, reserved
+    RETURNING id, product_id, kind, quantity, reason, occurred_at, checkpoint
+"""
+_REMEMBER_ALL = """
+    INSERT INTO applied_operations (tenant_id, operation_id, message_id, entity_type, entity_id, result, fingerprint)
+    SELECT $1, operation_id, $2, entity_type, entity_id, result::jsonb, fingerprint
+    FROM unnest($3::uuid[], $4::text[], $5::uuid[], $6::text[], $7::text[])
+        AS r (operation_id, entity_type, entity_id, result, fingerprint)
+"""
 _PURGE_TOMBSTONES = """
     WITH purged AS (
         DELETE FROM products
@@ -127,6 +156,12 @@ def _product_state(row: asyncpg.Record | None) -> ProductState:
     data.pop("won", None)
     data["checkpoint"] = str(data["checkpoint"])
     return ProductState.model_validate(data)
+
+
+def _movement_state(row: asyncpg.Record) -> StockMovementState:
+    data = dict(row)
+    data["checkpoint"] = str(data["checkpoint"])
+    return StockMovementState.model_validate(data)
 
 
 class PostgresTenantLedger:
@@ -206,9 +241,12 @@ class PostgresTenantLedger:
             occurred_at,
         )
         if row is not None:
-            data = dict(row)
-            data["checkpoint"] = str(data["checkpoint"])
-            return MovementRecorded(StockMovementState.model_validate(data))
+            return MovementRecorded(_movement_state(row))
+        return await self._not_recorded(operation)
+
+    async def _not_recorded(self, operation: RecordStockMovement) -> Effect:
+        """Why a movement was not recorded: its id taken, its product deleted, or never seen."""
+        movement = operation.payload
         if await self._db.fetchval(
             "SELECT 1 FROM stock_movements WHERE tenant_id = $1 AND id = $2",
             self._tenant,
@@ -220,6 +258,28 @@ class PostgresTenantLedger:
         ):
             return MissingEntity(f"product {movement.product_id} was deleted")
         return UnknownProduct(movement.product_id)
+
+    async def record_movements(self, movements: Sequence[tuple[RecordStockMovement, datetime]]) -> list[Effect]:
+        if not movements:
+            return []
+        payloads = [op.payload for op, _ in movements]
+        rows = await self._db.fetch(
+            _RECORD_MOVEMENTS,
+            self._tenant,
+            [op.entity_id for op, _ in movements],
+            [op.operation_id for op, _ in movements],
+            [p.product_id for p in payloads],
+            [p.kind.value for p in payloads],
+            [p.quantity for p in payloads],
+            [p.reason for p in payloads],
+            [occurred_at for _, occurred_at in movements],
+        )
+        recorded = {row["id"]: _movement_state(row) for row in rows}
+        effects: list[Effect] = []
+        for op, _ in movements:
+            state = recorded.pop(op.entity_id, None)
+            effects.append(MovementRecorded(state) if state is not None else await self._not_recorded(op))
+        return effects
 
     async def remember(self, operation: Operation, message_id: str, result: ItemResult, fingerprint: str) -> None:
         await self._db.execute(
@@ -233,6 +293,20 @@ class PostgresTenantLedger:
             operation.entity_id,
             result.to_wire(),
             fingerprint,
+        )
+
+    async def remember_all(self, entries: Sequence[tuple[Operation, ItemResult, str]], message_id: str) -> None:
+        if not entries:
+            return
+        await self._db.execute(
+            _REMEMBER_ALL,
+            self._tenant,
+            message_id,
+            [op.operation_id for op, _, _ in entries],
+            [op.entity_type.value for op, _, _ in entries],
+            [op.entity_id for op, _, _ in entries],
+            [result.model_dump_json() for _, result, _ in entries],  # pydantic's encoder: no dict in between
+            [fingerprint for _, _, fingerprint in entries],
         )
 
     async def purge_expired_tombstones(self) -> None:

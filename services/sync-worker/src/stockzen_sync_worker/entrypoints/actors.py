@@ -6,12 +6,14 @@ dramatiq needs its broker set before an actor is defined, so this module configu
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
 import asyncpg
 import dramatiq
+import uvloop
 from dramatiq.middleware import CurrentMessage
 from pydantic import ValidationError
 from redis.exceptions import RedisError
@@ -23,6 +25,10 @@ from stockzen_sync_worker.entrypoints.retry_policy import is_transient, retry_wh
 from stockzen_sync_worker.metrics import METRICS
 from stockzen_sync_worker.services import BatchOutcome, ReadBatch, apply_sync_batch, read_batch
 
+# dramatiq's AsyncIO middleware makes its event loop with asyncio.new_event_loop(): under this
+# policy that is a uvloop loop (cheaper socket writes; see docs/benchmarks.md). Set here, in the
+# module only the dramatiq worker imports, so that no test process changes its loop.
+asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 runtime = configure()
 settings = runtime.settings
 configure_logging("sync-worker", settings.log_level)

@@ -1,0 +1,191 @@
+"""The two yardsticks the whole path is held against, and the large ledger.
+
+(a) the worker's own apply code called in-process, straight to Postgres (no HTTP, queue or Redis);
+(b) raw asyncpg inserts of the same movement rows into a table shaped like the ledger
+    (same columns, constraints and indexes; no trigger, no row-level security).
+Both run ``concurrency`` tenants side by side, one transaction per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from bench.workload import Device, movement_rows
+from stockzen_contracts import RawSyncBatch, SyncBatchApplied
+from stockzen_platform.postgres import create_pool
+from stockzen_sync_worker.adapters.ledger import PostgresLedger
+from stockzen_sync_worker.domain.outcomes import StoredResult
+from stockzen_sync_worker.services import apply_sync_batch, read_batch
+from tests.support.ops import create_product
+
+RAW_TABLE = "bench_raw_movements"
+
+
+class NoResultCache:
+    """The result cache left out: the in-process baseline measures the apply code and Postgres only."""
+
+    async def lookup(
+        self, tenant_id: uuid.UUID, operation_ids: Sequence[uuid.UUID]
+    ) -> tuple[dict[uuid.UUID, StoredResult], int | None]:
+        return {}, None
+
+    async def deliver(
+        self,
+        tenant_id: uuid.UUID,
+        results: dict[uuid.UUID, StoredResult],
+        checkpoint: int,
+        reply_to: str,
+        applied: SyncBatchApplied,
+    ) -> None:
+        return None
+
+
+def batch_message(tenant_id: uuid.UUID, operations: list[dict[str, Any]]) -> dict[str, Any]:
+    """A queue message as the gateway publishes it."""
+    return {
+        "requestId": uuid.uuid4().hex,
+        "tenantId": str(tenant_id),
+        "userId": "bench",
+        "receivedAt": datetime.now(UTC).isoformat(),
+        "replyTo": "bench:none",
+        "operations": operations,
+    }
+
+
+async def raw_inserts(admin_url: str, batch: int, concurrency: int, seconds: float) -> float:
+    """Rows per second inserted by plain ``executemany``, ``batch`` rows per transaction."""
+    setup = await asyncpg.connect(admin_url)
+    try:
+        await setup.execute(
+            f"CREATE TABLE IF NOT EXISTS {RAW_TABLE} "
+            "(LIKE stock_movements INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)"
+        )
+    finally:
+        await setup.close()
+
+    async def one_connection() -> int:
+        connection = await asyncpg.connect(admin_url)
+        tenant, product, done = uuid.uuid4(), uuid.uuid4(), 0
+        try:
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                rows = movement_rows(tenant, product, batch, first_checkpoint=done + 1)
+                async with connection.transaction():
+                    await connection.executemany(
+                        f"INSERT INTO {RAW_TABLE} (tenant_id, id, operation_id, product_id, kind, quantity, reason,"
+                        " occurred_at, checkpoint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                        rows,
+                    )
+                done += batch
+        finally:
+            await connection.close()
+        return done
+
+    started = time.perf_counter()
+    counts = await asyncio.gather(*(one_connection() for _ in range(concurrency)))
+    return sum(counts) / (time.perf_counter() - started)
+
+
+async def in_process_apply(
+    app_url: str, batch: int, concurrency: int, seconds: float, *, products_per_tenant: int = 20
+) -> float:
+    """Operations per second through the worker's own ``apply_sync_batch`` on the app role, no Redis."""
+    pool = await create_pool(app_url, max_size=concurrency + 1)
+    ledger = PostgresLedger(pool, tombstone_retention=timedelta(days=30))
+    cache = NoResultCache()
+    try:
+        devices = await _prepared_devices(ledger, cache, concurrency, products_per_tenant)
+
+        async def one_device(device: Device) -> int:
+            done = 0
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                message = batch_message(device.tenant_id, device.next_batch(batch))
+                read = read_batch(RawSyncBatch.model_validate(message))
+                await apply_sync_batch(read.command, uuid.uuid4().hex, ledger, cache, unreadable=read.unreadable)
+                done += batch
+            return done
+
+        started = time.perf_counter()
+        counts = await asyncio.gather(*(one_device(d) for d in devices))
+        return sum(counts) / (time.perf_counter() - started)
+    finally:
+        await pool.close()
+
+
+async def _prepared_devices(
+    ledger: PostgresLedger, cache: NoResultCache, count: int, products_per_tenant: int
+) -> list[Device]:
+    devices = []
+    for index in range(count):
+        tenant = uuid.uuid4()
+        products = [uuid.uuid4() for _ in range(products_per_tenant)]
+        message = batch_message(tenant, [create_product(tenant, p, name=f"bench {p.hex[:6]}") for p in products])
+        read = read_batch(RawSyncBatch.model_validate(message))
+        await apply_sync_batch(read.command, uuid.uuid4().hex, ledger, cache)
+        devices.append(Device(tenant, f"bench-{index}", products, random.Random(index)))
+    return devices
+
+
+async def seed_ledger(admin_url: str, movements: int, tenants: int = 4) -> None:
+    """Fill the ledger with ``movements`` stock movements over ``tenants`` new tenants of 20 products
+    each, fast: one ``generate_series`` insert per table as the superuser, with row triggers off for
+    this transaction only (the stock levels are then written in one statement from the movements)."""
+    ids = [uuid.uuid4() for _ in range(tenants)]
+    per_product = max(1, movements // tenants // 20)
+    connection = await asyncpg.connect(admin_url)
+    try:
+        async with connection.transaction():
+            await connection.execute("SET LOCAL session_replication_role = replica")
+            await connection.execute(
+                "INSERT INTO tenants (tenant_id, last_checkpoint) SELECT unnest($1::uuid[]), $2 * 20 + 20",
+                ids,
+                per_product,
+            )
+            await connection.execute(
+                "INSERT INTO products (tenant_id, id, name, modified_at, checkpoint) "
+                "SELECT t, gen_random_uuid(), 'seeded ' || g, now(), $2 * 20 + g "
+                "FROM unnest($1::uuid[]) AS t, generate_series(1, 20) AS g",
+                ids,
+                per_product,
+            )
+            await connection.execute(
+                """
+                INSERT INTO stock_movements
+                    (tenant_id, id, operation_id, product_id, kind, quantity, occurred_at, checkpoint)
+                SELECT p.tenant_id, gen_random_uuid(), gen_random_uuid(), p.id, 'entry', 1, now(),
+                       (g - 1) * 20 + p.n
+                FROM (SELECT tenant_id, id, row_number() OVER (PARTITION BY tenant_id ORDER BY id) AS n
+                      FROM products WHERE tenant_id = ANY($1::uuid[])) AS p,
+                     generate_series(1, $2) AS g
+                """,
+                ids,
+                per_product,
+            )
+            await connection.execute(
+                "INSERT INTO stock_levels (tenant_id, product_id, quantity, movement_count, updated_checkpoint) "
+                "SELECT tenant_id, product_id, sum(quantity), count(*), max(checkpoint) FROM stock_movements "
+                "WHERE tenant_id = ANY($1::uuid[]) GROUP BY tenant_id, product_id",
+                ids,
+            )
+        await connection.execute("ANALYZE stock_movements")
+    finally:
+        await connection.close()
+
+
+async def ledger_size(admin_url: str) -> int:
+    """How many movements the ledger holds (all tenants)."""
+    connection = await asyncpg.connect(admin_url)
+    try:
+        count: int = await connection.fetchval("SELECT count(*) FROM stock_movements")
+        return count
+    finally:
+        await connection.close()

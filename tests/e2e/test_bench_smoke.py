@@ -1,0 +1,26 @@
+"""The benchmark's code, run at toy sizes so that it cannot rot. It measures nothing here: the figures
+come from ``make bench``, never from a test."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bench.throughput import Plan, run
+
+
+async def test_the_bench_runs_end_to_end_and_prints_every_figure(capsys: pytest.CaptureFixture[str]) -> None:
+    await run(Plan(sizes=(1, 10), seconds=0.5, devices=2, tenants=2, ledger_rows=400, single_requests=3))
+
+    printed = capsys.readouterr().out
+    for configuration in ("1w+1g", "2w+2g"):
+        for size in (1, 10):
+            row = re.search(rf"^{re.escape(configuration)}\s+{size}\s+(\d+)\s", printed, re.MULTILINE)
+            assert row is not None, printed
+            assert int(row.group(1)) > 0, printed  # operations were applied in that run
+    assert re.search(r"scale-out, batch 10: 2w\+2g / 1w\+1g = \d+\.\d\d", printed), printed
+    assert re.search(r"ledger: empty \d+ ops/s, holding \d+ movements \d+ ops/s", printed), printed
+    assert re.search(r"redis: \d+ bytes per deduped operation", printed), printed
+    assert re.search(r"one operation per request: gateway p50 [\d.]+ ms, direct FastAPI -> Postgres p50", printed)
+    assert "'pending'" not in printed, printed  # every answer was final

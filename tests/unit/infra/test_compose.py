@@ -27,13 +27,7 @@ OUR_SERVICES = {
     # compose service -> (workspace package, console script, Dockerfile, service directory)
     "gateway": ("stockzen-gateway", "stockzen-gateway", "Dockerfile", "services/gateway"),
     "inventory": ("stockzen-inventory", "stockzen-inventory", "Dockerfile", "services/inventory"),
-    # Its own until the worker's rewrite lands, then the shared one too.
-    "sync-worker": (
-        "stockzen-sync-worker",
-        "stockzen-sync-worker",
-        "services/sync-worker/Dockerfile",
-        "services/sync-worker",
-    ),
+    "sync-worker": ("stockzen-sync-worker", "stockzen-sync-worker", "Dockerfile", "services/sync-worker"),
 }
 _BUILD_ARG = re.compile(r"\$\{?(\w+)\}?")
 

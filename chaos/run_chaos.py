@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -26,11 +27,11 @@ from tests.support.services import service_urls
 from tests.support.stack import Stack
 
 
-async def run(config: ChaosConfig) -> ChaosReport:
-    with service_urls() as urls, tempfile.TemporaryDirectory() as logs:
+async def run(config: ChaosConfig, logs: Path) -> ChaosReport:
+    with service_urls() as urls:
         await prepare_database(urls.admin_server_url, urls.app_url)
         await migrate(urls.admin_server_url, urls.app_url)
-        return await Chaos(urls, Stack(urls, Path(logs), name="chaos"), config).run()
+        return await Chaos(urls, Stack(urls, logs, name="chaos"), config).run()
 
 
 def main() -> int:
@@ -57,9 +58,14 @@ def main() -> int:
         real_restarts=args.real_restarts,
         seed=args.seed,
     )
-    report = asyncio.run(run(config))
+    logs = Path(tempfile.mkdtemp(prefix="stockzen-chaos-"))
+    report = asyncio.run(run(config, logs))
     print("\n".join(report.lines()))
-    return 0 if report.held else 1
+    if report.held:
+        shutil.rmtree(logs)
+        return 0
+    print(f"the services' logs are kept in {logs}")  # to find what broke a promise
+    return 1
 
 
 if __name__ == "__main__":

@@ -62,6 +62,9 @@ async def test_a_conflict_shows_a_brief_notice_and_the_servers_state(
     edit = page.get_by_role("form", name="Edit product")
     await edit.get_by_label("Name").fill("Rice (this tablet)")
     await edit.get_by_role("button", name="Save").click()
+    # The click returns before the app has stamped its edit: wait until the edit is queued, so the
+    # other device's rename below is really the later one.
+    await expect(status(page)).to_contain_text("1 queued")
     # Another device renames it later than this tablet did: last writer wins on the server.
     later = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
     operation_id = str(uuid.uuid4())

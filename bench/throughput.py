@@ -223,8 +223,9 @@ def _row(label: str, load: LoadResult, inproc: float, raw: float) -> str:
 async def run(plan: Plan) -> None:
     """Measure everything in ``plan`` and print the figures (database: ``TEST_DATABASE_NAME``'s)."""
     with service_urls() as urls, tempfile.TemporaryDirectory(prefix="stockzen-bench-") as log_dir:
-        if urls.app_url.endswith(f"/{BENCH_DATABASE}"):  # the bench's own database starts empty every run
-            await _drop_database(urls.admin_server_url, BENCH_DATABASE)
+        database = urls.app_url.rsplit("/", 1)[1]
+        if database.startswith(BENCH_DATABASE):  # a bench database starts empty every run
+            await _drop_database(urls.admin_server_url, database)
         await prepare_database(urls.admin_server_url, urls.app_url)
         await migrate(urls.admin_server_url, urls.app_url)
         logs = Path(log_dir)
@@ -357,9 +358,15 @@ def parse_plan(argv: Sequence[str] | None = None) -> Plan:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``make bench``: the full plan, on the bench's own database (dropped and made again first)."""
+    """``make bench``: the full plan, on the bench's own database (dropped and made again first).
+
+    A ``TEST_DATABASE_NAME`` that starts with ``stockzen_bench`` names that database instead, so that two
+    benches can run side by side without dropping each other's; any other name (a test database) is
+    ignored.
+    """
     plan = parse_plan(argv)
-    os.environ["TEST_DATABASE_NAME"] = BENCH_DATABASE  # tests/support/services names the database from it
+    if not os.environ.get("TEST_DATABASE_NAME", "").startswith(BENCH_DATABASE):
+        os.environ["TEST_DATABASE_NAME"] = BENCH_DATABASE  # tests/support/services names the database from it
     uvloop.run(run(plan))  # the loop the services run on, for the in-process baseline too
     return 0
 

@@ -3,6 +3,7 @@
 from ._wire import UtcDateTime, WireModel, format_utc, storable_text
 from .codes import Code, EntityType, ItemStatus, MovementKind, OperationType
 from .errors import ErrorBody
+from .fingerprints import Fingerprint, operation_fingerprint, wire_fingerprint
 from .messages import (
     APPLY_SYNC_BATCH_ACTOR,
     CHECKPOINT_CHANNEL,
@@ -76,6 +77,7 @@ __all__ = [
     "DeleteProduct",
     "EntityType",
     "ErrorBody",
+    "Fingerprint",
     "InvalidOperation",
     "ItemResult",
     "ItemStatus",
@@ -104,6 +106,8 @@ __all__ = [
     "claimed_operation_id",
     "describe_errors",
     "format_utc",
+    "operation_fingerprint",
     "parse_operation",
     "storable_text",
+    "wire_fingerprint",
 ]

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import ConfigDict, Field, JsonValue, SerializerFunctionWrapHandler, model_serializer
+from pydantic_core import to_json
 
 from ._wire import UtcDateTime, WireModel, text
 from .codes import Code, ItemStatus
@@ -44,6 +45,30 @@ class ItemResult(WireModel):
         # Only top-level absences are dropped: nulls inside serverState are real values.
         data: dict[str, Any] = handler(self)
         return {k: v for k, v in data.items() if v is not None or k in ("operationId",)}
+
+    def wire_json(self) -> str:
+        """This result's JSON, the same as :meth:`model_dump_json` writes, built from plain values.
+
+        The worker writes one per operation to Postgres, Redis and the reply; this skips the model's
+        serializer (and its Python wrapper) on that path.
+        """
+        bare = self.code is None and self.message is None and self.retryable is None and self.server_state is None
+        if bare and self.operation_id is not None:
+            # The usual answer, "applied" and nothing else: a UUID and a status need no escaping.
+            return f'{{"operationId":"{self.operation_id}","status":"{self.status.value}"}}'
+        data: dict[str, Any] = {
+            "operationId": None if self.operation_id is None else str(self.operation_id),
+            "status": self.status.value,
+        }
+        if self.code is not None:
+            data["code"] = self.code.value
+        if self.message is not None:
+            data["message"] = self.message
+        if self.retryable is not None:
+            data["retryable"] = self.retryable
+        if self.server_state is not None:
+            data["serverState"] = self.server_state.to_wire()
+        return to_json(data).decode()
 
     @classmethod
     def rejected(cls, operation_id: UUID | None, code: Code, message: str) -> ItemResult:

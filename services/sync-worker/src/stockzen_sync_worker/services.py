@@ -29,7 +29,6 @@ from .domain.outcomes import (
     StoredResult,
     answer_for_known,
     as_duplicate,
-    operation_fingerprint,
     result_for,
     reused_id,
 )
@@ -65,8 +64,9 @@ def read_batch(raw: RawSyncBatch) -> ReadBatch:
             valid.append(parse_operation(item))
         except InvalidOperation as exc:
             unreadable[position] = ItemResult.rejected(exc.operation_id, Code.VALIDATION_ERROR, exc.message)
-    header = raw.model_dump(exclude={"operations"})
-    return ReadBatch(ApplySyncBatch(**header, operations=valid), unreadable)
+    header = raw.model_dump(exclude={"operations", "fingerprints"})
+    carried = None if raw.fingerprints is None else [f for i, f in enumerate(raw.fingerprints) if i not in unreadable]
+    return ReadBatch(ApplySyncBatch(**header, operations=valid, fingerprints=carried), unreadable)
 
 
 async def apply_sync_batch(
@@ -86,7 +86,7 @@ async def apply_sync_batch(
     carried but the worker could not read, by position in the message; the answer keeps that order.
     """
     ids = [op.operation_id for op in command.operations]
-    fingerprints = [operation_fingerprint(op) for op in command.operations]
+    fingerprints = command.operation_fingerprints()  # the gateway's, else computed
     cached, cached_checkpoint = await cache.lookup(command.tenant_id, ids)
     results: dict[int, ItemResult] = {
         i: answer_for_known(op_id, cached[op_id], fingerprints[i], message_id)

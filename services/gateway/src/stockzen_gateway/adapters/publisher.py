@@ -56,7 +56,7 @@ class AmqpBatchPublisher:
         message: dramatiq.Message[None] = dramatiq.Message(
             queue_name=self._queue,
             actor_name=APPLY_SYNC_BATCH_ACTOR,
-            args=(command.to_wire(),),
+            args=(command.to_message(),),  # each operation with its fingerprint, hashed here once
             kwargs={},
             options={},
         )

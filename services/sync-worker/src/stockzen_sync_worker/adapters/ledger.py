@@ -305,7 +305,7 @@ class PostgresTenantLedger:
             [op.operation_id for op, _, _ in entries],
             [op.entity_type.value for op, _, _ in entries],
             [op.entity_id for op, _, _ in entries],
-            [result.model_dump_json() for _, result, _ in entries],  # pydantic's encoder: no dict in between
+            [result.wire_json() for _, result, _ in entries],  # encoded from plain values, no model round trip
             [fingerprint for _, _, fingerprint in entries],
         )
 

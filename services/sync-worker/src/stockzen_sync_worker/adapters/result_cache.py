@@ -70,19 +70,25 @@ class RedisResultCache:
         reply_to: str,
         applied: SyncBatchApplied,
     ) -> None:
+        # Each result is encoded once, for the reply and for its own entry (a new result is the very
+        # object the reply holds; one found in Postgres is not, and is encoded on its own).
+        encoded = [result.wire_json() for result in applied.results]
+        by_object = {id(result): text for result, text in zip(applied.results, encoded, strict=True)}
         # One round trip: remember the new results, advance the checkpoint, answer the gateway, and
         # announce the checkpoint to the tenant's live listeners.
         async with self._redis.pipeline(transaction=False) as pipe:
             for op, stored in results.items():
-                entry = {
-                    "messageId": stored.message_id,
-                    "result": stored.result.to_wire(),
-                    "fingerprint": stored.fingerprint,
-                }
-                pipe.set(self._result_key(tenant_id, op), json.dumps(entry), ex=self._ttl)
+                result = by_object.get(id(stored.result)) or stored.result.wire_json()
+                pipe.set(self._result_key(tenant_id, op), _entry(stored, result), ex=self._ttl)
             pipe.eval(_ADVANCE_CHECKPOINT, 1, self._checkpoint_key(tenant_id), checkpoint, self._ttl)
-            pipe.rpush(reply_to, applied.model_dump_json())
+            pipe.rpush(reply_to, applied.wire_json(encoded))
             pipe.expire(reply_to, self._reply_ttl)
             # Live updates: the transaction has committed, so listeners that pull now see the change.
             pipe.publish(checkpoint_channel(self._prefix, tenant_id), str(checkpoint))
             await pipe.execute()
+
+
+def _entry(stored: StoredResult, result_json: str) -> str:
+    """A result's cache entry, ``{"messageId", "result", "fingerprint"}``, around its encoded result."""
+    message_id, fingerprint = json.dumps(stored.message_id), json.dumps(stored.fingerprint)
+    return f'{{"messageId":{message_id},"result":{result_json},"fingerprint":{fingerprint}}}'

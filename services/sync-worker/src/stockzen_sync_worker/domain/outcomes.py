@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from uuid import UUID
 
 from pydantic.alias_generators import to_camel
 
-from stockzen_contracts import Code, ItemResult, ItemStatus, Operation, ProductState
+from stockzen_contracts import Code, ItemResult, ItemStatus, ProductState
+from stockzen_contracts.fingerprints import operation_fingerprint as operation_fingerprint  # defined once, there
 from stockzen_contracts.payloads import StockMovementState
 
 
@@ -21,12 +20,6 @@ class StoredResult:
     message_id: str
     result: ItemResult
     fingerprint: str | None = None
-
-
-def operation_fingerprint(operation: Operation) -> str:
-    """A digest of everything an operation asks for, in its canonical (validated, UTC) wire form."""
-    canonical = json.dumps(operation.to_wire(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

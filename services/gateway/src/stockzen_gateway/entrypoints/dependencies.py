@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 _BEARER = {"WWW-Authenticate": "Bearer"}
 
 
-def _runtime(request: Request) -> GatewayRuntime:
+async def _runtime(request: Request) -> GatewayRuntime:
+    # A coroutine on purpose: FastAPI runs a plain function dependency in a worker thread, a
+    # thread hop on every request for an attribute read.
     runtime: GatewayRuntime = request.app.state.runtime
     return runtime
 

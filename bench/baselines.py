@@ -3,23 +3,26 @@
 (a) the worker's own apply code called in-process, straight to Postgres (no HTTP, queue or Redis);
 (b) raw asyncpg inserts of the same movement rows into a table shaped like the ledger
     (same columns, constraints and indexes; no trigger, no row-level security).
-Both run ``concurrency`` tenants side by side, one transaction per batch.
+Both run ``concurrency`` tenants side by side, one transaction per batch, on rows or messages made
+before the clock starts (making them is the load generator's and the gateway's work).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 import random
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from bench.workload import Device, movement_rows
-from stockzen_contracts import RawSyncBatch, SyncBatchApplied
+from stockzen_contracts import ApplySyncBatch, RawSyncBatch, SyncBatchApplied, parse_operation
 from stockzen_platform.postgres import create_pool
 from stockzen_sync_worker.adapters.ledger import PostgresLedger
 from stockzen_sync_worker.domain.outcomes import StoredResult
@@ -27,6 +30,12 @@ from stockzen_sync_worker.services import apply_sync_batch, read_batch
 from tests.support.ops import create_product
 
 RAW_TABLE = "bench_raw_movements"
+_RAW_INSERT = (
+    f"INSERT INTO {RAW_TABLE} (tenant_id, id, operation_id, product_id, kind, quantity, reason,"
+    " occurred_at, checkpoint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+)
+Step = Callable[[], Awaitable[int]]
+"""One unit of a timed run (a transaction): returns how many rows or operations it did."""
 
 
 class NoResultCache:
@@ -49,7 +58,7 @@ class NoResultCache:
 
 
 def batch_message(tenant_id: uuid.UUID, operations: list[dict[str, Any]]) -> dict[str, Any]:
-    """A queue message as the gateway publishes it."""
+    """A queue message as a gateway published it before fingerprints were carried (still read)."""
     return {
         "requestId": uuid.uuid4().hex,
         "tenantId": str(tenant_id),
@@ -60,8 +69,48 @@ def batch_message(tenant_id: uuid.UUID, operations: list[dict[str, Any]]) -> dic
     }
 
 
+def gateway_message(device: Device, batch: int) -> dict[str, Any]:
+    """A device's next batch as the gateway publishes it: each operation validated, with its fingerprint."""
+    return ApplySyncBatch(
+        request_id=uuid.uuid4().hex,
+        tenant_id=device.tenant_id,
+        user_id="bench",
+        received_at=datetime.now(UTC),
+        reply_to="bench:none",
+        operations=[parse_operation(raw) for raw in device.next_batch(batch)],
+    ).to_message()
+
+
+async def _timed(workloads: Sequence[Iterator[Step]], seconds: float) -> float:
+    """Units of work per second: each workload's steps run one after another (workloads side by side)
+    until ``seconds`` have passed or its steps run out; each step returns how many units it did."""
+
+    async def one(steps: Iterator[Step]) -> int:
+        done = 0
+        deadline = time.perf_counter() + seconds
+        for step in steps:
+            if time.perf_counter() >= deadline:
+                break
+            done += await step()
+        return done
+
+    started = time.perf_counter()
+    counts = await asyncio.gather(*(one(steps) for steps in workloads))
+    return sum(counts) / (time.perf_counter() - started)
+
+
+def _made_ahead(rate: float, seconds: float, concurrency: int, batch: int) -> int:
+    """How many batches each workload gets made before a timed run, from a rate measured on the fly
+    (which the run made ahead beats): three times what that rate would use, and at least a few."""
+    return max(4, math.ceil(rate * seconds * 3 / concurrency / batch))
+
+
 async def raw_inserts(admin_url: str, batch: int, concurrency: int, seconds: float) -> float:
-    """Rows per second inserted by plain ``executemany``, ``batch`` rows per transaction."""
+    """Rows per second inserted by plain ``executemany``, ``batch`` rows per transaction.
+
+    The rows are made before the clock starts, as the in-process baseline's messages are: making
+    them is the load generator's work, not Postgres'.
+    """
     setup = await asyncpg.connect(admin_url)
     try:
         await setup.execute(
@@ -70,53 +119,67 @@ async def raw_inserts(admin_url: str, batch: int, concurrency: int, seconds: flo
         )
     finally:
         await setup.close()
+    connections = [await asyncpg.connect(admin_url) for _ in range(concurrency)]
+    try:
 
-    async def one_connection() -> int:
-        connection = await asyncpg.connect(admin_url)
-        tenant, product, done = uuid.uuid4(), uuid.uuid4(), 0
-        try:
-            deadline = time.perf_counter() + seconds
-            while time.perf_counter() < deadline:
-                rows = movement_rows(tenant, product, batch, first_checkpoint=done + 1)
-                async with connection.transaction():
-                    await connection.executemany(
-                        f"INSERT INTO {RAW_TABLE} (tenant_id, id, operation_id, product_id, kind, quantity, reason,"
-                        " occurred_at, checkpoint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                        rows,
-                    )
-                done += batch
-        finally:
+        def steps(connection: asyncpg.Connection, batches: Iterator[list[tuple[Any, ...]]]) -> Iterator[Step]:
+            for rows in batches:
+
+                async def insert(rows: list[tuple[Any, ...]] = rows) -> int:
+                    async with connection.transaction():
+                        await connection.executemany(_RAW_INSERT, rows)
+                    return len(rows)
+
+                yield insert
+
+        def on_the_fly(tenant: uuid.UUID, product: uuid.UUID) -> Iterator[list[tuple[Any, ...]]]:
+            for n in itertools.count():
+                yield movement_rows(tenant, product, batch, first_checkpoint=n * batch + 1)
+
+        sources = [on_the_fly(uuid.uuid4(), uuid.uuid4()) for _ in connections]
+        rate = await _timed([steps(c, src) for c, src in zip(connections, sources, strict=True)], min(1.0, seconds))
+        ahead = _made_ahead(rate, seconds, concurrency, batch)
+        made = [list(itertools.islice(src, ahead)) for src in sources]
+        return await _timed([steps(c, iter(rows)) for c, rows in zip(connections, made, strict=True)], seconds)
+    finally:
+        for connection in connections:
             await connection.close()
-        return done
-
-    started = time.perf_counter()
-    counts = await asyncio.gather(*(one_connection() for _ in range(concurrency)))
-    return sum(counts) / (time.perf_counter() - started)
 
 
 async def in_process_apply(
     app_url: str, batch: int, concurrency: int, seconds: float, *, products_per_tenant: int = 20
 ) -> float:
-    """Operations per second through the worker's own ``apply_sync_batch`` on the app role, no Redis."""
+    """Operations per second through the worker's own ``read_batch`` and ``apply_sync_batch`` on the
+    app role, no Redis.
+
+    The messages, as the gateway publishes them, are made before the clock starts (enough for three
+    times the rate of a short warm-up that makes them on the fly): making them is the devices' and
+    the gateway's work, not the worker's.
+    """
     pool = await create_pool(app_url, max_size=concurrency + 1)
     ledger = PostgresLedger(pool, tombstone_retention=timedelta(days=30))
     cache = NoResultCache()
     try:
         devices = await _prepared_devices(ledger, cache, concurrency, products_per_tenant)
 
-        async def one_device(device: Device) -> int:
-            done = 0
-            deadline = time.perf_counter() + seconds
-            while time.perf_counter() < deadline:
-                message = batch_message(device.tenant_id, device.next_batch(batch))
-                read = read_batch(RawSyncBatch.model_validate(message))
-                await apply_sync_batch(read.command, uuid.uuid4().hex, ledger, cache, unreadable=read.unreadable)
-                done += batch
-            return done
+        def steps(messages: Iterator[dict[str, Any]]) -> Iterator[Step]:
+            for message in messages:
 
-        started = time.perf_counter()
-        counts = await asyncio.gather(*(one_device(d) for d in devices))
-        return sum(counts) / (time.perf_counter() - started)
+                async def apply(message: dict[str, Any] = message) -> int:
+                    read = read_batch(RawSyncBatch.model_validate(message))
+                    await apply_sync_batch(read.command, uuid.uuid4().hex, ledger, cache, unreadable=read.unreadable)
+                    return len(message["operations"])
+
+                yield apply
+
+        def on_the_fly(device: Device) -> Iterator[dict[str, Any]]:
+            while True:
+                yield gateway_message(device, batch)
+
+        rate = await _timed([steps(on_the_fly(d)) for d in devices], min(1.0, seconds))
+        ahead = _made_ahead(rate, seconds, concurrency, batch)
+        made = [[gateway_message(d, batch) for _ in range(ahead)] for d in devices]
+        return await _timed([steps(iter(messages)) for messages in made], seconds)
     finally:
         await pool.close()
 

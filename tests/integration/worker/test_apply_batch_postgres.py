@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -11,7 +12,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from stockzen_contracts import ItemResult, ItemStatus, SyncBatchApplied
+from stockzen_contracts import Code, ItemResult, ItemStatus, ProductState, SyncBatchApplied
 from stockzen_sync_worker.adapters.ledger import PostgresLedger
 from stockzen_sync_worker.adapters.result_cache import RedisResultCache
 from stockzen_sync_worker.domain.outcomes import StoredResult
@@ -127,3 +128,40 @@ async def test_the_cache_keeps_results_answers_the_gateway_and_only_moves_checkp
     assert popped is not None
     assert SyncBatchApplied.model_validate_json(popped[1]) == applied
     assert 0 < await redis_client.ttl(reply_to) <= 300
+
+
+async def test_cached_results_kept_in_the_earlier_layout_are_still_read(
+    harness: PostgresHarness, redis_client: aioredis.Redis
+) -> None:
+    tenant, old_op, new_op = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    state = ProductState(
+        id=uuid.uuid4(),
+        name="Blue mug",
+        sku=None,
+        barcode=None,
+        unit="pcs",
+        price_cents=350,
+        low_stock_threshold=None,
+        archived=False,
+        deleted=False,
+        modified_at=T0,
+        checkpoint="12",
+    )
+    conflict = ItemResult(
+        operation_id=old_op,
+        status=ItemStatus.CONFLICT,
+        code=Code.CONFLICT_RESOLVED,
+        message="newer edits won for name",
+        retryable=False,
+        server_state=state,
+    )
+    # As entries were written before results were encoded once: json.dumps of the model's wire dict.
+    earlier = {"messageId": "m-0", "result": conflict.to_wire(), "fingerprint": "f" * 64}
+    await redis_client.set(f"{harness.prefix}result:{tenant}:{old_op}", json.dumps(earlier))
+    renamed = conflict.model_copy(update={"operation_id": new_op})
+    stored = StoredResult("m-1", renamed, "e" * 64)
+    applied = SyncBatchApplied(request_id="r", checkpoint="12", results=[renamed])
+    await harness.cache.deliver(tenant, {new_op: stored}, 12, f"{harness.prefix}reply:{uuid.uuid4().hex}", applied)
+
+    found, _ = await harness.cache.lookup(tenant, [old_op, new_op])
+    assert found == {old_op: StoredResult("m-0", conflict, "f" * 64), new_op: stored}

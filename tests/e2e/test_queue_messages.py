@@ -1,0 +1,79 @@
+"""Queue messages of the two layouts in one running stack: published by a gateway from before
+fingerprints were carried, and by today's, which hashes each operation once as it publishes."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import asyncpg
+import dramatiq
+import httpx
+import redis.asyncio as aioredis
+
+from stockzen_contracts import APPLY_SYNC_BATCH_ACTOR, operation_fingerprint, parse_operation
+from tests.support.db import stock_level
+from tests.support.ops import create_product, movement
+from tests.support.retry import sync_until_final
+from tests.support.services import ServiceUrls
+from tests.support.stack import Stack
+
+
+async def _publish_without_fingerprints(
+    stack: Stack, database: ServiceUrls, tenant_id: uuid.UUID, operations: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Publish ``operations`` as a gateway wrote them before fingerprints were carried; the reply."""
+    reply_to = f"{database.redis_prefix}reply:{uuid.uuid4().hex}"
+    batch = {
+        "requestId": "r-earlier-layout",
+        "tenantId": str(tenant_id),
+        "userId": "u1",
+        "receivedAt": datetime.now(UTC).isoformat(),
+        "replyTo": reply_to,
+        "operations": operations,
+    }
+    message: dramatiq.Message[None] = dramatiq.Message(
+        queue_name=stack.queue, actor_name=APPLY_SYNC_BATCH_ACTOR, args=(batch,), kwargs={}, options={}
+    )
+    connection = await aio_pika.connect(database.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.default_exchange.publish(aio_pika.Message(message.encode()), routing_key=stack.queue)
+    redis = aioredis.Redis.from_url(database.redis_url)
+    try:
+        popped = await redis.blpop([reply_to], timeout=30)
+    finally:
+        await redis.aclose()
+    assert popped is not None
+    reply: dict[str, Any] = json.loads(popped[1])
+    return reply
+
+
+async def test_an_operation_applied_from_a_message_without_fingerprints_is_known_to_todays_gateway(
+    stack: Stack, database: ServiceUrls, gateway: httpx.AsyncClient, admin: asyncpg.Connection, tenant_id: uuid.UUID
+) -> None:
+    product = uuid.uuid4()
+    entry = movement(tenant_id, product, "entry", 3)
+    reply = await _publish_without_fingerprints(stack, database, tenant_id, [create_product(tenant_id, product), entry])
+    assert [r["status"] for r in reply["results"]] == ["applied", "applied"]
+    kept = await admin.fetchval(
+        "SELECT fingerprint FROM applied_operations WHERE tenant_id = $1 AND operation_id = $2",
+        tenant_id,
+        uuid.UUID(entry["operationId"]),
+    )
+    assert kept == operation_fingerprint(parse_operation(entry))  # what the gateway now carries for it
+
+    again = (await sync_until_final(gateway, [entry])).json()["results"]
+    assert [r["status"] for r in again] == ["duplicate"]
+    redis = aioredis.Redis.from_url(database.redis_url)
+    try:  # forget what Redis remembers, so that Postgres's fingerprint decides
+        await redis.delete(f"{database.redis_prefix}result:{tenant_id}:{entry['operationId']}")
+    finally:
+        await redis.aclose()
+    changed = {**entry, "payload": {**entry["payload"], "quantity": 5}}
+    refused = (await sync_until_final(gateway, [changed])).json()["results"]
+    assert [(r["status"], r.get("code")) for r in refused] == [("rejected", "OPERATION_ID_REUSED")]
+    assert await stock_level(admin, tenant_id, product) == 3

@@ -16,6 +16,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -81,9 +82,17 @@ def gateway_message(device: Device, batch: int) -> dict[str, Any]:
     ).to_message()
 
 
-async def _timed(workloads: Sequence[Iterator[Step]], seconds: float) -> float:
-    """Units of work per second: each workload's steps run one after another (workloads side by side)
-    until ``seconds`` have passed or its steps run out; each step returns how many units it did."""
+@dataclass(frozen=True)
+class Rate:
+    """What a timed run did: units (rows or operations) per second, and this process's CPU per unit."""
+
+    per_second: float
+    cpu_per_unit: float  # seconds of this Python process's CPU (the applying code, or the raw client)
+
+
+async def _timed(workloads: Sequence[Iterator[Step]], seconds: float) -> Rate:
+    """Run each workload's steps one after another (workloads side by side) until ``seconds`` have
+    passed or its steps run out; each step returns how many units it did."""
 
     async def one(steps: Iterator[Step]) -> int:
         done = 0
@@ -94,9 +103,9 @@ async def _timed(workloads: Sequence[Iterator[Step]], seconds: float) -> float:
             done += await step()
         return done
 
-    started = time.perf_counter()
-    counts = await asyncio.gather(*(one(steps) for steps in workloads))
-    return sum(counts) / (time.perf_counter() - started)
+    started, cpu = time.perf_counter(), time.process_time()
+    total = sum(await asyncio.gather(*(one(steps) for steps in workloads)))
+    return Rate(total / (time.perf_counter() - started), (time.process_time() - cpu) / max(total, 1))
 
 
 def _made_ahead(rate: float, seconds: float, concurrency: int, batch: int) -> int:
@@ -137,10 +146,11 @@ async def raw_inserts(admin_url: str, batch: int, concurrency: int, seconds: flo
                 yield movement_rows(tenant, product, batch, first_checkpoint=n * batch + 1)
 
         sources = [on_the_fly(uuid.uuid4(), uuid.uuid4()) for _ in connections]
-        rate = await _timed([steps(c, src) for c, src in zip(connections, sources, strict=True)], min(1.0, seconds))
-        ahead = _made_ahead(rate, seconds, concurrency, batch)
+        warm = await _timed([steps(c, src) for c, src in zip(connections, sources, strict=True)], min(1.0, seconds))
+        ahead = _made_ahead(warm.per_second, seconds, concurrency, batch)
         made = [list(itertools.islice(src, ahead)) for src in sources]
-        return await _timed([steps(c, iter(rows)) for c, rows in zip(connections, made, strict=True)], seconds)
+        timed = await _timed([steps(c, iter(rows)) for c, rows in zip(connections, made, strict=True)], seconds)
+        return timed.per_second
     finally:
         for connection in connections:
             await connection.close()
@@ -148,7 +158,7 @@ async def raw_inserts(admin_url: str, batch: int, concurrency: int, seconds: flo
 
 async def in_process_apply(
     app_url: str, batch: int, concurrency: int, seconds: float, *, products_per_tenant: int = 20
-) -> float:
+) -> Rate:
     """Operations per second through the worker's own ``read_batch`` and ``apply_sync_batch`` on the
     app role, no Redis.
 
@@ -176,8 +186,8 @@ async def in_process_apply(
             while True:
                 yield gateway_message(device, batch)
 
-        rate = await _timed([steps(on_the_fly(d)) for d in devices], min(1.0, seconds))
-        ahead = _made_ahead(rate, seconds, concurrency, batch)
+        warm = await _timed([steps(on_the_fly(d)) for d in devices], min(1.0, seconds))
+        ahead = _made_ahead(warm.per_second, seconds, concurrency, batch)
         made = [[gateway_message(d, batch) for _ in range(ahead)] for d in devices]
         return await _timed([steps(iter(messages)) for messages in made], seconds)
     finally:

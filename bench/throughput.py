@@ -233,12 +233,15 @@ async def run(plan: Plan) -> None:
             f"bench: database {urls.app_url.rsplit('/', 1)[1]}, {os.cpu_count()} CPUs, {plan.seconds:.0f} s a run",
             flush=True,
         )
-        empty_inproc = await baselines.in_process_apply(urls.app_url, 50, plan.baseline_concurrency, plan.seconds)
+        empty = await baselines.in_process_apply(urls.app_url, 50, plan.baseline_concurrency, plan.seconds)
+        empty_inproc = empty.per_second
         raw: dict[int, float] = {}
         inproc: dict[int, float] = {}
+        cpu: dict[int, float] = {}
         for size in plan.sizes:
             raw[size] = await baselines.raw_inserts(urls.admin_url, size, plan.baseline_concurrency, plan.seconds)
-            inproc[size] = await baselines.in_process_apply(urls.app_url, size, plan.baseline_concurrency, plan.seconds)
+            applied = await baselines.in_process_apply(urls.app_url, size, plan.baseline_concurrency, plan.seconds)
+            inproc[size], cpu[size] = applied.per_second, applied.cpu_per_unit
             print(
                 f"  baselines, batch {size}: raw {raw[size]:.0f} rows/s, in-process apply {inproc[size]:.0f} ops/s",
                 flush=True,
@@ -278,7 +281,9 @@ async def run(plan: Plan) -> None:
         await baselines.seed_ledger(urls.admin_url, plan.ledger_rows)
         seeded_in = time.perf_counter() - started
         held = await baselines.ledger_size(urls.admin_url)
-        full_inproc = await baselines.in_process_apply(urls.app_url, 50, plan.baseline_concurrency, plan.seconds)
+        full_inproc = (
+            await baselines.in_process_apply(urls.app_url, 50, plan.baseline_concurrency, plan.seconds)
+        ).per_second
 
     print()
     print(
@@ -288,9 +293,12 @@ async def run(plan: Plan) -> None:
     for (replicas, size), load in sorted(loads.items()):
         print(_row(f"{replicas}w+{replicas}g", load, inproc[size], raw[size]))
     print()
-    print("batch   raw rows/s   in-process ops/s   inproc/raw")
+    print("batch   raw rows/s   in-process ops/s   inproc/raw   in-process CPU us/op")
     for size in plan.sizes:
-        print(f"{size:>5} {raw[size]:>12.0f} {inproc[size]:>18.0f} {inproc[size] / raw[size]:>12.2f}")
+        print(
+            f"{size:>5} {raw[size]:>12.0f} {inproc[size]:>18.0f} {inproc[size] / raw[size]:>12.2f}"
+            f" {cpu[size] * 1e6:>22.0f}"
+        )
     for size in plan.sizes:
         one, two = loads[1, size].settled_per_second, loads[2, size].settled_per_second
         print(f"scale-out, batch {size}: 2w+2g / 1w+1g = {two / one:.2f}")

@@ -165,3 +165,4 @@ async def test_cached_results_kept_in_the_earlier_layout_are_still_read(
 
     found, _ = await harness.cache.lookup(tenant, [old_op, new_op])
     assert found == {old_op: StoredResult("m-0", conflict, "f" * 64), new_op: stored}
+    assert 0 < await redis_client.ttl(f"{harness.prefix}result:{tenant}:{new_op}") <= 600

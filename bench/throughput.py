@@ -71,6 +71,12 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     statuses: Counter[str] = field(default_factory=Counter)
     http: Counter[int] = field(default_factory=Counter)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds each service used during the run
+
+    @property
+    def settled(self) -> int:
+        """Operations answered with a final result."""
+        return sum(self.statuses.values()) - self.statuses["pending"]
 
     @property
     def settled_per_second(self) -> float:
@@ -84,6 +90,16 @@ class LoadResult:
 
     def percentile(self, q: float) -> float:
         return _percentile(self.latencies, q) * 1000 if self.latencies else float("nan")
+
+
+def _used_since(before: dict[str, float | None], pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds each service's process tree used since ``before`` (empty without ``/proc``)."""
+    used = {}
+    for name, pid in pids.items():
+        start, now = before[name], profiling.cpu_seconds(pid)
+        if start is not None and now is not None:
+            used[name] = now - start
+    return used
 
 
 def _percentile(samples: Sequence[float], q: float) -> float:
@@ -256,11 +272,14 @@ async def run(plan: Plan) -> None:
                     queue = running[0].queue
                     fleet = await Fleet.create(gateways[0], plan.devices, plan.tenants)
                     await drive(gateways, fleet, 1, min(2.0, plan.seconds))  # warm up
+                    pids = {name: running[0].processes[name].pid for name in ("worker", "gateway")}
                     for size in plan.sizes:
+                        before = {name: profiling.cpu_seconds(pid) for name, pid in pids.items()}
                         loads[replicas, size] = await drive(gateways, fleet, size, plan.seconds)
+                        if replicas == 1:  # the one replica does all the work: its CPU per operation
+                            loads[replicas, size].cpu = _used_since(before, pids)
                         print(f"  {replicas} worker + {replicas} gateway, batch {size}: done", flush=True)
                     if replicas == 1 and plan.profile_dir is not None:
-                        pids = {name: running[0].processes[name].pid for name in ("worker", "gateway")}
                         with profiling.sampled(pids, plan.profile_dir, plan.seconds):
                             await drive(gateways, fleet, 50, plan.seconds)
                     if replicas == 1:
@@ -299,6 +318,11 @@ async def run(plan: Plan) -> None:
             f"{size:>5} {raw[size]:>12.0f} {inproc[size]:>18.0f} {inproc[size] / raw[size]:>12.2f}"
             f" {cpu[size] * 1e6:>22.0f}"
         )
+    for size in plan.sizes:
+        load = loads[1, size]
+        if load.cpu and load.settled:
+            per_op = ", ".join(f"{name} {seconds / load.settled * 1e6:.0f}" for name, seconds in load.cpu.items())
+            print(f"CPU us per settled operation, 1w+1g, batch {size}: {per_op}")
     for size in plan.sizes:
         one, two = loads[1, size].settled_per_second, loads[2, size].settled_per_second
         print(f"scale-out, batch {size}: 2w+2g / 1w+1g = {two / one:.2f}")

@@ -27,7 +27,7 @@ from stockzen_platform.postgres import assert_role_is_restricted, create_pool
 from .adapters.ledger import PostgresLedger
 from .adapters.result_cache import RedisResultCache
 from .config import WorkerSettings
-from .entrypoints.actors import SyncBatchActor, declare_actors
+from .entrypoints.actors import declare_actors
 from .metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -116,26 +116,25 @@ def add_worker_middleware(broker: dramatiq.Broker, metrics: WorkerMetrics, *extr
     broker.add_middleware(DeadLetterMetrics(metrics), before=Retries)
 
 
-def build_worker(settings: WorkerSettings) -> tuple[RabbitmqBroker, SyncBatchActor, WorkerRuntime]:
-    """The RabbitMQ broker with its middleware and the actor declared on it, and the runtime it uses."""
+def build_broker(settings: WorkerSettings) -> RabbitmqBroker:
+    """The RabbitMQ broker with the worker's middleware and the actor declared on it (nothing connects yet)."""
     # Imported here: importing dramatiq's exporter creates its directory (dramatiq_prom_db).
     from dramatiq.middleware.prometheus import Prometheus
 
     runtime = WorkerRuntime(settings)
-    metrics = WorkerMetrics()
+    metrics = WorkerMetrics()  # once per process: the default registry refuses a second set
     broker = RabbitmqBroker(url=settings.amqp_url, confirm_delivery=True)
     add_worker_middleware(broker, metrics, Prometheus(), RuntimeShutdown(runtime))
-    actor = declare_actors(broker, settings, runtime.adapters, metrics)
-    return broker, actor, runtime
+    declare_actors(broker, settings, runtime.adapters, metrics)
+    return broker
 
 
 def configure_worker_process() -> None:
-    """dramatiq's entry in each worker process: logging, the loop policy, the broker and the actor."""
+    """dramatiq's entry in each worker process: logging, the loop policy, then the broker made dramatiq's."""
     settings = WorkerSettings()
     configure_logging("sync-worker", settings.log_level)
     # dramatiq's AsyncIO middleware makes its event loop with asyncio.new_event_loop(): under this
     # policy that is a uvloop loop (cheaper socket writes; see docs/benchmarks.md). Set only here,
     # in the dramatiq worker process, so that no test process changes its loop.
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    broker, _, _ = build_worker(settings)
-    dramatiq.set_broker(broker)
+    dramatiq.set_broker(build_broker(settings))

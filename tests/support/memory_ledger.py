@@ -1,7 +1,7 @@
 """In-memory stand-ins for the worker's ledger and result cache, following the same rules.
 
-They let the service layer's scenarios run without I/O; ``tests/support/apply_scenarios.py``
-runs the very same scenarios against Postgres and Redis, which keeps the two honest.
+They let the service layer run without I/O; ``tests/integration/worker/test_apply_batch.py`` runs
+each scenario on them and on Postgres and Redis, which keeps the two honest.
 """
 
 from __future__ import annotations

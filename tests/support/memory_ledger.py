@@ -28,7 +28,7 @@ from stockzen_sync_worker.domain.outcomes import (
     StoredResult,
     UnknownProduct,
 )
-from stockzen_sync_worker.ports import LedgerRefused
+from stockzen_sync_worker.ports import LedgerRefused, MovementToRecord, ProductWrite
 
 MAX_NAME = 200  # the database's CHECK constraints, which a real ledger enforces
 MAX_REASON = 500
@@ -107,6 +107,16 @@ class MemoryTenantLedger:
             row["checkpoint"] = self._next()
         return ProductMerged(self._state(row), tuple(changes), tuple(won))
 
+    async def write_products(self, writes: Sequence[ProductWrite]) -> list[Effect]:
+        effects: list[Effect] = []
+        for write in writes:
+            if write.kind == "delete":
+                effects.append(await self.delete_product(write.product_id, write.version))
+            else:
+                create = write.kind == "create"
+                effects.append(await self.merge_product(write.product_id, write.changes, write.version, create=create))
+        return effects
+
     async def delete_product(self, product_id: UUID, version: Version) -> Effect:
         row = self.data.products.setdefault(
             product_id,
@@ -116,16 +126,23 @@ class MemoryTenantLedger:
             row.update(deleted=True, checkpoint=self._next(), modified_at=max(row["modified_at"], version.modified_at))
         return ProductDeleted(self._state(row))
 
-    async def record_movement(self, operation: RecordStockMovement, occurred_at: datetime) -> Effect:
+    async def record_movement(
+        self, operation: RecordStockMovement, occurred_at: datetime, after: str | None = None
+    ) -> Effect:
         payload = operation.payload
         if len(payload.reason or "") > MAX_REASON:
             raise LedgerRefused("value too long for reason")
         product = self.data.products.get(payload.product_id)
         if operation.entity_id in self.data.movements:
             return RefusedByRule(f"stock movement {operation.entity_id} was already recorded by another operation")
-        if product is None:
-            return UnknownProduct(payload.product_id)
-        if product["deleted"]:
+        # ``after``: the create or delete of its product earlier in its batch, not yet written here.
+        if product is None and after != "create":
+            return (
+                UnknownProduct(payload.product_id)
+                if after is None
+                else MissingEntity(f"product {payload.product_id} was deleted")
+            )
+        if after == "delete" or (product is not None and product["deleted"]):
             return MissingEntity(f"product {payload.product_id} was deleted")
         checkpoint = self._next()
         state = StockMovementState(
@@ -142,8 +159,8 @@ class MemoryTenantLedger:
         self.data.levels[payload.product_id] = self.data.levels.get(payload.product_id, 0) + sign * payload.quantity
         return MovementRecorded(state)
 
-    async def record_movements(self, movements: Sequence[tuple[RecordStockMovement, datetime]]) -> list[Effect]:
-        return [await self.record_movement(operation, occurred_at) for operation, occurred_at in movements]
+    async def record_movements(self, movements: Sequence[MovementToRecord]) -> list[Effect]:
+        return [await self.record_movement(m.operation, m.occurred_at, m.after) for m in movements]
 
     async def remember(self, operation: Operation, message_id: str, result: ItemResult, fingerprint: str) -> None:
         assert operation.operation_id not in self.data.applied, "applied_operations is unique per tenant"

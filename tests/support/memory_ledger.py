@@ -7,8 +7,8 @@ runs the very same scenarios against Postgres and Redis, which keeps the two hon
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -126,23 +126,16 @@ class MemoryTenantLedger:
             row.update(deleted=True, checkpoint=self._next(), modified_at=max(row["modified_at"], version.modified_at))
         return ProductDeleted(self._state(row))
 
-    async def record_movement(
-        self, operation: RecordStockMovement, occurred_at: datetime, after: str | None = None
-    ) -> Effect:
+    async def record_movement(self, operation: RecordStockMovement, occurred_at: datetime) -> Effect:
         payload = operation.payload
         if len(payload.reason or "") > MAX_REASON:
             raise LedgerRefused("value too long for reason")
         product = self.data.products.get(payload.product_id)
         if operation.entity_id in self.data.movements:
             return RefusedByRule(f"stock movement {operation.entity_id} was already recorded by another operation")
-        # ``after``: the create or delete of its product earlier in its batch, not yet written here.
-        if product is None and after != "create":
-            return (
-                UnknownProduct(payload.product_id)
-                if after is None
-                else MissingEntity(f"product {payload.product_id} was deleted")
-            )
-        if after == "delete" or (product is not None and product["deleted"]):
+        if product is None:
+            return UnknownProduct(payload.product_id)
+        if product["deleted"]:
             return MissingEntity(f"product {payload.product_id} was deleted")
         checkpoint = self._next()
         state = StockMovementState(
@@ -160,7 +153,28 @@ class MemoryTenantLedger:
         return MovementRecorded(state)
 
     async def record_movements(self, movements: Sequence[MovementToRecord]) -> list[Effect]:
-        return [await self.record_movement(m.operation, m.occurred_at, m.after) for m in movements]
+        effects: list[Effect] = []
+        for m in movements:
+            with self._product_as_left_by(m.operation.payload.product_id, m.after):
+                effects.append(await self.record_movement(m.operation, m.occurred_at))
+        return effects
+
+    @contextmanager
+    def _product_as_left_by(self, product_id: UUID, after: str | None) -> Iterator[None]:
+        """While recording a movement, its product as the create or delete before it in its batch
+        left it (the batch's product writes come after its movements)."""
+        row = self.data.products.get(product_id)
+        if after is None or (after == "create" and row is not None):  # a create keeps a row as it is
+            yield
+            return
+        self.data.products[product_id] = {"deleted": after == "delete"}  # stands in for that row
+        try:
+            yield
+        finally:
+            if row is None:
+                del self.data.products[product_id]
+            else:
+                self.data.products[product_id] = row
 
     async def remember(self, operation: Operation, message_id: str, result: ItemResult, fingerprint: str) -> None:
         assert operation.operation_id not in self.data.applied, "applied_operations is unique per tenant"

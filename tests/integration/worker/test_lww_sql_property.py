@@ -31,7 +31,7 @@ from stockzen_sync_worker.domain.outcomes import (
     ProductWasDeleted,
     UnknownProduct,
 )
-from stockzen_sync_worker.ports import ProductWrite
+from stockzen_sync_worker.ports import ProductWrite, ProductWriteKind
 from tests.support.apply_scenarios import T0
 from tests.support.services import ServiceUrls
 
@@ -41,6 +41,7 @@ VALUES: dict[str, st.SearchStrategy[Any]] = {
     "price_cents": st.one_of(st.none(), st.integers(0, 3)),
     "archived": st.booleans(),
 }
+KINDS: list[ProductWriteKind] = ["create", "update", "update", "delete"]
 
 
 @st.composite
@@ -55,7 +56,7 @@ def versions(draw: st.DrawFn) -> Version:
 
 @st.composite
 def product_writes(draw: st.DrawFn, products: list[uuid.UUID]) -> ProductWrite:
-    kind = draw(st.sampled_from(["create", "update", "update", "delete"]))
+    kind = draw(st.sampled_from(KINDS))
     changes: dict[str, Any] = {}
     if kind == "create":  # a create carries every field, as the contract's does
         changes = dict.fromkeys(PRODUCT_FIELDS) | {"archived": False, "name": draw(VALUES["name"])}

@@ -24,7 +24,7 @@ from stockzen_contracts import (
     parse_operation,
 )
 
-from .domain.lww import Version, clamp_modified_at, write_sequence
+from .domain.lww import Version, clamp_modified_at
 from .domain.outcomes import (
     Effect,
     StoredResult,
@@ -131,9 +131,8 @@ class _Batch:
 
     def version(self, position: int) -> Version:
         """The LWW version of the write at ``position``: its clamped time, request order, operation id."""
-        op, received_at = self.command.operations[position], self.command.received_at
-        when = clamp_modified_at(op.modified_at, received_at)
-        return Version(when, op.operation_id, write_sequence(op.modified_at, received_at, position))
+        op = self.command.operations[position]
+        return Version.of_write(op.modified_at, self.command.received_at, op.operation_id, position)
 
     def occurred_at(self, op: RecordStockMovement) -> datetime:
         """When a movement happened, for the ledger: its own time (else its op's), clamped like versions."""

@@ -1,8 +1,12 @@
 """Last-writer-wins, as the server settles it: clamped client times, then request order, then operation id.
 
-The database compares the encoded versions itself (``products.field_versions``, text in the "C"
-collation); this module defines what those versions are and the order they follow, so the rule
-is stated once, in plain Python, and tested.
+This module holds the whole rule: which version a write carries (:meth:`Version.of_write`, with
+the clamping and the request-order tie break), the order versions follow (:class:`Version`,
+:func:`winning_fields`), and the SQL by which Postgres enforces it for a batch of product writes
+(:data:`WRITE_PRODUCTS_SQL`, which the ledger adapter runs as written). The database compares
+the encoded versions (``products.field_versions``) as text in the "C" collation, whose order
+:meth:`Version.encode` makes the version order; a property test holds the SQL and the Python
+rule to the same winners.
 """
 
 from __future__ import annotations
@@ -42,6 +46,15 @@ class Version:
     modified_at: datetime
     operation_id: UUID
     sequence: int = 0
+
+    @classmethod
+    def of_write(cls, claimed: datetime, received_at: datetime, operation_id: UUID, position: int) -> Version:
+        """The version of a write its device claims was made at ``claimed``, received by the server at
+        ``received_at`` at ``position`` in its request: the clamped time, then the request order when
+        clamped, then the operation id."""
+        return cls(
+            clamp_modified_at(claimed, received_at), operation_id, write_sequence(claimed, received_at, position)
+        )
 
     def _order(self) -> tuple[datetime, int, UUID]:
         return (self.modified_at, self.sequence, self.operation_id)
@@ -181,9 +194,6 @@ FROM stepped AS s, jsonb_populate_record(NULL::products, s.fields) AS r
 WHERE s.step > 0
 ORDER BY s.position
 """
-"""Last-writer-wins as Postgres enforces it, for a whole batch of product writes at once.
-
-The rule itself is the ``lww`` step (a field takes a write whose :meth:`Version.encode` is
-strictly later than its own); the rest folds a product's writes in request order and hands out
-checkpoints. ``outcome`` is ``merged``, ``was_deleted`` (an edit of a tombstone), ``deleted`` or
-``unknown`` (an edit of a product never seen)."""
+"""Last-writer-wins as Postgres enforces it, for a batch of product writes at once (see the
+comments in it). ``outcome`` is ``merged``, ``was_deleted`` (an edit of a tombstone), ``deleted``
+or ``unknown`` (an edit of a product never seen); ``won``, the fields a write took."""

@@ -28,7 +28,7 @@ from stockzen_sync_worker.domain.outcomes import (
     StoredResult,
     UnknownProduct,
 )
-from stockzen_sync_worker.ports import LedgerRefused, MovementToRecord, ProductWrite
+from stockzen_sync_worker.ports import LedgerRefused, MovementToRecord, ProductDecision, ProductWrite
 
 MAX_NAME = 200  # the database's CHECK constraints, which a real ledger enforces
 MAX_REASON = 500
@@ -160,9 +160,9 @@ class MemoryTenantLedger:
         return effects
 
     @contextmanager
-    def _product_as_left_by(self, product_id: UUID, after: str | None) -> Iterator[None]:
-        """While recording a movement, its product as the create or delete before it in its batch
-        left it (the batch's product writes come after its movements)."""
+    def _product_as_left_by(self, product_id: UUID, after: ProductDecision | None) -> Iterator[None]:
+        """While recording a movement, its product as the creates and deletes before it in its batch
+        left it (see MovementToRecord: the batch's product writes come after its movements)."""
         row = self.data.products.get(product_id)
         if after is None or (after == "create" and row is not None):  # a create keeps a row as it is
             yield

@@ -63,6 +63,7 @@ async def test_creates_edits_deletes_and_movements_interleaved_in_one_batch(harn
             movement(tenant, doomed, "exit", 1),  # after its delete: never
             update_product(tenant, doomed, T0 + timedelta(minutes=9), name="edited after the delete"),
             create_product(tenant, doomed, "Again", T0 + timedelta(minutes=9)),
+            movement(tenant, doomed, "entry", 8),  # a create after its delete revives nothing
             update_product(tenant, kept, T0 + timedelta(minutes=1), unit="box"),
             movement(tenant, kept, "exit", 1),
         ],
@@ -80,11 +81,13 @@ async def test_creates_edits_deletes_and_movements_interleaved_in_one_batch(harn
         "rejected",
         "conflict",
         "conflict",
+        "rejected",
         "applied",
         "applied",
     ]
     assert (results[0].code, results[0].retryable) == (Code.NOT_FOUND, True)
-    assert (results[7].code, results[7].retryable) == (Code.NOT_FOUND, False)
+    for gone in (results[7], results[10]):
+        assert (gone.code, gone.retryable) == (Code.NOT_FOUND, False)
     for lost in (results[8], results[9]):
         assert lost.server_state is not None
         assert lost.server_state.deleted

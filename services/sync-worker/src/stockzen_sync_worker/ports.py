@@ -33,17 +33,23 @@ class ProductWrite:
     version: Version
 
 
+ProductDecision = Literal["create", "delete"]
+"""What a batch's creates and deletes of a product decide before a movement on it: ``delete`` once
+any delete came (deletes win; a tombstone takes no create), else ``create`` once a create came."""
+
+
 @dataclass(frozen=True, slots=True)
 class MovementToRecord:
-    """A movement to append, and the last create or delete of its product earlier in its batch
-    (``None``: none), which decides whether its product is live at its place in the request.
+    """A movement to append, and what its batch's earlier writes decided about its product
+    (``None``: nothing; an edit never changes whether a product is live).
 
     A batch's movements are recorded before its product writes, so the ledger judges a movement
-    against its product as the batch found it, changed by that create or delete."""
+    against its product as the batch found it, changed by that decision: after ``delete`` it is
+    gone; after ``create`` it is live unless it was a tombstone already."""
 
     operation: RecordStockMovement
     occurred_at: datetime
-    after: Literal["create", "delete"] | None = None
+    after: ProductDecision | None = None
 
 
 class TenantLedger(Protocol):

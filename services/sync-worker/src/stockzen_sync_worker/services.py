@@ -6,7 +6,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
 from uuid import UUID
 
 from stockzen_contracts import (
@@ -34,7 +33,15 @@ from .domain.outcomes import (
     result_for,
     reused_id,
 )
-from .ports import Ledger, LedgerRefused, MovementToRecord, ProductWrite, ResultCache, TenantLedger
+from .ports import (
+    Ledger,
+    LedgerRefused,
+    MovementToRecord,
+    ProductDecision,
+    ProductWrite,
+    ResultCache,
+    TenantLedger,
+)
 
 log = logging.getLogger(__name__)
 
@@ -230,23 +237,23 @@ async def _apply_set_based(
     in one: a fixed number of statements whatever the batch holds.
 
     Recording movements before product writes changes nothing a client can see but the order of
-    checkpoints inside the batch's one commit: each movement carries the create or delete of its
-    product before it in the request (an edit never changes whether a product is live), so it
-    lands or not exactly as in request order.
+    checkpoints inside the batch's one commit: each movement carries what the creates and deletes
+    of its product before it in the request decide (an edit never changes whether a product is
+    live), so it lands or not exactly as in request order.
     """
     operations = batch.command.operations
     first_copies = _first_copies(batch, todo, stored)
     movements: dict[int, MovementToRecord] = {}
     writes: dict[int, ProductWrite] = {}
-    live_by: dict[UUID, Literal["create", "delete"]] = {}  # the last create or delete of a product so far
+    decided: dict[UUID, ProductDecision] = {}  # what the writes so far decide about each product
     for i in first_copies:
         op = operations[i]
         if isinstance(op, RecordStockMovement):
-            movements[i] = MovementToRecord(op, batch.occurred_at(op), live_by.get(op.payload.product_id))
+            movements[i] = MovementToRecord(op, batch.occurred_at(op), decided.get(op.payload.product_id))
         else:
             writes[i] = write = batch.product_write(i)
-            if write.kind != "update":
-                live_by[write.product_id] = write.kind
+            if write.kind == "delete" or (write.kind == "create" and decided.get(write.product_id) != "delete"):
+                decided[write.product_id] = write.kind  # deletes win: no later create revives a product
     effects = dict(zip(movements, await tenant.record_movements(list(movements.values())), strict=True))
     effects.update(zip(writes, await tenant.write_products(list(writes.values())), strict=True))
     answers = _Answers(batch, stored)

@@ -32,7 +32,13 @@ from stockzen_sync_worker.domain.outcomes import (
     StoredResult,
     UnknownProduct,
 )
-from stockzen_sync_worker.ports import LedgerRefused, MovementToRecord, ProductWrite, ProductWriteKind
+from stockzen_sync_worker.ports import (
+    LedgerRefused,
+    MovementToRecord,
+    ProductDecision,
+    ProductWrite,
+    ProductWriteKind,
+)
 
 _RECORD_MOVEMENT = """
     INSERT INTO stock_movements
@@ -43,7 +49,7 @@ _RECORD_MOVEMENT = """
     RETURNING id, product_id, kind, quantity, reason, occurred_at, checkpoint
 """
 # Movements in one statement: those whose product is live (as the batch found it, changed by
-# the create or delete before each movement in its request) and whose id is new are inserted with
+# what the creates and deletes before each movement in its request decided, see MovementToRecord) and whose id is new are inserted with
 # checkpoints reserved once, contiguous and in request order (the tenant's row is held by this
 # transaction); the second of two movements with one id, and the others, are left out and
 # explained one by one.
@@ -193,7 +199,7 @@ class PostgresTenantLedger:
             return MovementRecorded(_movement_state(row))
         return await self._not_recorded(operation)
 
-    async def _not_recorded(self, operation: RecordStockMovement, after: str | None = None) -> Effect:
+    async def _not_recorded(self, operation: RecordStockMovement, after: ProductDecision | None = None) -> Effect:
         """Why a movement was not recorded: its id taken, its product deleted (before the batch or
         earlier in it), or never seen."""
         movement = operation.payload

@@ -231,3 +231,37 @@ async def test_a_batch_of_many_products_each_written_several_times(harness: Harn
         assert (row["deleted"], row["price_cents"]) == (n % 2 == 0, n)
         assert row["name"] == (f"P{n}" if n % 2 == 0 else "late")
         assert await harness.level(tenant, p) == 2
+
+
+async def test_a_movement_id_taken_later_in_the_batch_does_not_explain_an_earlier_refusal(harness: Harness) -> None:
+    tenant, unknown, known = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    movement_id = uuid.uuid4()
+    early = op(
+        tenant,
+        "stockMovement",
+        "create",
+        {"productId": str(unknown), "kind": "entry", "quantity": 1},
+        entity_id=movement_id,
+    )
+    later = op(
+        tenant,
+        "stockMovement",
+        "create",
+        {"productId": str(known), "kind": "entry", "quantity": 2},
+        entity_id=movement_id,
+    )
+    again = op(
+        tenant,
+        "stockMovement",
+        "create",
+        {"productId": str(known), "kind": "entry", "quantity": 4},
+        entity_id=movement_id,
+    )
+    outcome = await apply(harness, tenant, [early, create_product(tenant, known, "Mug", T0), later, again])
+
+    results = outcome.applied.results
+    assert statuses(outcome) == ["rejected", "applied", "applied", "rejected"]
+    assert (results[0].code, results[0].retryable) == (Code.NOT_FOUND, True)  # its product may come yet
+    assert (results[3].code, results[3].retryable) == (Code.VALIDATION_ERROR, False)  # the id was taken
+    assert await harness.level(tenant, known) == 2
+    assert outcome.applied.checkpoint == "2"

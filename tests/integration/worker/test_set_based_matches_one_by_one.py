@@ -164,7 +164,7 @@ async def admin_connection(database: ServiceUrls) -> AsyncIterator[asyncpg.Conne
     await connection.close()
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plan=plans())
 async def test_a_batch_applied_set_based_matches_it_applied_item_by_item(
     plan: tuple[list[Step], list[Step]],

@@ -45,6 +45,8 @@ _RECORD_MOVEMENT = """
         (tenant_id, id, operation_id, product_id, kind, quantity, reason, occurred_at, checkpoint)
     SELECT $1, $2, $3, $4, $5, $6, $7, $8, next_checkpoint()
     WHERE EXISTS (SELECT 1 FROM products WHERE tenant_id = $1 AND id = $4 AND deleted_at IS NULL)
+      -- a taken id is left out before it takes a checkpoint (the conflict clause would come after)
+      AND NOT EXISTS (SELECT 1 FROM stock_movements WHERE tenant_id = $1 AND id = $2)
     ON CONFLICT (tenant_id, id) DO NOTHING
     RETURNING id, product_id, kind, quantity, reason, occurred_at, checkpoint
 """
@@ -119,6 +121,10 @@ def _product_state(row: asyncpg.Record) -> ProductState:
     data.pop("outcome", None)
     data["checkpoint"] = str(data["checkpoint"])
     return ProductState.model_validate(data)
+
+
+def _id_taken(operation: RecordStockMovement) -> Effect:
+    return RefusedByRule(f"stock movement {operation.entity_id} was already recorded by another operation")
 
 
 def _movement_state(row: asyncpg.Record) -> StockMovementState:
@@ -199,16 +205,19 @@ class PostgresTenantLedger:
             return MovementRecorded(_movement_state(row))
         return await self._not_recorded(operation)
 
-    async def _not_recorded(self, operation: RecordStockMovement, after: ProductDecision | None = None) -> Effect:
+    async def _not_recorded(
+        self, operation: RecordStockMovement, after: ProductDecision | None = None, *, id_was_free: bool = False
+    ) -> Effect:
         """Why a movement was not recorded: its id taken, its product deleted (before the batch or
-        earlier in it), or never seen."""
+        earlier in it), or never seen. ``id_was_free``: its id was free at its place in the request
+        (only a later movement of the same statement took it)."""
         movement = operation.payload
-        if await self._db.fetchval(
+        if not id_was_free and await self._db.fetchval(
             "SELECT 1 FROM stock_movements WHERE tenant_id = $1 AND id = $2",
             self._tenant,
             operation.entity_id,
         ):
-            return RefusedByRule(f"stock movement {operation.entity_id} was already recorded by another operation")
+            return _id_taken(operation)
         if after is not None or await self._db.fetchval(
             "SELECT 1 FROM products WHERE tenant_id = $1 AND id = $2", self._tenant, movement.product_id
         ):
@@ -232,12 +241,18 @@ class PostgresTenantLedger:
             [m.after for m in movements],
         )
         recorded = {row["operation_id"]: _movement_state(row) for row in rows}
+        # Where each movement id taken by this statement was taken, to explain the others in order.
+        taken_at = {m.operation.entity_id: i for i, m in enumerate(movements) if m.operation.operation_id in recorded}
         effects: list[Effect] = []
-        for m in movements:
+        for i, m in enumerate(movements):
             state = recorded.get(m.operation.operation_id)
-            effects.append(
-                MovementRecorded(state) if state is not None else await self._not_recorded(m.operation, m.after)
-            )
+            taken = taken_at.get(m.operation.entity_id)
+            if state is not None:
+                effects.append(MovementRecorded(state))
+            elif taken is not None and taken < i:
+                effects.append(_id_taken(m.operation))
+            else:
+                effects.append(await self._not_recorded(m.operation, m.after, id_was_free=taken is not None))
         return effects
 
     async def remember(self, operation: Operation, message_id: str, result: ItemResult, fingerprint: str) -> None:

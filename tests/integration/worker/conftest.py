@@ -1,4 +1,8 @@
-"""The two kinds of harness the worker's scenarios run on (``tests/support/harness.py``)."""
+"""The two kinds of harness the worker's scenarios run on (``tests/support/harness.py``), and the one
+``harness`` fixture parametrised over both: a scenario that takes it runs in memory and on Postgres.
+
+Modules that must run on one kind only override ``harness`` locally.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from tests.support.harness import MemoryHarness, PostgresHarness
+from tests.support.harness import Harness, MemoryHarness, PostgresHarness
 from tests.support.services import ServiceUrls
 from tests.support.stack import delete_redis_keys
 
@@ -30,3 +34,10 @@ async def postgres_harness(
     yield PostgresHarness(app_pool, admin, client, database.redis_url, prefix)
     await client.aclose()
     await delete_redis_keys(database.redis_url, prefix)
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def harness(request: pytest.FixtureRequest) -> Harness:
+    """The in-memory fakes, then the worker's adapters on Postgres and Redis."""
+    chosen: Harness = request.getfixturevalue(f"{request.param}_harness")
+    return chosen

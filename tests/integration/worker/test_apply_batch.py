@@ -11,19 +11,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from stockzen_contracts import Code, ItemStatus, parse_operation
 from stockzen_sync_worker.services import apply_sync_batch
 from tests.support.harness import T0, Harness, apply, command, statuses
 from tests.support.ops import create_product, delete_product, movement, op, update_product
-
-
-@pytest.fixture(params=["memory", "postgres"])
-def harness(request: pytest.FixtureRequest) -> Harness:
-    """The in-memory fakes, then the worker's adapters on Postgres and Redis (fixtures in conftest.py)."""
-    chosen: Harness = request.getfixturevalue(f"{request.param}_harness")
-    return chosen
 
 
 async def test_edits_merge_field_by_field(harness: Harness) -> None:

@@ -32,7 +32,7 @@ from stockzen_sync_worker.domain.outcomes import (
     UnknownProduct,
 )
 from stockzen_sync_worker.ports import ProductWrite, ProductWriteKind
-from tests.support.apply_scenarios import T0
+from tests.support.harness import T0
 from tests.support.services import ServiceUrls
 
 VALUES: dict[str, st.SearchStrategy[Any]] = {

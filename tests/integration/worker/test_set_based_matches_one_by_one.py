@@ -28,7 +28,7 @@ from stockzen_contracts.payloads import PRODUCT_FIELDS
 from stockzen_sync_worker.adapters.ledger import PostgresLedger
 from stockzen_sync_worker.adapters.result_cache import RedisResultCache
 from stockzen_sync_worker.services import apply_sync_batch
-from tests.support.apply_scenarios import T0, command
+from tests.support.harness import T0, command
 from tests.support.ops import op
 from tests.support.services import ServiceUrls
 from tests.support.stack import delete_redis_keys

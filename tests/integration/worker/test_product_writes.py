@@ -2,7 +2,7 @@
 
 The ledger settles a batch's product writes together (in one statement on Postgres); these
 scenarios hold that to what applying the same operations one at a time in request order gives.
-Each test takes a ``harness`` fixture (see :mod:`tests.support.apply_scenarios`).
+Each test takes the ``harness`` fixture of ``conftest.py``, parametrised over both.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from stockzen_contracts import Code, ItemStatus, parse_operation
 from stockzen_sync_worker.services import apply_sync_batch
-from tests.support.apply_scenarios import T0, Harness, apply, command, statuses
+from tests.support.harness import T0, Harness, apply, command, statuses
 from tests.support.ops import create_product, delete_product, movement, op, update_product
 
 

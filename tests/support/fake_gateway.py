@@ -2,11 +2,13 @@
 
 It follows the sync contract by running the worker's own service layer (``apply_sync_batch``) over
 the in-memory ledger, answers the change feed from the same data, and lets a test take a device's
-connection away, make the server fail or rate-limit, and hold batches back as ``pending``.
+connection away, make the server fail or rate-limit, and hold batches back as ``pending``. Its live
+stream says ``ready`` when opened and announces what the test tells it to; the test can drop it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import uuid
@@ -71,6 +73,9 @@ class FakeGateway:
     held_back: list[ApplySyncBatch] = field(default_factory=list)
     held_back_total: int = 0
     pushes: list[list[dict[str, Any]]] = field(default_factory=list)
+    requests: list[tuple[str, str]] = field(default_factory=list)  # (device, path), reachable or not
+    streams: list[FakeStream] = field(default_factory=list)
+    stream_failures: list[httpx.Response] = field(default_factory=list)
     ledger: FeedLedger = field(default_factory=FeedLedger)
     cache: MemoryResultCache = field(default_factory=MemoryResultCache)
 
@@ -79,6 +84,7 @@ class FakeGateway:
         self.reachable.setdefault(device, True)
 
         async def handle(request: httpx.Request) -> httpx.Response:
+            self.requests.append((device, request.url.path))
             if not self.reachable[device]:
                 raise httpx.ConnectError("connection refused", request=request)
             return await self.handle(request)
@@ -88,6 +94,8 @@ class FakeGateway:
     async def handle(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/healthz":
             return httpx.Response(200, json={"status": "ok"})
+        if request.url.path == "/api/sync/stream":  # before ``failures``, which script pushes and pulls
+            return self._stream()
         if self.failures:
             return self.failures.pop(0)
         if request.url.path == "/api/sync" and request.method == "POST":
@@ -95,6 +103,33 @@ class FakeGateway:
         if request.url.path == "/api/sync/changes":
             return self._pull(request.url.params.get("checkpoint"), int(request.url.params.get("limit", "100")))
         return _error(404, Code.NOT_FOUND, "no such route")
+
+    def requested(self, device: str, path: str) -> int:
+        """How many requests for ``path`` the device made."""
+        return self.requests.count((device, path))
+
+    @property
+    def open_streams(self) -> list[FakeStream]:
+        """The live streams a client still reads."""
+        return [stream for stream in self.streams if stream.open]
+
+    def announce(self) -> None:
+        """Tell every open stream that the tenant's changes committed (the current checkpoint)."""
+        for stream in self.open_streams:
+            stream.send("checkpoint", {"checkpoint": str(self.data.checkpoint)})
+
+    def drop_streams(self) -> None:
+        """Break every open stream, as a lost connection does."""
+        for stream in self.open_streams:
+            stream.drop()
+
+    def _stream(self) -> httpx.Response:
+        if self.stream_failures:
+            return self.stream_failures.pop(0)
+        stream = FakeStream()
+        self.streams.append(stream)
+        stream.send("ready", {})
+        return httpx.Response(200, headers={"Content-Type": "text/event-stream"}, stream=stream)
 
     async def deliver_held_back(self) -> None:
         """The queue catches up: every held-back batch is applied (at most once, as always)."""
@@ -183,6 +218,56 @@ class FakeGateway:
                 fields = state.model_dump(by_alias=False, exclude={"modified_at", "checkpoint", "deleted", "id"})
                 live[product_id] = {**fields, "stock_level": data.levels.get(product_id, 0)}
         return live
+
+
+class FakeStream(httpx.AsyncByteStream):
+    """One client's ``GET /api/sync/stream`` body: the text the test sends, until it ends or drops it."""
+
+    def __init__(self) -> None:
+        self._chunks: asyncio.Queue[bytes | Exception | None] = asyncio.Queue()
+        self.ended = False  # the server ended it (``end``) or broke it (``drop``)
+        self.closed = False  # the client closed it
+
+    @property
+    def open(self) -> bool:
+        return not (self.ended or self.closed)
+
+    @property
+    def drained(self) -> bool:
+        """Whether the client has read everything sent so far."""
+        return self._chunks.empty()
+
+    def send(self, kind: str, data: dict[str, str]) -> None:
+        """An event, written as the gateway writes it."""
+        self.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n")
+
+    def write(self, text: str) -> None:
+        """Raw stream text (a heartbeat comment, a half event)."""
+        self._chunks.put_nowait(text.encode())
+
+    def end(self) -> None:
+        """The server ends the stream cleanly (as the gateway does after its maximum time)."""
+        self.ended = True
+        self._chunks.put_nowait(None)
+
+    def drop(self) -> None:
+        """The connection breaks mid-stream."""
+        self.ended = True
+        self._chunks.put_nowait(httpx.ReadError("connection reset by peer"))
+
+    def __aiter__(self) -> FakeStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._chunks.get()
+        if chunk is None:
+            raise StopAsyncIteration
+        if isinstance(chunk, Exception):
+            raise chunk
+        return chunk
+
+    async def aclose(self) -> None:
+        self.closed = True
 
 
 def _error(status: int, code: Code, message: str, headers: dict[str, str] | None = None) -> httpx.Response:

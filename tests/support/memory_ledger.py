@@ -1,14 +1,14 @@
 """In-memory stand-ins for the worker's ledger and result cache, following the same rules.
 
-They let the service layer's scenarios run without I/O; ``tests/support/apply_scenarios.py``
-runs the very same scenarios against Postgres and Redis, which keeps the two honest.
+They let the service layer run without I/O; ``tests/integration/worker/test_apply_batch.py`` runs
+each scenario on them and on Postgres and Redis, which keeps the two honest.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +28,7 @@ from stockzen_sync_worker.domain.outcomes import (
     StoredResult,
     UnknownProduct,
 )
-from stockzen_sync_worker.ports import LedgerRefused
+from stockzen_sync_worker.ports import LedgerRefused, MovementToRecord, ProductDecision, ProductWrite
 
 MAX_NAME = 200  # the database's CHECK constraints, which a real ledger enforces
 MAX_REASON = 500
@@ -58,7 +58,7 @@ class MemoryTenantLedger:
         saved = copy.deepcopy(self.data)
         try:
             yield
-        except LedgerRefused:
+        except BaseException:  # like a savepoint, whatever leaves the block undoes its work
             self.data.__dict__.update(saved.__dict__)
             raise
 
@@ -107,6 +107,16 @@ class MemoryTenantLedger:
             row["checkpoint"] = self._next()
         return ProductMerged(self._state(row), tuple(changes), tuple(won))
 
+    async def write_products(self, writes: Sequence[ProductWrite]) -> list[Effect]:
+        effects: list[Effect] = []
+        for write in writes:
+            if write.kind == "delete":
+                effects.append(await self.delete_product(write.product_id, write.version))
+            else:
+                create = write.kind == "create"
+                effects.append(await self.merge_product(write.product_id, write.changes, write.version, create=create))
+        return effects
+
     async def delete_product(self, product_id: UUID, version: Version) -> Effect:
         row = self.data.products.setdefault(
             product_id,
@@ -142,8 +152,29 @@ class MemoryTenantLedger:
         self.data.levels[payload.product_id] = self.data.levels.get(payload.product_id, 0) + sign * payload.quantity
         return MovementRecorded(state)
 
-    async def record_movements(self, movements: Sequence[tuple[RecordStockMovement, datetime]]) -> list[Effect]:
-        return [await self.record_movement(operation, occurred_at) for operation, occurred_at in movements]
+    async def record_movements(self, movements: Sequence[MovementToRecord]) -> list[Effect]:
+        effects: list[Effect] = []
+        for m in movements:
+            with self._product_as_left_by(m.operation.payload.product_id, m.after):
+                effects.append(await self.record_movement(m.operation, m.occurred_at))
+        return effects
+
+    @contextmanager
+    def _product_as_left_by(self, product_id: UUID, after: ProductDecision | None) -> Iterator[None]:
+        """While recording a movement, its product as the creates and deletes before it in its batch
+        left it (see MovementToRecord: the batch's product writes come after its movements)."""
+        row = self.data.products.get(product_id)
+        if after is None or (after == "create" and row is not None):  # a create keeps a row as it is
+            yield
+            return
+        self.data.products[product_id] = {"deleted": after == "delete"}  # stands in for that row
+        try:
+            yield
+        finally:
+            if row is None:
+                del self.data.products[product_id]
+            else:
+                self.data.products[product_id] = row
 
     async def remember(self, operation: Operation, message_id: str, result: ItemResult, fingerprint: str) -> None:
         assert operation.operation_id not in self.data.applied, "applied_operations is unique per tenant"

@@ -50,7 +50,7 @@ function signIn(): void {
     }
   });
   replace(account);
-  indicator.show({ state: isOnline() ? "upToDate" : "offline", queued: 0, failed: 0, lastSyncAt: null, lastError: null, uploading: false, downloading: false });
+  indicator.clear();
   replace(main, form);
 }
 

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -45,17 +46,19 @@ class Device:
         await self.until(lambda client: client.status.state is state, seconds)
 
 
-DeviceFactory = Callable[[str, str], Device]
+class DeviceFactory(Protocol):
+    def __call__(self, name: str, server_url: str, settings: EngineSettings = FAST) -> Device: ...
 
 
 @pytest.fixture
 async def device(tmp_path: Path, tenant_id: uuid.UUID) -> AsyncIterator[DeviceFactory]:
-    """``device(name, server_url)``: a client of the tenant signed in as user ``name``."""
+    """``device(name, server_url)``: a client of the tenant signed in as user ``name`` (``FAST`` settings
+    unless others are given)."""
     made: list[Device] = []
 
-    def make(name: str, server_url: str) -> Device:
+    def make(name: str, server_url: str, settings: EngineSettings = FAST) -> Device:
         profile = Profile.create(tmp_path / name, server_url, user_token(tenant_id, name, ttl_seconds=600))
-        made.append(Device(StockzenClient(profile, settings=FAST, backoff=Backoff(base=0.3, cap=2.0))))
+        made.append(Device(StockzenClient(profile, settings=settings, backoff=Backoff(base=0.3, cap=2.0))))
         return made[-1]
 
     yield make

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
+from datetime import datetime
 
 import asyncpg
 
 from stockzen_client import StockzenClient, SyncState, SyncStatus
-from tests.e2e.client.conftest import DeviceFactory
+from tests.e2e.client.conftest import FAST, DeviceFactory
 from tests.support.db import applied_rows, movement_rows, product_row, stock_level
 from tests.support.proxy import CuttableProxy
 from tests.support.retry import get_within_limits
@@ -149,3 +151,30 @@ async def test_two_clients_of_one_tenant_converge(stack: Stack, device: DeviceFa
         for p in answer.json()["items"]
     }
     assert on_server == listing(phone.client)
+
+
+async def test_a_running_engine_hears_another_devices_change_through_the_live_stream(
+    stack: Stack, device: DeviceFactory
+) -> None:
+    # Periodic syncs five minutes apart, a loop that rests a minute: only the stream can bring it in time.
+    phone = device("phone", stack.gateway_url, replace(FAST, sync_every=300.0, tick=60.0))
+    till = device("till", stack.gateway_url)
+    synced: set[datetime | None] = set()
+
+    def note_sync(status: SyncStatus) -> None:
+        if status.state is SyncState.UP_TO_DATE:
+            synced.add(status.last_synced_at)
+
+    phone.client.engine.hub.subscribe(note_sync)
+    phone.start()
+    # The first sync, then the one the stream's ``ready`` asks for: from here on the stream listens.
+    await phone.until(lambda _: len(synced) >= 2)
+
+    product = till.client.add_product("Made on the till", price_cents=250)
+    till.client.stock_in(product, 4)
+    assert (await till.client.sync()).state is SyncState.UP_TO_DATE
+
+    await phone.until(lambda c: (shown := c.product(product)) is not None and shown.stock_level == 4)
+    shown = phone.client.product(product)
+    assert shown is not None
+    assert (shown.name, shown.price_cents, shown.queued_changes) == ("Made on the till", 250, 0)

@@ -34,6 +34,10 @@ async def test_each_status_state_is_announced_with_icon_and_text_and_every_scree
 
     signed_out = await context.new_page()
     await signed_out.goto("/app/")
+    await expect(signed_out.get_by_role("button", name="Sign in")).to_be_visible()
+    # Before sign-in there is nothing to sync: the indicator must not claim "Up to date".
+    await expect(status(signed_out)).to_have_text("")
+    await expect(status(signed_out)).not_to_have_attribute("data-state", "upToDate")
     await _no_violations(signed_out, "sign-in")
     await signed_out.close()
 

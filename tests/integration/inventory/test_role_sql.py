@@ -13,7 +13,7 @@ import pytest
 from stockzen_platform.postgres import tenant_transaction
 from stockzen_sync_worker.adapters.ledger import PostgresLedger
 from stockzen_sync_worker.services import apply_sync_batch
-from tests.support.apply_scenarios import command
+from tests.support.harness import command
 from tests.support.memory_ledger import MemoryResultCache
 from tests.support.ops import create_product, movement
 

@@ -1,88 +1,35 @@
-"""The worker's service layer against real Postgres (as the application role) and real Redis."""
+"""What only Postgres and Redis can show: tombstones expiring by the clock, the cache's Redis keys.
+
+The scenarios every ledger must pass run on Postgres too, in ``test_apply_batch.py``.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
 from stockzen_contracts import Code, ItemResult, ItemStatus, ProductState, SyncBatchApplied
-from stockzen_sync_worker.adapters.ledger import PostgresLedger
-from stockzen_sync_worker.adapters.result_cache import RedisResultCache
 from stockzen_sync_worker.domain.outcomes import StoredResult
-from tests.support.apply_scenarios import (  # noqa: F401 (pytest collects the imported scenarios)
-    T0,
-    apply,
-    test_a_device_ahead_of_the_server_keeps_its_own_order_within_a_request,
-    test_a_future_clock_is_clamped_to_when_the_server_received_the_change,
-    test_a_movement_refused_by_the_ledger_is_rejected_alone,
-    test_a_redelivered_message_gets_its_original_results_and_another_gets_duplicates,
-    test_an_edit_or_movement_that_overtook_its_create_applies_once_the_create_lands,
-    test_an_operation_id_reused_for_another_change_is_refused_and_the_same_change_stays_a_duplicate,
-    test_checkpoints_count_the_changes,
-    test_deletes_leave_tombstones_that_win,
-    test_edits_merge_field_by_field,
-    test_equal_times_are_settled_by_operation_id_whatever_the_arrival_order,
-    test_equal_times_of_one_request_that_were_not_clamped_still_fall_to_the_operation_id,
-    test_movements_build_the_stock_level_and_a_reused_movement_id_is_refused,
-    test_movements_see_the_creates_and_deletes_before_them_in_their_request,
-    test_one_item_refused_by_the_ledger_does_not_undo_the_others,
-    test_the_same_operation_twice_in_one_batch_is_applied_once,
-    test_what_does_not_exist_is_not_found,
-)
-from tests.support.db import stock_level
+from tests.support.harness import T0, PostgresHarness, apply
+from tests.support.harness import TOMBSTONE_RETENTION as RETENTION
 from tests.support.ops import create_product, delete_product
-from tests.support.services import ServiceUrls
-from tests.support.stack import delete_redis_keys
-
-RETENTION = timedelta(days=30)
-
-
-class PostgresHarness:
-    def __init__(
-        self, pool: asyncpg.Pool, admin: asyncpg.Connection, client: aioredis.Redis, redis_url: str, prefix: str
-    ) -> None:
-        self.ledger = PostgresLedger(pool, tombstone_retention=RETENTION)
-        self.cache = RedisResultCache(client, prefix=prefix, result_ttl_seconds=600)
-        self._admin = admin
-        self._redis_url = redis_url
-        self.prefix = prefix
-
-    async def product(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> dict[str, Any] | None:
-        row = await self._admin.fetchrow(
-            "SELECT *, deleted_at IS NOT NULL AS deleted FROM products WHERE tenant_id = $1 AND id = $2",
-            tenant_id,
-            product_id,
-        )
-        return dict(row) if row else None
-
-    async def level(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> int | None:
-        return await stock_level(self._admin, tenant_id, product_id)
-
-    async def flush_cache(self) -> None:
-        await delete_redis_keys(self._redis_url, self.prefix)
 
 
 @pytest.fixture
-async def redis_client(database: ServiceUrls) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(database.redis_url)
-    yield client
-    await client.aclose()
+def harness(postgres_harness: PostgresHarness) -> PostgresHarness:
+    """Here always the Postgres one (``conftest.py``)."""
+    return postgres_harness
 
 
 @pytest.fixture
-async def harness(
-    app_pool: asyncpg.Pool, admin: asyncpg.Connection, redis_client: aioredis.Redis, database: ServiceUrls
-) -> AsyncIterator[PostgresHarness]:
-    prefix = f"{database.redis_prefix}{uuid.uuid4().hex[:6]}:"
-    yield PostgresHarness(app_pool, admin, redis_client, database.redis_url, prefix)
-    await delete_redis_keys(database.redis_url, prefix)
+def redis_client(postgres_harness: PostgresHarness) -> aioredis.Redis:
+    """The harness's Redis client."""
+    return postgres_harness.redis
 
 
 async def test_expired_tombstones_are_purged_and_move_the_feed_horizon(

@@ -32,7 +32,7 @@ from stockzen_sync_worker.adapters.ledger import PostgresLedger
 from stockzen_sync_worker.adapters.result_cache import RedisResultCache
 from stockzen_sync_worker.domain.lww import Version
 from stockzen_sync_worker.services import apply_sync_batch
-from tests.support.apply_scenarios import T0, command
+from tests.support.harness import T0, command
 from tests.support.ops import create_product, delete_product, update_product
 from tests.support.services import ServiceUrls
 from tests.support.stack import delete_redis_keys

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,22 +48,37 @@ def server(tenant_id: uuid.UUID) -> FakeGateway:
 ClientFactory = Callable[..., StockzenClient]
 
 
+async def eventually(check: Callable[[], bool | Awaitable[bool]], seconds: float = 10) -> None:
+    """Wait (polling, with a deadline) until ``check`` holds."""
+    deadline = time.monotonic() + seconds
+    while True:
+        outcome = check()
+        if outcome if isinstance(outcome, bool) else await outcome:
+            return
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.02)
+
+
 @pytest.fixture
 async def make_client(
     tmp_path: Path, server: FakeGateway, clock: Clock, tenant_id: uuid.UUID
 ) -> AsyncIterator[ClientFactory]:
-    """``make_client("phone")`` opens (or reopens) that device's profile against ``server`` (or ``transport``)."""
+    """``make_client("phone")`` opens (or reopens) that device's profile against ``server`` (or ``transport``);
+    keyword arguments set the engine's settings."""
     opened: list[StockzenClient] = []
 
     def make(
-        device: str = "device", transport: httpx.AsyncBaseTransport | None = None, **settings: Any
+        device: str = "device",
+        transport: httpx.AsyncBaseTransport | None = None,
+        backoff: Backoff | None = None,
+        **settings: Any,
     ) -> StockzenClient:
         profile = Profile.create(tmp_path / device, SERVER_URL, device_token(tenant_id))
         client = StockzenClient(
             profile,
             transport=transport or server.transport(device),
             settings=EngineSettings(**{"lock_wait": 2.0, **settings}),
-            backoff=Backoff(base=1.0, cap=30.0),
+            backoff=backoff or Backoff(base=1.0, cap=30.0),
             clock=clock,
         )
         opened.append(client)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 
 import filelock
 import httpx
@@ -16,22 +14,12 @@ from stockzen_client import StockzenClient, SyncState, SyncStatus
 from stockzen_client.engine import SyncBusy
 from stockzen_contracts import Code, ItemResult, SyncResponse
 from tests.support.fake_gateway import FakeGateway, failure
-from tests.unit.client.conftest import ClientFactory, Clock
+from tests.unit.client.conftest import ClientFactory, Clock, eventually
 
 
 def view(client: StockzenClient) -> dict[uuid.UUID, dict[str, object]]:
     """The client's live products as the server would list them."""
     return {p.id: {**p.fields(), "stock_level": p.stock_level} for p in client.products()}
-
-
-async def eventually(check: Callable[[], bool | Awaitable[bool]], seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        outcome = check()
-        if outcome if isinstance(outcome, bool) else await outcome:
-            return
-        assert time.monotonic() < deadline, "condition never held"
-        await asyncio.sleep(0.02)
 
 
 async def test_writes_return_at_once_offline_and_stay_queued(make_client: ClientFactory, server: FakeGateway) -> None:

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from stockzen_client.client import InvalidChange, StockzenClient
 from stockzen_client.domain.status import SyncState, SyncStatus
-from stockzen_client.engine import SyncBusy, stored_status
+from stockzen_client.engine import EngineSettings, SyncBusy, stored_status
 from stockzen_client.profile import DEFAULT_PROFILE, Profile, ProfileError, profile_directory
 
 app = typer.Typer(help="StockZen offline-first inventory: work offline, sync by itself.", no_args_is_help=True)
@@ -83,13 +83,15 @@ def _command(as_json: bool) -> Iterator[Output]:
         raise typer.Exit(1) from None
 
 
-def _open(profile: str) -> StockzenClient:
-    return StockzenClient(Profile.load(profile_directory(profile)))
+def _open(profile: str, settings: EngineSettings | None) -> StockzenClient:
+    return StockzenClient(Profile.load(profile_directory(profile)), settings=settings)
 
 
-def _with_client(profile: str, work: Callable[[StockzenClient], Awaitable[_T]]) -> _T:
+def _with_client(
+    profile: str, work: Callable[[StockzenClient], Awaitable[_T]], settings: EngineSettings | None = None
+) -> _T:
     async def run() -> _T:
-        client = _open(profile)
+        client = _open(profile, settings)
         try:
             return await work(client)
         finally:
@@ -287,7 +289,18 @@ def status(profile: ProfileName = DEFAULT_PROFILE, as_json: Json = False) -> Non
 
 
 @app.command()
-def watch(profile: ProfileName = DEFAULT_PROFILE, as_json: Json = False) -> None:
+def watch(
+    profile: ProfileName = DEFAULT_PROFILE,
+    as_json: Json = False,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live/--no-live",
+            help="listen to the server's live stream, so other devices' changes arrive at once "
+            "(without it they come with the periodic sync, every 30 s)",
+        ),
+    ] = True,
+) -> None:
     """Run the sync engine in the foreground with a live status line; Ctrl-C stops it."""
     with _command(as_json) as out:
         Profile.load(profile_directory(profile))
@@ -297,7 +310,7 @@ def watch(profile: ProfileName = DEFAULT_PROFILE, as_json: Json = False) -> None
         except filelock.Timeout:
             raise Failure("`stockzen watch` already runs on this profile") from None
         try:
-            _with_client(profile, lambda client: _watch(client, out))
+            _with_client(profile, lambda client: _watch(client, out), EngineSettings(live=live))
         finally:
             guard.release()
 

@@ -1,7 +1,8 @@
 """The sync engine: push the outbox, settle each result, pull the feed, and say where things stand.
 
 One sync at a time per profile: concurrent callers in a process share the sync in flight, and a
-lock file keeps other processes on the same profile out while it runs.
+lock file keeps other processes on the same profile out while it runs. While the engine runs online,
+the gateway's live stream tells it when other devices' changes commit, and a sync follows at once.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from stockzen_client.adapters.api import ApiFailure, GatewayApi, ResetRequired, 
 from stockzen_client.adapters.store import LocalStore
 from stockzen_client.domain.backoff import Backoff
 from stockzen_client.domain.status import SyncState, SyncStatus, settled_state
+from stockzen_client.live import LiveUpdates
 from stockzen_client.status_hub import StatusHub
 
 log = logging.getLogger(__name__)
@@ -34,20 +36,29 @@ class EngineSettings:
     """How often the engine looks at things; the defaults suit a person at a terminal."""
 
     batch_size: int = 100  # operations per request (the server takes up to 500 and 1 MiB)
-    sync_every: float = 30.0  # a periodic sync while online picks up other devices' changes
+    sync_every: float = 30.0  # a periodic sync while online covers what the live stream missed
     probe_every: float = 2.0  # while offline, a light request to notice the connection returning
     tick: float = 1.0  # how often the loop looks for changes queued by other processes
     stuck_after: int = 3  # attempts after which a queued change that keeps failing means `error`
     lock_wait: float = 30.0  # how long a sync waits for another process's sync on the profile
+    live: bool = True  # listen to the gateway's live stream while online, and sync when it announces changes
 
 
 @dataclass(slots=True)
 class _LoopMarks:
-    """Where the engine's loop stands: the outbox head it last synced, and when to sync or probe next."""
+    """Where the engine's loop stands: the outbox head it last synced, when to sync or probe next, and
+    whether the live stream announced changes since the last sync began (``wake`` ends the loop's rest)."""
 
     head: int = -1
     next_sync: float = 0.0
     next_probe: float = 0.0
+    poked: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def poke(self) -> None:
+        """Make a sync due now and wake the loop."""
+        self.poked = True
+        self.wake.set()
 
 
 class SyncBusy(Exception):
@@ -101,17 +112,33 @@ class SyncEngine:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sync by itself until ``stop`` is set: when the connection returns, when a change is queued
-        (by this process or another on the profile), when a backing-off change is due, and periodically."""
+        (by this process or another on the profile), when a backing-off change is due, when the live
+        stream announces other devices' changes, and periodically. Returns with the stream closed."""
         loop = _LoopMarks()
-        while not stop.is_set():
-            if await self._due(loop):
-                loop.head = self.store.outbox_head()
-                await self._sync_in_loop()
-                loop.next_sync = time.monotonic() + self._pause_after()
-            else:
-                self.refresh()  # counts change when another process queues a change while offline
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.settings.tick)
+        live = LiveUpdates(self.api, self.backoff, loop.poke) if self.settings.live else None
+        stopping = asyncio.create_task(_relay(stop, loop.wake))  # ``stop`` ends the loop's rest at once
+        try:
+            while not stop.is_set():
+                await self._turn(loop)
+                if live is not None and not stop.is_set():
+                    await live.follow(online=self._state is not SyncState.OFFLINE)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(loop.wake.wait(), self.settings.tick)
+                loop.wake.clear()
+        finally:
+            stopping.cancel()
+            await asyncio.wait({stopping})
+            if live is not None:
+                await live.close()
+
+    async def _turn(self, loop: _LoopMarks) -> None:
+        if await self._due(loop):
+            # Cleared before the sync begins: an announcement that comes during it makes another due.
+            loop.head, loop.poked = self.store.outbox_head(), False
+            await self._sync_in_loop()
+            loop.next_sync = time.monotonic() + self._pause_after()
+        else:
+            self.refresh()  # counts change when another process queues a change while offline
 
     async def _due(self, loop: _LoopMarks) -> bool:
         now = time.monotonic()
@@ -127,7 +154,8 @@ class SyncEngine:
         # The outbox's last sequence number grows whenever any process on the profile queues a change.
         retry_at = self.store.next_attempt_at()
         return (
-            now >= loop.next_sync
+            loop.poked
+            or now >= loop.next_sync
             or self.store.outbox_head() != loop.head
             or (retry_at is not None and retry_at <= self._clock())
         )
@@ -257,6 +285,11 @@ class SyncEngine:
             downloading=self._downloading,
             notices=tuple(self.store.notices()),
         )
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
 
 
 def stored_status(store: LocalStore, *, engine_running: bool) -> SyncStatus:

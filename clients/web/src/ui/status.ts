@@ -22,6 +22,14 @@ export class StatusIndicator {
     private readonly lastSync: HTMLElement,
   ) {}
 
+  /** Say nothing: before sign-in there is no local data and no sync to report on. */
+  clear(): void {
+    this.said = "";
+    this.lastSync.textContent = "";
+    delete this.region.dataset.state;
+    replace(this.region);
+  }
+
   show(status: SyncStatus): void {
     this.lastSync.textContent = status.lastSyncAt ? `Last sync ${formatTime(status.lastSyncAt)}` : "";
     const look = LOOK[status.state];

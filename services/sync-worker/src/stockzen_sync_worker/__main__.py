@@ -33,7 +33,7 @@ def dramatiq_command(settings: WorkerSettings) -> list[str]:
         sys.executable,
         "-m",
         "dramatiq",
-        "stockzen_sync_worker.entrypoints.actors",
+        "stockzen_sync_worker.bootstrap:configure_worker_process",
         "--processes",
         str(settings.processes),
         "--threads",

@@ -1,8 +1,11 @@
 """The composition root of the sync worker.
 
-Importing this opens nothing. :func:`configure` builds the dramatiq broker (which connects on
-first use) and the :class:`WorkerRuntime`, whose Postgres pool and Redis client are created on
-dramatiq's event loop the first time an actor needs them.
+Importing this sets up nothing. dramatiq calls :func:`configure_worker_process` in each worker
+process (``dramatiq stockzen_sync_worker.bootstrap:configure_worker_process``, which
+``stockzen-sync-worker`` runs): it configures logging and the event loop policy, builds the
+RabbitMQ broker (which connects on first use), its middleware, the metrics and the
+:class:`WorkerRuntime`, declares the actor and makes the broker dramatiq's. The runtime's Postgres
+pool and Redis client are created on dramatiq's event loop the first time the actor needs them.
 """
 
 from __future__ import annotations
@@ -13,17 +16,19 @@ from typing import Any
 
 import dramatiq
 import redis.asyncio as aioredis
+import uvloop
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import AsyncIO, CurrentMessage, Middleware, Retries
-from dramatiq.middleware.prometheus import Prometheus
 
+from stockzen_platform.logging import configure_logging
 from stockzen_platform.postgres import assert_role_is_restricted, create_pool
 
 from .adapters.ledger import PostgresLedger
 from .adapters.result_cache import RedisResultCache
 from .config import WorkerSettings
-from .metrics import METRICS
+from .entrypoints.actors import declare_actors
+from .metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,9 @@ class RuntimeShutdown(Middleware):
 class DeadLetterMetrics(Middleware):
     """Counts messages that end in the dead-letter queue (retries exhausted, or never retryable)."""
 
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self._metrics = metrics
+
     def after_process_message(
         self,
         broker: dramatiq.Broker,
@@ -95,19 +103,38 @@ class DeadLetterMetrics(Middleware):
         exception: Any = None,
     ) -> None:
         if exception is not None and message.failed:
-            METRICS.dead_lettered.labels(message.actor_name).inc()
+            self._metrics.dead_lettered.labels(message.actor_name).inc()
 
     after_skip_message = after_process_message
 
 
-def configure(settings: WorkerSettings | None = None) -> WorkerRuntime:
-    """Build the broker and the runtime, and make the broker dramatiq's (before any actor exists)."""
-    settings = settings or WorkerSettings()
-    runtime = WorkerRuntime(settings)
-    broker = RabbitmqBroker(url=settings.amqp_url, confirm_delivery=True)
-    for middleware in (AsyncIO(), CurrentMessage(), Prometheus(), RuntimeShutdown(runtime)):
+def add_worker_middleware(broker: dramatiq.Broker, metrics: WorkerMetrics, *extra: Middleware) -> None:
+    """What the actor needs on any broker: dramatiq's event loop, the current message, dead letters counted."""
+    for middleware in (AsyncIO(), CurrentMessage(), *extra):
         broker.add_middleware(middleware)
     # "after" hooks run in reverse order: placed before Retries, this one sees Retries' verdict.
-    broker.add_middleware(DeadLetterMetrics(), before=Retries)
-    dramatiq.set_broker(broker)
-    return runtime
+    broker.add_middleware(DeadLetterMetrics(metrics), before=Retries)
+
+
+def build_broker(settings: WorkerSettings) -> RabbitmqBroker:
+    """The RabbitMQ broker with the worker's middleware and the actor declared on it (nothing connects yet)."""
+    # Imported here: importing dramatiq's exporter creates its directory (dramatiq_prom_db).
+    from dramatiq.middleware.prometheus import Prometheus
+
+    runtime = WorkerRuntime(settings)
+    metrics = WorkerMetrics()  # once per process: the default registry refuses a second set
+    broker = RabbitmqBroker(url=settings.amqp_url, confirm_delivery=True)
+    add_worker_middleware(broker, metrics, Prometheus(), RuntimeShutdown(runtime))
+    declare_actors(broker, settings, runtime.adapters, metrics)
+    return broker
+
+
+def configure_worker_process() -> None:
+    """dramatiq's entry in each worker process: logging, the loop policy, then the broker made dramatiq's."""
+    settings = WorkerSettings()
+    configure_logging("sync-worker", settings.log_level)
+    # dramatiq's AsyncIO middleware makes its event loop with asyncio.new_event_loop(): under this
+    # policy that is a uvloop loop (cheaper socket writes; see docs/benchmarks.md). Set only here,
+    # in the dramatiq worker process, so that no test process changes its loop.
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    dramatiq.set_broker(build_broker(settings))

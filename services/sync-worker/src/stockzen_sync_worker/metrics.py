@@ -3,13 +3,15 @@
 The worker runs in several processes: prometheus-client's multiprocess mode (the directory
 ``WORKER_METRICS_DIR``, set before anything imports prometheus_client) adds them up.
 
-Labelled series that dashboards and alerts read are created at zero when a worker process starts:
-a series that first appears at 1 is invisible to ``rate()``/``increase()``.
+Labelled series that dashboards and alerts read are created at zero when a worker process starts
+(:func:`~stockzen_sync_worker.bootstrap.configure_worker_process` makes the one :class:`WorkerMetrics`
+of the process): a series that first appears at 1 is invisible to ``rate()``/``increase()``.
+Importing this module creates nothing.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from stockzen_contracts import APPLY_SYNC_BATCH_ACTOR
 
@@ -29,35 +31,46 @@ Postgres going away, running out of connections, or refusing a transaction that 
 
 
 class WorkerMetrics:
-    """Every series the worker exports, created once per process."""
+    """Every series the worker exports, created once per process (tests give each its own registry)."""
 
-    def __init__(self) -> None:
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.operations = Counter(
             "stockzen_worker_operations_total",
             "Operations answered by the worker, by entity, operation type, status and code",
             ["entity_type", "operation_type", "status", "code"],
+            registry=registry,
         )
         self.dedupe_hits = Counter(
-            "stockzen_worker_dedupe_hits_total", "Operations found already applied, by where", ["source"]
+            "stockzen_worker_dedupe_hits_total",
+            "Operations found already applied, by where",
+            ["source"],
+            registry=registry,
         )
         self.conflicts = Counter(
-            "stockzen_worker_lww_conflicts_total", "Product writes that lost (part of) last-writer-wins"
+            "stockzen_worker_lww_conflicts_total",
+            "Product writes that lost (part of) last-writer-wins",
+            registry=registry,
         )
         self.batch_seconds = Histogram(
             "stockzen_worker_batch_apply_seconds",
             "Time to apply one batch",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
         )
         self.database_errors = Counter(
-            "stockzen_worker_database_errors_total", "Batches that failed on Postgres", ["kind"]
+            "stockzen_worker_database_errors_total", "Batches that failed on Postgres", ["kind"], registry=registry
         )
         self.batch_failures = Counter(
             "stockzen_worker_batch_failures_total",
             "Batches that failed and will be retried, by exception (Postgres, Redis or other)",
             ["kind"],
+            registry=registry,
         )
         self.dead_lettered = Counter(
-            "stockzen_worker_dead_lettered_total", "Messages sent to the dead-letter queue", ["actor_name"]
+            "stockzen_worker_dead_lettered_total",
+            "Messages sent to the dead-letter queue",
+            ["actor_name"],
+            registry=registry,
         )
         self._create_known_series()
 
@@ -67,6 +80,3 @@ class WorkerMetrics:
         for kind in TRANSIENT_DATABASE_ERRORS:
             self.database_errors.labels(kind)
         self.dead_lettered.labels(APPLY_SYNC_BATCH_ACTOR)
-
-
-METRICS = WorkerMetrics()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from uuid import UUID
 
 from stockzen_contracts import ItemResult, Operation, RecordStockMovement, SyncBatchApplied
@@ -16,6 +17,39 @@ from .domain.outcomes import Effect, StoredResult
 
 class LedgerRefused(Exception):
     """The ledger refused one operation for good (a constraint or data error): reject that item only."""
+
+
+ProductWriteKind = Literal["create", "update", "delete"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProductWrite:
+    """A create, edit or delete of a product, with the version it carries under last-writer-wins
+    (``changes`` is empty for a delete)."""
+
+    kind: ProductWriteKind
+    product_id: UUID
+    changes: dict[str, Any]
+    version: Version
+
+
+ProductDecision = Literal["create", "delete"]
+"""What a batch's creates and deletes of a product decide before a movement on it: ``delete`` once
+any delete came (deletes win; a tombstone takes no create), else ``create`` once a create came."""
+
+
+@dataclass(frozen=True, slots=True)
+class MovementToRecord:
+    """A movement to append, and what its batch's earlier writes decided about its product
+    (``None``: nothing; an edit never changes whether a product is live).
+
+    A batch's movements are recorded before its product writes, so the ledger judges a movement
+    against its product as the batch found it, changed by that decision: after ``delete`` it is
+    gone; after ``create`` it is live unless it was a tombstone already."""
+
+    operation: RecordStockMovement
+    occurred_at: datetime
+    after: ProductDecision | None = None
 
 
 class TenantLedger(Protocol):
@@ -33,23 +67,20 @@ class TenantLedger(Protocol):
         """
         ...
 
-    async def merge_product(
-        self, product_id: UUID, changes: dict[str, Any], version: Version, *, create: bool
-    ) -> Effect:
-        """Create or edit a product field by field under last-writer-wins."""
-        ...
-
-    async def delete_product(self, product_id: UUID, version: Version) -> Effect:
-        """Leave a tombstone (deletes win)."""
+    async def write_products(self, writes: Sequence[ProductWrite]) -> list[Effect]:
+        """Apply product writes in order, field by field under last-writer-wins (deletes win, and
+        leave a tombstone); one effect per write, in the same order. A later write of the same
+        product sees the earlier ones; every write that changes its product takes a checkpoint."""
         ...
 
     async def record_movement(self, operation: RecordStockMovement, occurred_at: datetime) -> Effect:
         """Append a movement to the ledger (its stock level follows in the same transaction)."""
         ...
 
-    async def record_movements(self, movements: Sequence[tuple[RecordStockMovement, datetime]]) -> list[Effect]:
-        """Append several movements at once, in order (as :meth:`record_movement` would one by one);
-        one effect per movement, in the same order."""
+    async def record_movements(self, movements: Sequence[MovementToRecord]) -> list[Effect]:
+        """Append several movements at once, in order (as :meth:`record_movement` would one by one,
+        with each product as ``after`` says); one effect per movement, in the same order. A movement
+        id taken earlier in the same call is refused like one taken before."""
         ...
 
     async def remember(self, operation: Operation, message_id: str, result: ItemResult, fingerprint: str) -> None:

@@ -23,7 +23,7 @@ from stockzen_contracts import (
     parse_operation,
 )
 
-from .domain.lww import Version, clamp_modified_at, write_sequence
+from .domain.lww import Version, clamp_modified_at
 from .domain.outcomes import (
     Effect,
     StoredResult,
@@ -32,7 +32,15 @@ from .domain.outcomes import (
     result_for,
     reused_id,
 )
-from .ports import Ledger, LedgerRefused, ResultCache, TenantLedger
+from .ports import (
+    Ledger,
+    LedgerRefused,
+    MovementToRecord,
+    ProductDecision,
+    ProductWrite,
+    ResultCache,
+    TenantLedger,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,24 +101,24 @@ async def apply_sync_batch(
         for i, op_id in enumerate(ids)
         if op_id in cached
     }
-    fresh: dict[UUID, StoredResult] = {}
     todo = [i for i in range(len(ids)) if i not in results]
-    ledger_hits = 0
+    applied = _Applied()
     if todo:
         async with ledger.for_tenant(command.tenant_id) as tenant:
-            ledger_hits = await _apply_in_order(command, fingerprints, message_id, tenant, todo, results, fresh)
+            applied = await _apply_in_order(_Batch(command, fingerprints, message_id), tenant, todo)
             checkpoint = await tenant.checkpoint()
     else:
         checkpoint = (
             cached_checkpoint if cached_checkpoint is not None else await ledger.read_checkpoint(command.tenant_id)
         )
-    applied = SyncBatchApplied(
+    results.update(applied.results)
+    answer = SyncBatchApplied(
         request_id=command.request_id,
         checkpoint=str(checkpoint),
         results=_in_message_order([results[i] for i in range(len(ids))], unreadable or {}),
     )
-    await cache.deliver(command.tenant_id, fresh, checkpoint, command.reply_to, applied)
-    return BatchOutcome(applied, cache_hits=len(ids) - len(todo), ledger_hits=ledger_hits)
+    await cache.deliver(command.tenant_id, applied.fresh, checkpoint, command.reply_to, answer)
+    return BatchOutcome(answer, cache_hits=len(ids) - len(todo), ledger_hits=applied.ledger_hits)
 
 
 def _in_message_order(results: list[ItemResult], unreadable: Mapping[int, ItemResult]) -> list[ItemResult]:
@@ -119,170 +127,196 @@ def _in_message_order(results: list[ItemResult], unreadable: Mapping[int, ItemRe
     return [unreadable[i] if i in unreadable else next(applied) for i in range(total)]
 
 
-async def _apply_in_order(
-    command: ApplySyncBatch,
-    fingerprints: list[str],
-    message_id: str,
-    tenant: TenantLedger,
-    todo: list[int],
-    results: dict[int, ItemResult],
-    fresh: dict[UUID, StoredResult],
-) -> int:
-    """Apply the operations at ``todo`` as if in order; return how many Postgres already knew.
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """A batch being applied: its command, each operation's fingerprint, and the queue message
+    that carries it."""
+
+    command: ApplySyncBatch
+    fingerprints: list[str]
+    message_id: str
+
+    def version(self, position: int) -> Version:
+        """The LWW version of the write at ``position``: its clamped time, request order, operation id."""
+        op = self.command.operations[position]
+        return Version.of_write(op.modified_at, self.command.received_at, op.operation_id, position)
+
+    def occurred_at(self, op: RecordStockMovement) -> datetime:
+        """When a movement happened, for the ledger: its own time (else its op's), clamped like versions."""
+        return clamp_modified_at(op.payload.occurred_at or op.modified_at, self.command.received_at)
+
+    def product_write(self, position: int) -> ProductWrite:
+        """The product write the operation at ``position`` asks for."""
+        op = self.command.operations[position]
+        match op:
+            case CreateProduct():
+                return ProductWrite("create", op.entity_id, op.payload.changes(), self.version(position))
+            case UpdateProduct():
+                return ProductWrite("update", op.entity_id, op.payload.changes(), self.version(position))
+            case DeleteProduct():
+                return ProductWrite("delete", op.entity_id, {}, self.version(position))
+        raise TypeError(f"{type(op).__name__} is not a product write")
+
+
+@dataclass(frozen=True, slots=True)
+class _Applied:
+    """What the ledger transaction decided: results by position, the results new to the cache (and
+    those Postgres already held), and how many operations Postgres already knew."""
+
+    results: dict[int, ItemResult] = field(default_factory=dict)
+    fresh: dict[UUID, StoredResult] = field(default_factory=dict)
+    ledger_hits: int = 0
+
+
+@dataclass
+class _Answers:
+    """The answers decided so far while going through a batch in order."""
+
+    batch: _Batch
+    stored: Mapping[UUID, StoredResult]
+    results: dict[int, ItemResult] = field(default_factory=dict)
+    fresh: dict[UUID, StoredResult] = field(default_factory=dict)
+    new: list[tuple[Operation, ItemResult, str]] = field(default_factory=list)
+
+    def answer_known(self, position: int) -> bool:
+        """Answer the operation at ``position`` if it is already known (earlier in this batch, or
+        stored by Postgres) and say whether it was."""
+        op_id = self.batch.command.operations[position].operation_id
+        fingerprint = self.batch.fingerprints[position]
+        if op_id in self.fresh:  # the same operation twice in one batch
+            known = self.fresh[op_id]
+            self.results[position] = (
+                as_duplicate(known.result) if known.fingerprint == fingerprint else reused_id(op_id)
+            )
+            return True
+        if op_id in self.stored:
+            self.results[position] = answer_for_known(op_id, self.stored[op_id], fingerprint, self.batch.message_id)
+            self.fresh[op_id] = self.stored[op_id]
+            return True
+        return False
+
+    def settle(self, position: int, result: ItemResult) -> None:
+        """Record what the operation at ``position`` got; a final result is kept (stored and cached)."""
+        self.results[position] = result
+        if not result.retryable:  # a refusal for now is neither stored nor cached: the retry runs again
+            op, fingerprint = self.batch.command.operations[position], self.batch.fingerprints[position]
+            self.fresh[op.operation_id] = StoredResult(self.batch.message_id, result, fingerprint)
+            self.new.append((op, result, fingerprint))
+
+    def applied(self) -> _Applied:
+        return _Applied(self.results, self.fresh, len(self.stored))
+
+
+class _OrderMatters(Exception):
+    """An operation repeated in its batch whose first copy got a refusal for now: applied again in
+    request order it may land (after its product's create), which only the slow path does."""
+
+
+async def _apply_in_order(batch: _Batch, tenant: TenantLedger, todo: list[int]) -> _Applied:
+    """Apply the operations at ``todo`` as if in order.
 
     The usual path is set-based, under one savepoint for the whole batch. When the ledger refuses
     one of its statements, that work is undone and the batch is applied item by item, each under a
     savepoint of its own, so that the refused operation is rejected alone.
     """
-    stored = await tenant.stored_results([command.operations[i].operation_id for i in todo])
+    stored = await tenant.stored_results([batch.command.operations[i].operation_id for i in todo])
     try:
         async with tenant.operation():
-            done = await _apply_set_based(command, fingerprints, message_id, tenant, todo, stored)
+            return await _apply_set_based(batch, tenant, todo, stored)
     except LedgerRefused as exc:
         log.info("the ledger refused a set-based statement; applying item by item", extra={"error": str(exc)})
-        await _apply_one_by_one(command, fingerprints, message_id, tenant, todo, stored, results, fresh)
-    else:
-        results.update(done.results)
-        fresh.update(done.fresh)
-    return len(stored)
-
-
-@dataclass
-class _SetBasedPass:
-    """What the set-based path decided; merged into the batch's answer only if it commits."""
-
-    results: dict[int, ItemResult] = field(default_factory=dict)
-    fresh: dict[UUID, StoredResult] = field(default_factory=dict)
-    to_remember: list[tuple[Operation, ItemResult, str]] = field(default_factory=list)
+    except _OrderMatters:
+        log.info("an operation repeated in its batch may land on its second copy; applying item by item")
+    return await _apply_one_by_one(batch, tenant, todo, stored)
 
 
 async def _apply_set_based(
-    command: ApplySyncBatch,
-    fingerprints: list[str],
-    message_id: str,
-    tenant: TenantLedger,
-    todo: list[int],
-    stored: Mapping[UUID, StoredResult],
-) -> _SetBasedPass:
-    """Movements are recorded together, a run at a time, and every result is remembered in one go.
+    batch: _Batch, tenant: TenantLedger, todo: list[int], stored: Mapping[UUID, StoredResult]
+) -> _Applied:
+    """All movements in one statement, then all product writes in one, then every result remembered
+    in one: a fixed number of statements whatever the batch holds.
 
-    Reordering movements within the transaction changes nothing a client can see, except where a
-    product op in the same batch decides whether a movement's product is live: a create or delete
-    (never an update) closes the run of movements before it, and so does an id the run already holds.
+    Recording movements before product writes changes nothing a client can see but the order of
+    checkpoints inside the batch's one commit: each movement carries what the creates and deletes
+    of its product before it in the request decide (an edit never changes whether a product is
+    live), so it lands or not exactly as in request order.
     """
-    operations = command.operations
-    done = _SetBasedPass()
-    run: list[int] = []
-    run_ids: set[UUID] = set()
-
-    def settle(i: int, result: ItemResult) -> None:
-        done.results[i] = result
-        if not result.retryable:  # a refusal for now is neither stored nor cached: the retry runs again
-            op = operations[i]
-            done.fresh[op.operation_id] = StoredResult(message_id, result, fingerprints[i])
-            done.to_remember.append((op, result, fingerprints[i]))
-
-    async def flush() -> None:
-        movements = [(op, _occurred_at(op, command)) for op in (operations[i] for i in run)]
-        checked = [(op, at) for op, at in movements if isinstance(op, RecordStockMovement)]
-        for i, effect in zip(run, await tenant.record_movements(checked), strict=True):
-            settle(i, result_for(operations[i].operation_id, effect))
-        run.clear()
-        run_ids.clear()
-
-    tombstoned = False
-    for i in todo:
+    operations = batch.command.operations
+    first_copies = _first_copies(batch, todo, stored)
+    movements: dict[int, MovementToRecord] = {}
+    writes: dict[int, ProductWrite] = {}
+    decided: dict[UUID, ProductDecision] = {}  # what the writes so far decide about each product
+    for i in first_copies:
         op = operations[i]
-        if op.operation_id in run_ids or op.entity_id in run_ids or isinstance(op, CreateProduct | DeleteProduct):
-            await flush()
-        if op.operation_id in done.fresh:  # the same operation twice in one batch
-            known = done.fresh[op.operation_id]
-            same = known.fingerprint == fingerprints[i]
-            done.results[i] = as_duplicate(known.result) if same else reused_id(op.operation_id)
-        elif op.operation_id in stored:
-            done.results[i] = answer_for_known(op.operation_id, stored[op.operation_id], fingerprints[i], message_id)
-            done.fresh[op.operation_id] = stored[op.operation_id]
-        elif isinstance(op, RecordStockMovement):
-            run.append(i)
-            run_ids.update((op.operation_id, op.entity_id))
+        if isinstance(op, RecordStockMovement):
+            movements[i] = MovementToRecord(op, batch.occurred_at(op), decided.get(op.payload.product_id))
         else:
-            settle(i, result_for(op.operation_id, await apply_operation(tenant, op, command, i)))
-            tombstoned = tombstoned or isinstance(op, DeleteProduct)
-    await flush()
-    await tenant.remember_all(done.to_remember, message_id)
-    if tombstoned:
+            writes[i] = write = batch.product_write(i)
+            if write.kind == "delete" or (write.kind == "create" and decided.get(write.product_id) != "delete"):
+                decided[write.product_id] = write.kind  # deletes win: no later create revives a product
+    effects = dict(zip(movements, await tenant.record_movements(list(movements.values())), strict=True))
+    effects.update(zip(writes, await tenant.write_products(list(writes.values())), strict=True))
+    answers = _Answers(batch, stored)
+    for i in todo:
+        if i in effects:
+            answers.settle(i, result_for(operations[i].operation_id, effects[i]))
+        elif not answers.answer_known(i):
+            raise _OrderMatters
+    await tenant.remember_all(answers.new, batch.message_id)
+    if any(w.kind == "delete" for w in writes.values()):
         await tenant.purge_expired_tombstones()
-    return done
+    return answers.applied()
+
+
+def _first_copies(batch: _Batch, todo: list[int], stored: Mapping[UUID, StoredResult]) -> list[int]:
+    """The positions of operations to apply: neither stored nor seen earlier in the batch."""
+    seen: set[UUID] = set(stored)
+    first: list[int] = []
+    for i in todo:
+        op_id = batch.command.operations[i].operation_id
+        if op_id not in seen:
+            seen.add(op_id)
+            first.append(i)
+    return first
 
 
 async def _apply_one_by_one(
-    command: ApplySyncBatch,
-    fingerprints: list[str],
-    message_id: str,
-    tenant: TenantLedger,
-    todo: list[int],
-    stored: Mapping[UUID, StoredResult],
-    results: dict[int, ItemResult],
-    fresh: dict[UUID, StoredResult],
-) -> None:
+    batch: _Batch, tenant: TenantLedger, todo: list[int], stored: Mapping[UUID, StoredResult]
+) -> _Applied:
     """The slow path: each operation in order under a savepoint of its own."""
-    operations = command.operations
+    answers = _Answers(batch, stored)
     tombstoned = False
     for i in todo:
-        op = operations[i]
-        if op.operation_id in fresh:  # the same operation twice in one batch
-            known = fresh[op.operation_id]
-            same = known.fingerprint == fingerprints[i]
-            results[i] = as_duplicate(known.result) if same else reused_id(op.operation_id)
+        if answers.answer_known(i):
             continue
-        if op.operation_id in stored:
-            results[i] = answer_for_known(op.operation_id, stored[op.operation_id], fingerprints[i], message_id)
-            fresh[op.operation_id] = stored[op.operation_id]
-            continue
-        result = await _apply_one(tenant, op, command, message_id, i, fingerprints[i])
-        results[i] = result
-        if not result.retryable:  # a refusal for now is neither stored nor cached: the retry runs again
-            fresh[op.operation_id] = StoredResult(message_id, result, fingerprints[i])
-        tombstoned = tombstoned or isinstance(op, DeleteProduct)
+        answers.settle(i, await _apply_one(batch, tenant, i))
+        tombstoned = tombstoned or isinstance(batch.command.operations[i], DeleteProduct)
     if tombstoned:
         await tenant.purge_expired_tombstones()
+    return answers.applied()
 
 
-async def _apply_one(
-    tenant: TenantLedger, op: Operation, command: ApplySyncBatch, message_id: str, position: int, fingerprint: str
-) -> ItemResult:
+async def _apply_one(batch: _Batch, tenant: TenantLedger, position: int) -> ItemResult:
+    op, fingerprint = batch.command.operations[position], batch.fingerprints[position]
     try:
         async with tenant.operation():
-            result = result_for(op.operation_id, await apply_operation(tenant, op, command, position))
+            result = result_for(op.operation_id, await _apply_operation(batch, tenant, position))
             if not result.retryable:
-                await tenant.remember(op, message_id, result, fingerprint)
+                await tenant.remember(op, batch.message_id, result, fingerprint)
             return result
     except LedgerRefused as exc:
         # Refused for good; the savepoint undid only this operation's work.
         log.warning("operation refused by the ledger", extra={"operation_id": str(op.operation_id), "error": str(exc)})
         result = ItemResult.rejected(op.operation_id, Code.VALIDATION_ERROR, f"refused by the ledger: {exc}")
         async with tenant.operation():
-            await tenant.remember(op, message_id, result, fingerprint)
+            await tenant.remember(op, batch.message_id, result, fingerprint)
         return result
 
 
-async def apply_operation(tenant: TenantLedger, op: Operation, command: ApplySyncBatch, position: int) -> Effect:
-    """Carry out one operation's effect on the ledger (``position``: its place in the batch, request order)."""
-    when = clamp_modified_at(op.modified_at, command.received_at)
-    version = Version(when, op.operation_id, write_sequence(op.modified_at, command.received_at, position))
-    match op:
-        case CreateProduct():
-            return await tenant.merge_product(op.entity_id, op.payload.changes(), version, create=True)
-        case UpdateProduct():
-            return await tenant.merge_product(op.entity_id, op.payload.changes(), version, create=False)
-        case DeleteProduct():
-            return await tenant.delete_product(op.entity_id, version)
-        case RecordStockMovement():
-            return await tenant.record_movement(op, _occurred_at(op, command))
-    raise TypeError(f"no handler for {type(op).__name__}")  # the contract refuses other kinds
-
-
-def _occurred_at(op: Operation, command: ApplySyncBatch) -> datetime:
-    """When a movement happened, for the ledger: its own time (else its op's), clamped like versions."""
-    assert isinstance(op, RecordStockMovement)
-    return clamp_modified_at(op.payload.occurred_at or op.modified_at, command.received_at)
+async def _apply_operation(batch: _Batch, tenant: TenantLedger, position: int) -> Effect:
+    """Carry out one operation's effect on the ledger."""
+    op = batch.command.operations[position]
+    if isinstance(op, RecordStockMovement):
+        return await tenant.record_movement(op, batch.occurred_at(op))
+    (effect,) = await tenant.write_products([batch.product_write(position)])
+    return effect

@@ -1,4 +1,5 @@
-"""The gateway, as the sync engine needs it: push a batch, pull a feed page, probe the connection.
+"""The gateway, as the sync engine needs it: push a batch, pull a feed page, listen to the live stream,
+probe the connection.
 
 Every failure becomes one of a few exceptions the engine can act on; the transport is injected
 (``httpx.MockTransport`` or an in-memory server in tests, the network otherwise).
@@ -6,13 +7,14 @@ Every failure becomes one of a few exceptions the engine can act on; the transpo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import ValidationError
 
+from stockzen_client.adapters.sse import ServerSentEvent, server_sent_events
 from stockzen_contracts import FEED_PAGE_MAX, ChangeFeedPage, Code, SyncResponse
 
 _Answer = TypeVar("_Answer", SyncResponse, ChangeFeedPage)
@@ -70,7 +72,11 @@ class GatewayApi:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 15.0,
+        stream_silence: float = 60.0,
     ) -> None:
+        # The gateway sends a heartbeat every 15 s by default: a stream silent for much longer than
+        # that is a dead connection (a half-open socket never ends by itself).
+        self._stream_timeout = httpx.Timeout(timeout, read=stream_silence)
         self._http = httpx.AsyncClient(
             base_url=server_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}", "User-Agent": "stockzen-client/0.1"},
@@ -108,6 +114,25 @@ class GatewayApi:
         if response.status_code != 200:
             raise _failure(response, "the change feed")
         return _parse(ChangeFeedPage, response, "the change feed")
+
+    async def live_events(self) -> AsyncGenerator[ServerSentEvent, None]:
+        """``GET /api/sync/stream``: the tenant's announcements as they come (``ready`` once, then a
+        ``checkpoint`` each time changes commit), until the server ends the stream.
+
+        Each is a hint to pull the feed. Close the iterator (``contextlib.aclosing``) to close the
+        connection; failures are raised as the other calls raise them (401 is :class:`Unauthorized`).
+        """
+        try:
+            async with self._http.stream("GET", "/api/sync/stream", timeout=self._stream_timeout) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _failure(response, "the live stream")
+                async for event in server_sent_events(response.aiter_lines()):
+                    yield event
+        except httpx.TransportError as exc:
+            raise Unreachable(f"lost the live stream from {self._http.base_url} ({type(exc).__name__})") from exc
+        except httpx.RequestError as exc:
+            raise ServerFailing(f"the live stream could not be read ({type(exc).__name__})") from exc
 
     async def probe(self) -> bool:
         """Whether the server answers at all (``GET /healthz``), to notice the connection returning."""

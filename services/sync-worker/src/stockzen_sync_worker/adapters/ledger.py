@@ -8,6 +8,7 @@ concurrent second delivery of an operation see the first one's ``applied_operati
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -17,9 +18,9 @@ from uuid import UUID
 import asyncpg
 
 from stockzen_contracts import ItemResult, Operation, ProductState, RecordStockMovement
-from stockzen_contracts.payloads import PRODUCT_FIELDS, StockMovementState
+from stockzen_contracts.payloads import StockMovementState
 from stockzen_platform.postgres import PooledConnection, tenant_transaction
-from stockzen_sync_worker.domain.lww import Version
+from stockzen_sync_worker.domain.lww import WRITE_PRODUCTS_SQL, Version
 from stockzen_sync_worker.domain.outcomes import (
     Effect,
     MissingEntity,
@@ -31,98 +32,49 @@ from stockzen_sync_worker.domain.outcomes import (
     StoredResult,
     UnknownProduct,
 )
-from stockzen_sync_worker.ports import LedgerRefused
-
-_COLUMN_TYPES = {
-    "name": "text",
-    "sku": "text",
-    "barcode": "text",
-    "unit": "text",
-    "price_cents": "bigint",
-    "low_stock_threshold": "bigint",
-    "archived": "boolean",
-}
-assert tuple(_COLUMN_TYPES) == PRODUCT_FIELDS
-
-_STATE = (
-    "id, name, sku, barcode, unit, price_cents, low_stock_threshold, archived, "
-    "deleted_at IS NOT NULL AS deleted, modified_at, checkpoint"
+from stockzen_sync_worker.ports import (
+    LedgerRefused,
+    MovementToRecord,
+    ProductDecision,
+    ProductWrite,
+    ProductWriteKind,
 )
 
-
-def _wins(field_sql: str) -> str:
-    # $4 is the incoming version; versions compare as bytes ("C"), i.e. by time, then operation id.
-    return f'$4::text COLLATE "C" > COALESCE(products.field_versions ->> {field_sql}, \'\') COLLATE "C"'
-
-
-def _merge_sql() -> str:
-    """One UPDATE in which Postgres settles last-writer-wins field by field."""
-    sets = [
-        f"{column} = CASE WHEN $3::jsonb ? '{column}' AND {_wins(repr(column))} "
-        f"THEN ($3::jsonb ->> '{column}')::{pg_type} ELSE {column} END"
-        for column, pg_type in _COLUMN_TYPES.items()
-    ]
-    any_wins = f"EXISTS (SELECT 1 FROM jsonb_object_keys($3::jsonb) AS k WHERE {_wins('k')})"
-    return f"""
-        UPDATE products SET
-            {", ".join(sets)},
-            field_versions = products.field_versions || (
-                SELECT COALESCE(jsonb_object_agg(k, $4::text), '{{}}'::jsonb)
-                FROM jsonb_object_keys($3::jsonb) AS k WHERE {_wins("k")}),
-            modified_at = GREATEST(products.modified_at, $5),
-            checkpoint = next_checkpoint()
-        WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL AND {any_wins}
-        RETURNING {_STATE},
-            ARRAY(SELECT k FROM jsonb_object_keys($3::jsonb) AS k
-                  WHERE products.field_versions ->> k = $4::text) AS won
-    """
-
-
-# Each write is one statement that does nothing when it does not apply; only then does the
-# adapter read the row to say why. No product row lock is needed: the tenant's row is held.
-_MERGE = _merge_sql()
-_ABSENT = "NOT EXISTS (SELECT 1 FROM products WHERE tenant_id = $1 AND id = $2)"
-_CREATE = f"""
-    INSERT INTO products (tenant_id, id, {", ".join(PRODUCT_FIELDS)}, field_versions, modified_at, checkpoint)
-    SELECT $1, $2, {", ".join(f"${i}::{t}" for i, t in enumerate(_COLUMN_TYPES.values(), start=3))},
-           ${3 + len(PRODUCT_FIELDS)}::jsonb, ${4 + len(PRODUCT_FIELDS)}::timestamptz, next_checkpoint()
-    WHERE {_ABSENT}
-    RETURNING {_STATE}
-"""
-_CURRENT = f"SELECT {_STATE} FROM products WHERE tenant_id = $1 AND id = $2"
-_TOMBSTONE = f"""
-    UPDATE products SET deleted_at = now(), deleted_by = $4,
-        modified_at = GREATEST(modified_at, $3), checkpoint = next_checkpoint()
-    WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
-    RETURNING {_STATE}
-"""
-_TOMBSTONE_NEW = f"""
-    INSERT INTO products (tenant_id, id, modified_at, deleted_at, deleted_by, checkpoint)
-    SELECT $1, $2, $3::timestamptz, now(), $4::uuid, next_checkpoint()
-    WHERE {_ABSENT}
-    RETURNING {_STATE}
-"""
 _RECORD_MOVEMENT = """
     INSERT INTO stock_movements
         (tenant_id, id, operation_id, product_id, kind, quantity, reason, occurred_at, checkpoint)
     SELECT $1, $2, $3, $4, $5, $6, $7, $8, next_checkpoint()
     WHERE EXISTS (SELECT 1 FROM products WHERE tenant_id = $1 AND id = $4 AND deleted_at IS NULL)
+      -- a taken id is left out before it takes a checkpoint (the conflict clause would come after)
+      AND NOT EXISTS (SELECT 1 FROM stock_movements WHERE tenant_id = $1 AND id = $2)
     ON CONFLICT (tenant_id, id) DO NOTHING
     RETURNING id, product_id, kind, quantity, reason, occurred_at, checkpoint
 """
-# A run of movements in one statement: those whose product is live and whose id is new are
-# inserted with checkpoints reserved once, contiguous and in request order (the tenant's row is
-# held by this transaction); the others are left out and explained one by one.
+# Movements in one statement: those whose product is live (as the batch found it, changed by
+# what the creates and deletes before each movement in its request decided, see MovementToRecord) and whose id is new are inserted with
+# checkpoints reserved once, contiguous and in request order (the tenant's row is held by this
+# transaction); the second of two movements with one id, and the others, are left out and
+# explained one by one.
 _RECORD_MOVEMENTS = """
     WITH input AS (
         SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::bigint[], $7::text[],
-                             $8::timestamptz[])
-            WITH ORDINALITY AS i (id, operation_id, product_id, kind, quantity, reason, occurred_at, position)),
-    accepted AS (
-        SELECT input.*, row_number() OVER (ORDER BY position) AS n FROM input
-        WHERE EXISTS (SELECT 1 FROM products p
-                      WHERE p.tenant_id = $1 AND p.id = input.product_id AND p.deleted_at IS NULL)
+                             $8::timestamptz[], $9::text[])
+            WITH ORDINALITY AS i (id, operation_id, product_id, kind, quantity, reason, occurred_at, after,
+                                  position)),
+    live AS (
+        SELECT input.*, row_number() OVER (PARTITION BY input.id ORDER BY position) AS nth FROM input
+        WHERE CASE input.after
+                WHEN 'delete' THEN false
+                WHEN 'create' THEN NOT EXISTS (
+                    SELECT 1 FROM products p
+                    WHERE p.tenant_id = $1 AND p.id = input.product_id AND p.deleted_at IS NOT NULL)
+                ELSE EXISTS (
+                    SELECT 1 FROM products p
+                    WHERE p.tenant_id = $1 AND p.id = input.product_id AND p.deleted_at IS NULL)
+              END
           AND NOT EXISTS (SELECT 1 FROM stock_movements m WHERE m.tenant_id = $1 AND m.id = input.id)),
+    accepted AS (
+        SELECT live.*, row_number() OVER (ORDER BY position) AS n FROM live WHERE nth = 1),
     reserved AS (
         UPDATE tenants SET last_checkpoint = last_checkpoint + (SELECT count(*) FROM accepted)
         WHERE tenant_id = $1
@@ -131,7 +83,7 @@ _RECORD_MOVEMENTS = """
         (tenant_id, id, operation_id, product_id, kind, quantity, reason, occurred_at, checkpoint)
     SELECT $1, a.id, a.operation_id, a.product_id, a.kind, a.quantity, a.reason, a.occurred_at, reserved.base + a.n
     FROM accepted AS a, reserved
-    RETURNING id, product_id, kind, quantity, reason, occurred_at, checkpoint
+    RETURNING id, operation_id, product_id, kind, quantity, reason, occurred_at, checkpoint
 """
 _REMEMBER_ALL = """
     INSERT INTO applied_operations (tenant_id, operation_id, message_id, entity_type, entity_id, result, fingerprint)
@@ -149,17 +101,35 @@ _PURGE_TOMBSTONES = """
 """
 
 
-def _product_state(row: asyncpg.Record | None) -> ProductState:
-    if row is None:  # every statement passed here returns its row; none would be a bug
-        raise LookupError("expected the product's row")
+def _product_effect(write: ProductWrite, row: asyncpg.Record) -> Effect:
+    """What one write did, from its row of :data:`WRITE_PRODUCTS_SQL`."""
+    requested = tuple(write.changes)
+    match row["outcome"]:
+        case "unknown":
+            return UnknownProduct(write.product_id)
+        case "was_deleted":
+            return ProductWasDeleted(_product_state(row))
+        case "deleted":
+            return ProductDeleted(_product_state(row))
+    won = set(row["won"])
+    return ProductMerged(_product_state(row), requested, tuple(f for f in requested if f in won))
+
+
+def _product_state(row: asyncpg.Record) -> ProductState:
     data = dict(row)
     data.pop("won", None)
+    data.pop("outcome", None)
     data["checkpoint"] = str(data["checkpoint"])
     return ProductState.model_validate(data)
 
 
+def _id_taken(operation: RecordStockMovement) -> Effect:
+    return RefusedByRule(f"stock movement {operation.entity_id} was already recorded by another operation")
+
+
 def _movement_state(row: asyncpg.Record) -> StockMovementState:
     data = dict(row)
+    data.pop("operation_id", None)
     data["checkpoint"] = str(data["checkpoint"])
     return StockMovementState.model_validate(data)
 
@@ -192,40 +162,31 @@ class PostgresTenantLedger:
         except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
             raise LedgerRefused(exc.args[0] if exc.args else type(exc).__name__) from exc
 
+    async def write_products(self, writes: Sequence[ProductWrite]) -> list[Effect]:
+        if not writes:
+            return []
+        rows = await self._db.fetch(
+            WRITE_PRODUCTS_SQL,
+            self._tenant,
+            [w.kind for w in writes],
+            [w.product_id for w in writes],
+            [json.dumps(w.changes) for w in writes],
+            [w.version.encode() for w in writes],
+            [w.version.modified_at for w in writes],
+            [w.version.operation_id for w in writes],
+        )
+        return [_product_effect(write, row) for write, row in zip(writes, rows, strict=True)]
+
     async def merge_product(
         self, product_id: UUID, changes: dict[str, Any], version: Version, *, create: bool
     ) -> Effect:
-        requested = tuple(changes)
-        if create:
-            created = await self._db.fetchrow(
-                _CREATE,
-                self._tenant,
-                product_id,
-                *(changes.get(f) for f in PRODUCT_FIELDS),
-                {f: version.encode() for f in changes},
-                version.modified_at,
-            )
-            if created is not None:
-                return ProductMerged(_product_state(created), requested, requested)
-        merged = await self._db.fetchrow(
-            _MERGE, self._tenant, product_id, changes, version.encode(), version.modified_at
-        )
-        if merged is not None:
-            return ProductMerged(_product_state(merged), requested, tuple(merged["won"]))
-        current = await self._db.fetchrow(_CURRENT, self._tenant, product_id)
-        if current is None:
-            return UnknownProduct(product_id)
-        if current["deleted"]:
-            return ProductWasDeleted(_product_state(current))
-        return ProductMerged(_product_state(current), requested, ())  # every field holds a newer write
+        """Create or edit one product (:meth:`write_products` for one write)."""
+        kind: ProductWriteKind = "create" if create else "update"
+        return (await self.write_products([ProductWrite(kind, product_id, changes, version)]))[0]
 
     async def delete_product(self, product_id: UUID, version: Version) -> Effect:
-        args = (self._tenant, product_id, version.modified_at, version.operation_id)
-        # A delete may overtake its product's create: it still leaves a tombstone, which wins.
-        row = await self._db.fetchrow(_TOMBSTONE, *args) or await self._db.fetchrow(_TOMBSTONE_NEW, *args)
-        if row is None:  # already a tombstone
-            row = await self._db.fetchrow(_CURRENT, self._tenant, product_id)
-        return ProductDeleted(_product_state(row))
+        """Delete one product (:meth:`write_products` for one write)."""
+        return (await self.write_products([ProductWrite("delete", product_id, {}, version)]))[0]
 
     async def record_movement(self, operation: RecordStockMovement, occurred_at: datetime) -> Effect:
         movement = operation.payload
@@ -244,41 +205,54 @@ class PostgresTenantLedger:
             return MovementRecorded(_movement_state(row))
         return await self._not_recorded(operation)
 
-    async def _not_recorded(self, operation: RecordStockMovement) -> Effect:
-        """Why a movement was not recorded: its id taken, its product deleted, or never seen."""
+    async def _not_recorded(
+        self, operation: RecordStockMovement, after: ProductDecision | None = None, *, id_was_free: bool = False
+    ) -> Effect:
+        """Why a movement was not recorded: its id taken, its product deleted (before the batch or
+        earlier in it), or never seen. ``id_was_free``: its id was free at its place in the request
+        (only a later movement of the same statement took it)."""
         movement = operation.payload
-        if await self._db.fetchval(
+        if not id_was_free and await self._db.fetchval(
             "SELECT 1 FROM stock_movements WHERE tenant_id = $1 AND id = $2",
             self._tenant,
             operation.entity_id,
         ):
-            return RefusedByRule(f"stock movement {operation.entity_id} was already recorded by another operation")
-        if await self._db.fetchval(
+            return _id_taken(operation)
+        if after is not None or await self._db.fetchval(
             "SELECT 1 FROM products WHERE tenant_id = $1 AND id = $2", self._tenant, movement.product_id
         ):
             return MissingEntity(f"product {movement.product_id} was deleted")
         return UnknownProduct(movement.product_id)
 
-    async def record_movements(self, movements: Sequence[tuple[RecordStockMovement, datetime]]) -> list[Effect]:
+    async def record_movements(self, movements: Sequence[MovementToRecord]) -> list[Effect]:
         if not movements:
             return []
-        payloads = [op.payload for op, _ in movements]
+        payloads = [m.operation.payload for m in movements]
         rows = await self._db.fetch(
             _RECORD_MOVEMENTS,
             self._tenant,
-            [op.entity_id for op, _ in movements],
-            [op.operation_id for op, _ in movements],
+            [m.operation.entity_id for m in movements],
+            [m.operation.operation_id for m in movements],
             [p.product_id for p in payloads],
             [p.kind.value for p in payloads],
             [p.quantity for p in payloads],
             [p.reason for p in payloads],
-            [occurred_at for _, occurred_at in movements],
+            [m.occurred_at for m in movements],
+            [m.after for m in movements],
         )
-        recorded = {row["id"]: _movement_state(row) for row in rows}
+        recorded = {row["operation_id"]: _movement_state(row) for row in rows}
+        # Where each movement id taken by this statement was taken, to explain the others in order.
+        taken_at = {m.operation.entity_id: i for i, m in enumerate(movements) if m.operation.operation_id in recorded}
         effects: list[Effect] = []
-        for op, _ in movements:
-            state = recorded.pop(op.entity_id, None)
-            effects.append(MovementRecorded(state) if state is not None else await self._not_recorded(op))
+        for i, m in enumerate(movements):
+            state = recorded.get(m.operation.operation_id)
+            taken = taken_at.get(m.operation.entity_id)
+            if state is not None:
+                effects.append(MovementRecorded(state))
+            elif taken is not None and taken < i:
+                effects.append(_id_taken(m.operation))
+            else:
+                effects.append(await self._not_recorded(m.operation, m.after, id_was_free=taken is not None))
         return effects
 
     async def remember(self, operation: Operation, message_id: str, result: ItemResult, fingerprint: str) -> None:

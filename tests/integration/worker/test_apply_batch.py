@@ -1,64 +1,20 @@
-"""Scenarios of the worker's service layer, run once in memory and once against Postgres and Redis.
+"""Scenarios of the worker's service layer, each run in memory and against Postgres and Redis.
 
-Each test takes a ``harness`` fixture; the unit and integration modules each provide one.
+The one ``harness`` fixture is parametrised over both kinds, so a scenario written here cannot be
+left out of either. The ``memory`` runs need no service (``-k memory`` runs them alone); they sit
+beside the ``postgres`` runs rather than in the unit tier because splitting them would take two
+lists of the same scenarios again.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
 
-from stockzen_contracts import ApplySyncBatch, Code, ItemStatus, parse_operation
-from stockzen_sync_worker.ports import Ledger, ResultCache
-from stockzen_sync_worker.services import BatchOutcome, apply_sync_batch
+from stockzen_contracts import Code, ItemStatus, parse_operation
+from stockzen_sync_worker.services import apply_sync_batch
+from tests.support.harness import T0, Harness, apply, command, statuses
 from tests.support.ops import create_product, delete_product, movement, op, update_product
-
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-
-
-class Harness(Protocol):
-    """A ledger and a cache, and a way to look at what they hold."""
-
-    @property
-    def ledger(self) -> Ledger: ...
-
-    @property
-    def cache(self) -> ResultCache: ...
-
-    async def product(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> dict[str, Any] | None: ...
-
-    async def level(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> int | None: ...
-
-    async def flush_cache(self) -> None: ...
-
-
-def command(tenant_id: uuid.UUID, ops: list[dict[str, Any]], *, received_at: datetime | None = None) -> ApplySyncBatch:
-    """The batch the gateway would publish for ``ops``."""
-    return ApplySyncBatch(
-        request_id=uuid.uuid4().hex,
-        tenant_id=tenant_id,
-        user_id="u1",
-        received_at=received_at or datetime.now(UTC),
-        reply_to="reply:test",
-        operations=[parse_operation(o) for o in ops],
-    )
-
-
-async def apply(
-    harness: Harness,
-    tenant_id: uuid.UUID,
-    ops: list[dict[str, Any]],
-    *,
-    message_id: str | None = None,
-    received_at: datetime | None = None,
-) -> BatchOutcome:
-    batch = command(tenant_id, ops, received_at=received_at)
-    return await apply_sync_batch(batch, message_id or uuid.uuid4().hex, harness.ledger, harness.cache)
-
-
-def statuses(outcome: BatchOutcome) -> list[str]:
-    return [r.status.value for r in outcome.applied.results]
 
 
 async def test_edits_merge_field_by_field(harness: Harness) -> None:

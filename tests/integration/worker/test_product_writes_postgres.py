@@ -1,0 +1,81 @@
+"""Batches with many product writes against real Postgres and Redis (the same scenarios run in
+memory), and the number of statements a batch costs whatever it holds."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from asyncpg.connection import LoggedQuery
+
+from stockzen_platform.postgres import create_pool
+from stockzen_sync_worker.adapters.ledger import PostgresLedger
+from stockzen_sync_worker.services import apply_sync_batch
+from tests.support.harness import T0, command
+from tests.support.memory_ledger import MemoryResultCache
+from tests.support.ops import create_product, delete_product, movement, update_product
+from tests.support.services import ServiceUrls
+
+
+class StatementLog:
+    """Every statement a connection sends, in order, but the pool's own."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def __call__(self, record: LoggedQuery) -> None:
+        if not record.query.startswith("SELECT pg_advisory_unlock_all()"):  # the pool's reset on release
+            self.statements.append(record.query)
+
+
+@pytest.fixture
+async def one_connection_pool(database: ServiceUrls) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database.app_url, min_size=1, max_size=1)
+    yield pool
+    await pool.close()
+
+
+def _mixed_batch(tenant: uuid.UUID, products: int) -> list[dict[str, Any]]:
+    """Creates, edits, movements and deletes of ``products`` products, several writes each."""
+    ids = [uuid.uuid4() for _ in range(products)]
+    ops = [create_product(tenant, p, "Mug", T0) for p in ids]
+    ops += [movement(tenant, p, "entry", 3) for p in ids]
+    ops += [update_product(tenant, p, T0 + timedelta(minutes=1), priceCents=5) for p in ids]
+    ops += [update_product(tenant, uuid.uuid4(), T0, name="unknown")]
+    ops += [movement(tenant, p, "exit", 1) for p in ids]
+    ops += [delete_product(tenant, p, T0 + timedelta(minutes=2)) for p in ids[::3]]
+    ops += [update_product(tenant, p, T0 + timedelta(minutes=3), name="edited") for p in ids]
+    return ops
+
+
+async def _statements_for(pool: asyncpg.Pool, products: int) -> list[str]:
+    tenant = uuid.uuid4()
+    ops = _mixed_batch(tenant, products)
+    log = StatementLog()
+    async with pool.acquire() as connection:
+        connection.add_query_logger(log)
+    await apply_sync_batch(
+        command(tenant, ops),
+        uuid.uuid4().hex,
+        PostgresLedger(pool, tombstone_retention=timedelta(days=30)),
+        MemoryResultCache(),
+    )
+    await asyncio.sleep(0)  # loggers are called soon after each statement
+    async with pool.acquire() as connection:
+        connection.remove_query_logger(log)
+    return log.statements
+
+
+async def test_a_batch_costs_the_same_statements_whatever_its_product_writes(one_connection_pool: asyncpg.Pool) -> None:
+    await _statements_for(one_connection_pool, 1)  # the connection learns the types first
+    small = await _statements_for(one_connection_pool, 2)
+    large = await _statements_for(one_connection_pool, 40)
+    assert len(large) == len(small), large
+    # BEGIN, tenant, tenant row, stored results, SAVEPOINT, movements, product writes, results,
+    # tombstone purge, RELEASE, checkpoint, COMMIT
+    assert len(small) == 12, small

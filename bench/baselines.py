@@ -25,7 +25,7 @@ import asyncpg
 from bench.workload import Device, movement_rows
 from stockzen_contracts import ApplySyncBatch, RawSyncBatch, SyncBatchApplied, parse_operation
 from stockzen_platform.postgres import create_pool
-from stockzen_sync_worker.adapters.ledger import PostgresLedger
+from stockzen_sync_worker.adapters.inventory_database import PostgresInventoryDatabase
 from stockzen_sync_worker.domain.outcomes import StoredResult
 from stockzen_sync_worker.services import apply_sync_batch, read_batch
 from tests.support.ops import create_product
@@ -167,17 +167,17 @@ async def in_process_apply(
     the gateway's work, not the worker's.
     """
     pool = await create_pool(app_url, max_size=concurrency + 1)
-    ledger = PostgresLedger(pool, tombstone_retention=timedelta(days=30))
+    database = PostgresInventoryDatabase(pool, tombstone_retention=timedelta(days=30))
     cache = NoResultCache()
     try:
-        devices = await _prepared_devices(ledger, cache, concurrency, products_per_tenant)
+        devices = await _prepared_devices(database, cache, concurrency, products_per_tenant)
 
         def steps(messages: Iterator[dict[str, Any]]) -> Iterator[Step]:
             for message in messages:
 
                 async def apply(message: dict[str, Any] = message) -> int:
                     read = read_batch(RawSyncBatch.model_validate(message))
-                    await apply_sync_batch(read.command, uuid.uuid4().hex, ledger, cache, unreadable=read.unreadable)
+                    await apply_sync_batch(read.command, uuid.uuid4().hex, database, cache, unreadable=read.unreadable)
                     return len(message["operations"])
 
                 yield apply
@@ -195,7 +195,7 @@ async def in_process_apply(
 
 
 async def _prepared_devices(
-    ledger: PostgresLedger, cache: NoResultCache, count: int, products_per_tenant: int
+    database: PostgresInventoryDatabase, cache: NoResultCache, count: int, products_per_tenant: int
 ) -> list[Device]:
     devices = []
     for index in range(count):
@@ -203,7 +203,7 @@ async def _prepared_devices(
         products = [uuid.uuid4() for _ in range(products_per_tenant)]
         message = batch_message(tenant, [create_product(tenant, p, name=f"bench {p.hex[:6]}") for p in products])
         read = read_batch(RawSyncBatch.model_validate(message))
-        await apply_sync_batch(read.command, uuid.uuid4().hex, ledger, cache)
+        await apply_sync_batch(read.command, uuid.uuid4().hex, database, cache)
         devices.append(Device(tenant, f"bench-{index}", products, random.Random(index)))
     return devices
 

@@ -36,12 +36,17 @@ from stockzen_contracts import (
 from stockzen_contracts.payloads import StockMovementState
 from stockzen_sync_worker.domain.outcomes import Effect, MovementRecorded
 from stockzen_sync_worker.services import apply_sync_batch
-from tests.support.memory_ledger import MemoryLedger, MemoryResultCache, MemoryTenantLedger, TenantData
+from tests.support.memory_inventory import (
+    MemoryInventoryDatabase,
+    MemoryResultCache,
+    MemoryTenantTransaction,
+    TenantData,
+)
 
 SERVER_URL = "http://stockzen.test"
 
 
-class FeedTenantLedger(MemoryTenantLedger):
+class FeedTenantTransaction(MemoryTenantTransaction):
     """The in-memory ledger, also keeping each recorded movement for the change feed."""
 
     async def record_movement(self, operation: RecordStockMovement, occurred_at: datetime) -> Effect:
@@ -51,11 +56,11 @@ class FeedTenantLedger(MemoryTenantLedger):
         return effect
 
 
-class FeedLedger(MemoryLedger):
+class FeedInventoryDatabase(MemoryInventoryDatabase):
     @asynccontextmanager
-    async def for_tenant(self, tenant_id: UUID) -> AsyncIterator[MemoryTenantLedger]:
+    async def for_tenant(self, tenant_id: UUID) -> AsyncIterator[MemoryTenantTransaction]:
         async with super().for_tenant(tenant_id) as tenant:
-            yield FeedTenantLedger(tenant.data, self.purges)
+            yield FeedTenantTransaction(tenant.data, self.purges)
 
 
 @dataclass
@@ -76,7 +81,7 @@ class FakeGateway:
     requests: list[tuple[str, str]] = field(default_factory=list)  # (device, path), reachable or not
     streams: list[FakeStream] = field(default_factory=list)
     stream_failures: list[httpx.Response] = field(default_factory=list)
-    ledger: FeedLedger = field(default_factory=FeedLedger)
+    database: FeedInventoryDatabase = field(default_factory=FeedInventoryDatabase)
     cache: MemoryResultCache = field(default_factory=MemoryResultCache)
 
     def transport(self, device: str = "device") -> httpx.MockTransport:
@@ -135,7 +140,7 @@ class FakeGateway:
         """The queue catches up: every held-back batch is applied (at most once, as always)."""
         batches, self.held_back = self.held_back, []
         for batch in batches:
-            await apply_sync_batch(batch, uuid.uuid4().hex, self.ledger, self.cache)
+            await apply_sync_batch(batch, uuid.uuid4().hex, self.database, self.cache)
 
     async def _push(self, body: dict[str, Any]) -> httpx.Response:
         raw_operations = body["operations"]
@@ -169,7 +174,7 @@ class FakeGateway:
                 applied = [ItemResult.pending(op.operation_id) for op in valid]
                 status_code = 202
             else:
-                applied = (await apply_sync_batch(batch, uuid.uuid4().hex, self.ledger, self.cache)).applied.results
+                applied = (await apply_sync_batch(batch, uuid.uuid4().hex, self.database, self.cache)).applied.results
             answers = iter(applied)
             results = [r if r is not None else next(answers) for r in results]
         response = SyncResponse(
@@ -190,11 +195,11 @@ class FakeGateway:
 
     @property
     def data(self) -> TenantData:
-        return self.ledger.tenants.get(self.tenant_id, TenantData())
+        return self.database.tenants.get(self.tenant_id, TenantData())
 
     def changes_after(self, after: int) -> list[Change]:
         """Every product (current state) and movement with a checkpoint after ``after``."""
-        tenant = MemoryTenantLedger(self.data, [])
+        tenant = MemoryTenantTransaction(self.data, [])
         products = [
             Change.of_product(tenant._state(row))
             for row in self.data.products.values()
@@ -210,7 +215,7 @@ class FakeGateway:
     def products(self) -> dict[UUID, dict[str, Any]]:
         """Live products: their fields and stock level, as the server holds them."""
         data = self.data
-        tenant = MemoryTenantLedger(data, [])
+        tenant = MemoryTenantTransaction(data, [])
         live = {}
         for product_id, row in data.products.items():
             state = tenant._state(row)

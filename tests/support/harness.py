@@ -15,12 +15,12 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from stockzen_contracts import ApplySyncBatch, parse_operation
-from stockzen_sync_worker.adapters.ledger import PostgresLedger
+from stockzen_sync_worker.adapters.inventory_database import PostgresInventoryDatabase
 from stockzen_sync_worker.adapters.result_cache import RedisResultCache
-from stockzen_sync_worker.ports import Ledger, ResultCache
+from stockzen_sync_worker.ports import InventoryDatabase, ResultCache
 from stockzen_sync_worker.services import BatchOutcome, apply_sync_batch
 from tests.support.db import stock_level
-from tests.support.memory_ledger import MemoryLedger, MemoryResultCache
+from tests.support.memory_inventory import MemoryInventoryDatabase, MemoryResultCache
 from tests.support.stack import delete_redis_keys
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -31,7 +31,7 @@ class Harness(Protocol):
     """A ledger and a cache, and a way to look at what they hold."""
 
     @property
-    def ledger(self) -> Ledger: ...
+    def database(self) -> InventoryDatabase: ...
 
     @property
     def cache(self) -> ResultCache: ...
@@ -44,18 +44,18 @@ class Harness(Protocol):
 
 
 class MemoryHarness:
-    """The in-memory ledger and result cache (``tests/support/memory_ledger.py``)."""
+    """The in-memory ledger and result cache (``tests/support/memory_inventory.py``)."""
 
     def __init__(self) -> None:
-        self.ledger = MemoryLedger()
+        self.database = MemoryInventoryDatabase()
         self.cache = MemoryResultCache()
 
     async def product(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> dict[str, Any] | None:
-        data = self.ledger.tenants.get(tenant_id)
+        data = self.database.tenants.get(tenant_id)
         return data.products.get(product_id) if data else None
 
     async def level(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> int | None:
-        data = self.ledger.tenants.get(tenant_id)
+        data = self.database.tenants.get(tenant_id)
         return data.levels.get(product_id) if data else None
 
     async def flush_cache(self) -> None:
@@ -68,7 +68,7 @@ class PostgresHarness:
     def __init__(
         self, pool: asyncpg.Pool, admin: asyncpg.Connection, client: aioredis.Redis, redis_url: str, prefix: str
     ) -> None:
-        self.ledger = PostgresLedger(pool, tombstone_retention=TOMBSTONE_RETENTION)
+        self.database = PostgresInventoryDatabase(pool, tombstone_retention=TOMBSTONE_RETENTION)
         self.cache = RedisResultCache(client, prefix=prefix, result_ttl_seconds=600)
         self.redis = client
         self._admin = admin
@@ -112,7 +112,7 @@ async def apply(
 ) -> BatchOutcome:
     """Apply ``ops`` as one batch of the gateway's (a fresh message id unless given)."""
     batch = command(tenant_id, ops, received_at=received_at)
-    return await apply_sync_batch(batch, message_id or uuid.uuid4().hex, harness.ledger, harness.cache)
+    return await apply_sync_batch(batch, message_id or uuid.uuid4().hex, harness.database, harness.cache)
 
 
 def statuses(outcome: BatchOutcome) -> list[str]:

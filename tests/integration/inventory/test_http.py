@@ -14,9 +14,9 @@ import pytest
 from stockzen_inventory.bootstrap import build_app
 from stockzen_inventory.config import InventorySettings
 from stockzen_platform.identity import Identity, TokenIssuer, internal_token_issuer
-from tests.support.ledger import LedgerWriter
 from tests.support.services import ServiceUrls
 from tests.support.stack import INTERNAL_SECRET, user_token
+from tests.support.tenant_writer import TenantWriter
 
 READ_ROUTES = (
     "/api/products",
@@ -86,7 +86,7 @@ async def test_health_and_metrics_stay_open(inventory: httpx.AsyncClient, tenant
 async def test_the_routes_answer_with_the_api_shapes(
     inventory: httpx.AsyncClient, app_pool: asyncpg.Pool, tenant_id: uuid.UUID
 ) -> None:
-    writer = LedgerWriter(app_pool, tenant_id)
+    writer = TenantWriter(app_pool, tenant_id)
     product = await writer.create_product("Mug", sku="MUG-1")
     moved = await writer.record_movement(product, "entry", 4)
     headers = _internal(tenant_id)

@@ -18,7 +18,7 @@ from stockzen_inventory.domain.feed import InvalidCheckpoint, ResetRequired
 from stockzen_inventory.domain.pagination import InvalidCursor
 from stockzen_inventory.domain.products import ProductFilter
 from stockzen_platform.postgres import tenant_transaction
-from tests.support.ledger import LedgerWriter
+from tests.support.tenant_writer import TenantWriter
 
 
 @pytest.fixture
@@ -27,8 +27,8 @@ def reader(app_pool: asyncpg.Pool) -> PostgresInventoryReader:
 
 
 @pytest.fixture
-def writer(app_pool: asyncpg.Pool, tenant_id: uuid.UUID) -> LedgerWriter:
-    return LedgerWriter(app_pool, tenant_id)
+def writer(app_pool: asyncpg.Pool, tenant_id: uuid.UUID) -> TenantWriter:
+    return TenantWriter(app_pool, tenant_id)
 
 
 async def _all_products(
@@ -45,7 +45,7 @@ async def _all_products(
 
 
 async def test_products_are_listed_by_name_with_their_stock_and_without_tombstones(
-    reader: PostgresInventoryReader, writer: LedgerWriter, tenant_id: uuid.UUID
+    reader: PostgresInventoryReader, writer: TenantWriter, tenant_id: uuid.UUID
 ) -> None:
     names = ["banana", "Apple", "cherry", "apple", "Date", "elder"]
     ids = {name: await writer.create_product(name) for name in names}
@@ -64,7 +64,7 @@ async def test_products_are_listed_by_name_with_their_stock_and_without_tombston
 
 
 async def test_products_are_filtered_by_text_and_archived(
-    reader: PostgresInventoryReader, writer: LedgerWriter, tenant_id: uuid.UUID
+    reader: PostgresInventoryReader, writer: TenantWriter, tenant_id: uuid.UUID
 ) -> None:
     await writer.create_product("Blue mug", sku="MUG-B", barcode="4006381333931")
     await writer.create_product("Red cup", sku="CUP-R", archived=True)
@@ -92,7 +92,7 @@ async def test_a_malformed_cursor_is_refused(reader: PostgresInventoryReader, te
 
 
 async def test_one_product_with_its_stock_and_never_a_tombstone(
-    reader: PostgresInventoryReader, writer: LedgerWriter, tenant_id: uuid.UUID
+    reader: PostgresInventoryReader, writer: TenantWriter, tenant_id: uuid.UUID
 ) -> None:
     product = await writer.create_product("Mug", unit="pc", price_cents=450)
     await writer.record_movement(product, "entry", 5)
@@ -108,7 +108,7 @@ async def test_one_product_with_its_stock_and_never_a_tombstone(
 
 
 async def test_no_read_shows_another_tenants_rows(app_pool: asyncpg.Pool, reader: PostgresInventoryReader) -> None:
-    owner, intruder = LedgerWriter(app_pool, uuid.uuid4()), LedgerWriter(app_pool, uuid.uuid4())
+    owner, intruder = TenantWriter(app_pool, uuid.uuid4()), TenantWriter(app_pool, uuid.uuid4())
     product = await owner.create_product("Secret")
     await owner.record_movement(product, "entry", 3)
     await intruder.create_product("Own")
@@ -125,7 +125,7 @@ async def test_no_read_shows_another_tenants_rows(app_pool: asyncpg.Pool, reader
 
 
 async def test_history_is_newest_first_with_ties_broken_by_checkpoint(
-    reader: PostgresInventoryReader, writer: LedgerWriter, tenant_id: uuid.UUID
+    reader: PostgresInventoryReader, writer: TenantWriter, tenant_id: uuid.UUID
 ) -> None:
     product = await writer.create_product()
     base = datetime(2026, 1, 1, tzinfo=UTC)
@@ -143,7 +143,7 @@ async def test_history_is_newest_first_with_ties_broken_by_checkpoint(
 
 
 async def test_history_pages_stay_whole_while_movements_are_recorded(
-    reader: PostgresInventoryReader, writer: LedgerWriter, tenant_id: uuid.UUID
+    reader: PostgresInventoryReader, writer: TenantWriter, tenant_id: uuid.UUID
 ) -> None:
     product = await writer.create_product()
     base = datetime.now(UTC) - timedelta(days=1)
@@ -192,7 +192,7 @@ async def _pull_all(
 
 
 async def test_the_feed_shows_current_states_tombstones_and_movements_in_order(
-    reader: PostgresInventoryReader, writer: LedgerWriter, tenant_id: uuid.UUID
+    reader: PostgresInventoryReader, writer: TenantWriter, tenant_id: uuid.UUID
 ) -> None:
     empty = await services.change_feed(reader, tenant_id, checkpoint=None, limit=10)
     assert (empty.checkpoint, empty.has_more, empty.changes) == ("0", False, [])
@@ -228,7 +228,7 @@ async def test_the_feed_shows_current_states_tombstones_and_movements_in_order(
 async def test_a_checkpoint_past_the_purged_tombstones_must_reset(
     app_pool: asyncpg.Pool,
     reader: PostgresInventoryReader,
-    writer: LedgerWriter,
+    writer: TenantWriter,
     tenant_id: uuid.UUID,
     admin: asyncpg.Connection,
 ) -> None:
@@ -264,7 +264,7 @@ async def test_a_checkpoint_past_the_purged_tombstones_must_reset(
 async def test_a_reader_pulling_during_concurrent_commits_sees_each_change_once(
     app_pool: asyncpg.Pool, reader: PostgresInventoryReader, tenant_id: uuid.UUID
 ) -> None:
-    writer = LedgerWriter(app_pool, tenant_id)
+    writer = TenantWriter(app_pool, tenant_id)
     product = await writer.create_product("Shared")
     recorded: list[uuid.UUID] = []
     done = asyncio.Event()

@@ -11,10 +11,10 @@ import asyncpg
 import pytest
 
 from stockzen_platform.postgres import tenant_transaction
-from stockzen_sync_worker.adapters.ledger import PostgresLedger
+from stockzen_sync_worker.adapters.inventory_database import PostgresInventoryDatabase
 from stockzen_sync_worker.services import apply_sync_batch
 from tests.support.harness import command
-from tests.support.memory_ledger import MemoryResultCache
+from tests.support.memory_inventory import MemoryResultCache
 from tests.support.ops import create_product, movement
 
 
@@ -22,8 +22,8 @@ async def _tenant_with_stock(pool: asyncpg.Pool) -> tuple[uuid.UUID, uuid.UUID]:
     """A tenant with a product holding 5 in stock, written by the worker's own apply code."""
     tenant, product = uuid.uuid4(), uuid.uuid4()
     ops = [create_product(tenant, product), movement(tenant, product, "entry", 5)]
-    ledger = PostgresLedger(pool, tombstone_retention=timedelta(days=30))
-    outcome = await apply_sync_batch(command(tenant, ops), uuid.uuid4().hex, ledger, MemoryResultCache())
+    database = PostgresInventoryDatabase(pool, tombstone_retention=timedelta(days=30))
+    outcome = await apply_sync_batch(command(tenant, ops), uuid.uuid4().hex, database, MemoryResultCache())
     assert [r.status.value for r in outcome.applied.results] == ["applied", "applied"]
     return tenant, product
 

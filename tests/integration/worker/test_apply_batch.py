@@ -258,12 +258,12 @@ async def test_one_item_refused_by_the_ledger_does_not_undo_the_others(harness: 
     too_long.payload.__dict__["name"] = "x" * 300
     entry = parse_operation(movement(tenant, product, "entry", 5))
     batch = batch.model_copy(update={"operations": [*batch.operations, too_long, entry]})
-    outcome = await apply_sync_batch(batch, "m-1", harness.ledger, harness.cache)
+    outcome = await apply_sync_batch(batch, "m-1", harness.database, harness.cache)
 
     assert statuses(outcome) == ["applied", "rejected", "applied"]
     assert outcome.applied.results[1].code is Code.VALIDATION_ERROR
     assert await harness.level(tenant, product) == 5
-    again = await apply_sync_batch(batch, "m-2", harness.ledger, harness.cache)
+    again = await apply_sync_batch(batch, "m-2", harness.database, harness.cache)
     assert statuses(again) == ["duplicate", "rejected", "duplicate"]
 
 
@@ -280,7 +280,7 @@ async def test_a_movement_refused_by_the_ledger_is_rejected_alone(harness: Harne
     batch = batch.model_copy(
         update={"operations": [*batch.operations, refused, parse_operation(movement(tenant, product, "exit", 1))]}
     )
-    outcome = await apply_sync_batch(batch, "m-1", harness.ledger, harness.cache)
+    outcome = await apply_sync_batch(batch, "m-1", harness.database, harness.cache)
 
     assert statuses(outcome) == ["applied", "applied", "rejected", "applied"]
     assert outcome.applied.results[2].code is Code.VALIDATION_ERROR

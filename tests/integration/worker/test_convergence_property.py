@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from stockzen_contracts import ItemResult
 from stockzen_contracts.payloads import PRODUCT_FIELDS
-from stockzen_sync_worker.adapters.ledger import PostgresLedger
+from stockzen_sync_worker.adapters.inventory_database import PostgresInventoryDatabase
 from stockzen_sync_worker.adapters.result_cache import RedisResultCache
 from stockzen_sync_worker.domain.lww import Version
 from stockzen_sync_worker.services import apply_sync_batch
@@ -117,12 +117,12 @@ def reference_state(drawn: list[Change]) -> dict[int, dict[str, Any] | None]:
 class Delivery:
     """Delivers batches to the real apply code and remembers each operation's latest answer."""
 
-    def __init__(self, ledger: PostgresLedger, cache: RedisResultCache, tenant: uuid.UUID) -> None:
-        self._ledger, self._cache, self._tenant = ledger, cache, tenant
+    def __init__(self, database: PostgresInventoryDatabase, cache: RedisResultCache, tenant: uuid.UUID) -> None:
+        self._database, self._cache, self._tenant = database, cache, tenant
         self.latest: dict[str, ItemResult] = {}
 
     async def batch(self, ops: list[dict[str, Any]]) -> None:
-        outcome = await apply_sync_batch(command(self._tenant, ops), uuid.uuid4().hex, self._ledger, self._cache)
+        outcome = await apply_sync_batch(command(self._tenant, ops), uuid.uuid4().hex, self._database, self._cache)
         for op, result in zip(ops, outcome.applied.results, strict=True):
             self.latest[op["operationId"]] = result
 
@@ -182,7 +182,7 @@ async def test_any_delivery_of_the_same_changes_converges_on_the_lww_answer(
         cache = RedisResultCache(
             redis_client, prefix=f"{database.redis_prefix}convergence:{tenant.hex[:8]}:", result_ttl_seconds=60
         )
-        delivery = Delivery(PostgresLedger(app_pool, tombstone_retention=timedelta(days=30)), cache, tenant)
+        delivery = Delivery(PostgresInventoryDatabase(app_pool, tombstone_retention=timedelta(days=30)), cache, tenant)
         ops = [wire(tenant, products, change) for change in drawn]
         repeats = data.draw(st.lists(st.sampled_from(ops), max_size=len(ops)), label="repeated")
         schedule = data.draw(st.permutations(ops + repeats), label="order")

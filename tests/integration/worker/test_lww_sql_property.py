@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stockzen_contracts.payloads import PRODUCT_FIELDS
-from stockzen_sync_worker.adapters.ledger import PostgresLedger
+from stockzen_sync_worker.adapters.inventory_database import PostgresInventoryDatabase
 from stockzen_sync_worker.domain.lww import Version, winning_fields
 from stockzen_sync_worker.domain.outcomes import (
     Effect,
@@ -130,13 +130,13 @@ async def test_the_sql_and_the_python_rule_pick_the_same_winners(
     tenant, products = uuid.uuid4(), [uuid.uuid4(), uuid.uuid4()]
     writes = data.draw(st.lists(product_writes(products), min_size=1, max_size=8), label="writes")
     cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(writes) - 1)), max_size=2), label="cuts"))
-    ledger = PostgresLedger(app_pool, tombstone_retention=timedelta(days=30))
+    database = PostgresInventoryDatabase(app_pool, tombstone_retention=timedelta(days=30))
     model = {product: Modelled() for product in products}
 
     for start, end in zip([0, *cuts], [*cuts, len(writes)], strict=True):
         batch = writes[start:end]
-        async with ledger.for_tenant(tenant) as tenant_ledger:
-            effects = await tenant_ledger.write_products(batch)
+        async with database.for_tenant(tenant) as transaction:
+            effects = await transaction.write_products(batch)
         for write, effect in zip(batch, effects, strict=True):
             wanted = model[write.product_id]
             assert observed_effect(effect) == expected_effect(wanted, write), write

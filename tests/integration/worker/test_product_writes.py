@@ -185,7 +185,7 @@ async def test_a_refused_product_write_falls_back_to_item_by_item(harness: Harne
         parse_operation(movement(tenant, product, "entry", 2)),
     ]
     batch = batch.model_copy(update={"operations": [*batch.operations, too_long, *after]})
-    outcome = await apply_sync_batch(batch, "m-1", harness.ledger, harness.cache)
+    outcome = await apply_sync_batch(batch, "m-1", harness.database, harness.cache)
 
     assert statuses(outcome) == ["applied", "applied", "applied", "rejected", "applied", "applied", "applied"]
     assert outcome.applied.results[3].code is Code.VALIDATION_ERROR

@@ -14,10 +14,10 @@ import pytest
 from asyncpg.connection import LoggedQuery
 
 from stockzen_platform.postgres import create_pool
-from stockzen_sync_worker.adapters.ledger import PostgresLedger
+from stockzen_sync_worker.adapters.inventory_database import PostgresInventoryDatabase
 from stockzen_sync_worker.services import apply_sync_batch
 from tests.support.harness import T0, command
-from tests.support.memory_ledger import MemoryResultCache
+from tests.support.memory_inventory import MemoryResultCache
 from tests.support.ops import create_product, delete_product, movement, update_product
 from tests.support.services import ServiceUrls
 
@@ -62,7 +62,7 @@ async def _statements_for(pool: asyncpg.Pool, products: int) -> list[str]:
     await apply_sync_batch(
         command(tenant, ops),
         uuid.uuid4().hex,
-        PostgresLedger(pool, tombstone_retention=timedelta(days=30)),
+        PostgresInventoryDatabase(pool, tombstone_retention=timedelta(days=30)),
         MemoryResultCache(),
     )
     await asyncio.sleep(0)  # loggers are called soon after each statement

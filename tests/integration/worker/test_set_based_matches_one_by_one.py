@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from stockzen_contracts import ItemResult, Operation, parse_operation
 from stockzen_contracts.payloads import PRODUCT_FIELDS
-from stockzen_sync_worker.adapters.ledger import PostgresLedger
+from stockzen_sync_worker.adapters.inventory_database import PostgresInventoryDatabase
 from stockzen_sync_worker.adapters.result_cache import RedisResultCache
 from stockzen_sync_worker.services import apply_sync_batch
 from tests.support.harness import T0, command
@@ -175,7 +175,7 @@ async def test_a_batch_applied_set_based_matches_it_applied_item_by_item(
 ) -> None:
     history, batch = plan
     products = [uuid.uuid4() for _ in range(3)]
-    ledger = PostgresLedger(app_pool, tombstone_retention=timedelta(days=30))
+    inventory = PostgresInventoryDatabase(app_pool, tombstone_retention=timedelta(days=30))
     answers, states = [], []
     for one_by_one in (False, True):
         tenant = uuid.uuid4()
@@ -186,7 +186,7 @@ async def test_a_batch_applied_set_based_matches_it_applied_item_by_item(
             await apply_sync_batch(
                 command(tenant, [wire(tenant, products, s) for s in history], received_at=RECEIVED),
                 "history",
-                ledger,
+                inventory,
                 cache,
             )
         applied = command(tenant, [wire(tenant, products, s) for s in batch], received_at=RECEIVED)
@@ -194,7 +194,7 @@ async def test_a_batch_applied_set_based_matches_it_applied_item_by_item(
             applied = applied.model_copy(
                 update={"operations": [*applied.operations, refused_movement(tenant, products[0])]}
             )
-        outcome = await apply_sync_batch(applied, "batch", ledger, cache)
+        outcome = await apply_sync_batch(applied, "batch", inventory, cache)
         answers.append([answer(r) for r in outcome.applied.results[: len(batch)]])
         states.append(await ledger_state(admin_connection, tenant))
         states[-1]["answered checkpoint"] = outcome.applied.checkpoint

@@ -25,9 +25,9 @@ from stockzen_sync_worker.bootstrap import add_worker_middleware
 from stockzen_sync_worker.config import WorkerSettings
 from stockzen_sync_worker.entrypoints.actors import SyncBatchActor, declare_actors
 from stockzen_sync_worker.metrics import WorkerMetrics
-from stockzen_sync_worker.ports import Ledger, ResultCache
+from stockzen_sync_worker.ports import InventoryDatabase, ResultCache
 from tests.support.harness import T0, command
-from tests.support.memory_ledger import MemoryLedger, MemoryResultCache
+from tests.support.memory_inventory import MemoryInventoryDatabase, MemoryResultCache
 from tests.support.ops import create_product, movement, update_product
 
 ACTOR = {"actor_name": APPLY_SYNC_BATCH_ACTOR}
@@ -38,15 +38,15 @@ class FlakyAdapters:
     """The runtime's ``adapters()``: raises ``failures`` one per call, in order, then opens the fakes."""
 
     failures: Sequence[Exception] = ()
-    ledger: MemoryLedger = field(default_factory=MemoryLedger)
+    database: MemoryInventoryDatabase = field(default_factory=MemoryInventoryDatabase)
     cache: MemoryResultCache = field(default_factory=MemoryResultCache)
     calls: int = 0
 
-    async def __call__(self) -> tuple[Ledger, ResultCache]:
+    async def __call__(self) -> tuple[InventoryDatabase, ResultCache]:
         self.calls += 1
         if self.calls <= len(self.failures):
             raise self.failures[self.calls - 1]
-        return self.ledger, self.cache
+        return self.database, self.cache
 
 
 @dataclass
@@ -115,7 +115,7 @@ def test_a_batch_is_applied_answered_and_counted(stub_worker: Callable[[FlakyAda
     assert isinstance(applied, SyncBatchApplied)
     assert applied.request_id == batch.request_id
     assert [r.status.value for r in applied.results] == ["applied", "applied", "conflict"]
-    assert adapters.ledger.tenants[tenant].levels[product] == 4
+    assert adapters.database.tenants[tenant].levels[product] == 4
     assert worker.count("stockzen_worker_operations_total", **_op("product", "create", "applied")) == 1
     assert worker.count("stockzen_worker_operations_total", **_op("stockMovement", "create", "applied")) == 1
     lost = _op("product", "update", "conflict", "CONFLICT_RESOLVED")

@@ -23,11 +23,11 @@ def harness() -> MemoryHarness:
 async def test_results_redis_knows_never_reach_postgres(harness: MemoryHarness) -> None:
     tenant, product = uuid.uuid4(), uuid.uuid4()
     batch = command(tenant, [create_product(tenant, product, "Mug", T0), movement(tenant, product)])
-    first = await apply_sync_batch(batch, "m-1", harness.ledger, harness.cache)
-    before = harness.ledger.transactions
-    outcome = await apply_sync_batch(batch, "m-2", harness.ledger, harness.cache)
-    assert harness.ledger.transactions == before  # answered from the cache, checkpoint included
-    assert (outcome.cache_hits, outcome.ledger_hits) == (2, 0)
+    first = await apply_sync_batch(batch, "m-1", harness.database, harness.cache)
+    before = harness.database.transactions
+    outcome = await apply_sync_batch(batch, "m-2", harness.database, harness.cache)
+    assert harness.database.transactions == before  # answered from the cache, checkpoint included
+    assert (outcome.cache_hits, outcome.database_hits) == (2, 0)
     assert outcome.applied.checkpoint == "2"
     assert harness.cache.replies["reply:test"] == [first.applied, outcome.applied]  # both answered the gateway
 
@@ -35,8 +35,10 @@ async def test_results_redis_knows_never_reach_postgres(harness: MemoryHarness) 
 async def test_tombstones_are_purged_only_after_a_delete(harness: MemoryHarness) -> None:
     tenant, product = uuid.uuid4(), uuid.uuid4()
     await apply_sync_batch(
-        command(tenant, [create_product(tenant, product, "Mug", T0)]), "m", harness.ledger, harness.cache
+        command(tenant, [create_product(tenant, product, "Mug", T0)]), "m", harness.database, harness.cache
     )
-    assert harness.ledger.purges == []
-    await apply_sync_batch(command(tenant, [delete_product(tenant, product, T0)]), "m2", harness.ledger, harness.cache)
-    assert harness.ledger.purges == [2]
+    assert harness.database.purges == []
+    await apply_sync_batch(
+        command(tenant, [delete_product(tenant, product, T0)]), "m2", harness.database, harness.cache
+    )
+    assert harness.database.purges == [2]

@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from stockzen_contracts import Code, ItemStatus, RawSyncBatch
 from stockzen_sync_worker.entrypoints.retry_policy import is_transient, retry_when
 from stockzen_sync_worker.services import apply_sync_batch, read_batch
-from tests.support.memory_ledger import MemoryLedger, MemoryResultCache
+from tests.support.memory_inventory import MemoryInventoryDatabase, MemoryResultCache
 from tests.support.ops import create_product, movement
 
 
@@ -39,8 +39,8 @@ async def test_one_operation_the_worker_cannot_read_is_refused_alone_and_the_ans
     assert read.unreadable[1].operation_id == uuid.UUID(unpadded["operationId"])
     assert len(read.command.operations) == 2
 
-    ledger, cache = MemoryLedger(), MemoryResultCache()
-    outcome = await apply_sync_batch(read.command, "m-1", ledger, cache, unreadable=read.unreadable)
+    database, cache = MemoryInventoryDatabase(), MemoryResultCache()
+    outcome = await apply_sync_batch(read.command, "m-1", database, cache, unreadable=read.unreadable)
     results = outcome.applied.results
     assert [r.status for r in results] == [
         ItemStatus.APPLIED,
@@ -50,14 +50,14 @@ async def test_one_operation_the_worker_cannot_read_is_refused_alone_and_the_ans
     ]
     assert [r.code for r in results[1:3]] == [Code.VALIDATION_ERROR, Code.VALIDATION_ERROR]
     assert cache.replies["reply:test"] == [outcome.applied]
-    assert ledger.tenants[tenant].levels[product] == 1
+    assert database.tenants[tenant].levels[product] == 1
 
 
 async def test_a_batch_of_nothing_readable_still_answers_the_gateway() -> None:
     tenant = uuid.uuid4()
     read = read_batch(_raw(tenant, [{"operationId": "x"}]))
-    ledger, cache = MemoryLedger(), MemoryResultCache()
-    outcome = await apply_sync_batch(read.command, "m-1", ledger, cache, unreadable=read.unreadable)
+    database, cache = MemoryInventoryDatabase(), MemoryResultCache()
+    outcome = await apply_sync_batch(read.command, "m-1", database, cache, unreadable=read.unreadable)
     assert [r.status for r in outcome.applied.results] == [ItemStatus.REJECTED]
     assert outcome.applied.checkpoint == "0"
     assert cache.replies["reply:test"] == [outcome.applied]

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from stockzen_contracts import ApplySyncBatch, Code, ItemStatus, Operation, RawSyncBatch, parse_operation
 from stockzen_sync_worker.services import BatchOutcome, apply_sync_batch, read_batch
-from tests.support.memory_ledger import MemoryLedger, MemoryResultCache
+from tests.support.memory_inventory import MemoryInventoryDatabase, MemoryResultCache
 from tests.support.operation_strategies import operations
 from tests.support.ops import create_product, movement
 
@@ -50,9 +50,11 @@ def _without_fingerprints(message: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in message.items() if key != "fingerprints"}
 
 
-async def _deliver(message: dict[str, Any], ledger: MemoryLedger, cache: MemoryResultCache) -> BatchOutcome:
+async def _deliver(
+    message: dict[str, Any], database: MemoryInventoryDatabase, cache: MemoryResultCache
+) -> BatchOutcome:
     read = read_batch(RawSyncBatch.model_validate(message))
-    return await apply_sync_batch(read.command, uuid.uuid4().hex, ledger, cache, unreadable=read.unreadable)
+    return await apply_sync_batch(read.command, uuid.uuid4().hex, database, cache, unreadable=read.unreadable)
 
 
 @settings(max_examples=150, deadline=None)
@@ -86,31 +88,31 @@ def test_the_canonical_form_is_pinned_so_kept_fingerprints_stay_comparable() -> 
 
 async def test_a_message_without_fingerprints_applies_and_agrees_with_one_that_carries_them() -> None:
     tenant, product = uuid.uuid4(), uuid.uuid4()
-    ledger, cache = MemoryLedger(), MemoryResultCache()
+    database, cache = MemoryInventoryDatabase(), MemoryResultCache()
     create, entry = create_product(tenant, product), movement(tenant, product, "entry", 4)
-    old = await _deliver(_without_fingerprints(_published(tenant, [create, entry])), ledger, cache)
+    old = await _deliver(_without_fingerprints(_published(tenant, [create, entry])), database, cache)
     assert [r.status for r in old.applied.results] == [ItemStatus.APPLIED, ItemStatus.APPLIED]
 
     changed = {**entry, "payload": {**entry["payload"], "quantity": 5}}
     for fresh_cache in (cache, MemoryResultCache()):  # what Redis remembers, then what Postgres does
-        new = await _deliver(_published(tenant, [entry, changed]), ledger, fresh_cache)
+        new = await _deliver(_published(tenant, [entry, changed]), database, fresh_cache)
         assert [r.status for r in new.applied.results] == [ItemStatus.DUPLICATE, ItemStatus.REJECTED]
         assert new.applied.results[1].code is Code.OPERATION_ID_REUSED
-    assert ledger.tenants[tenant].levels[product] == 4
+    assert database.tenants[tenant].levels[product] == 4
 
 
 async def test_fingerprints_stay_with_their_operations_when_one_cannot_be_read() -> None:
     tenant, product = uuid.uuid4(), uuid.uuid4()
-    ledger, cache = MemoryLedger(), MemoryResultCache()
+    database, cache = MemoryInventoryDatabase(), MemoryResultCache()
     first, second = movement(tenant, product, "entry", 1), movement(tenant, product, "entry", 2)
     message = _published(tenant, [create_product(tenant, product), first, second])
     message["operations"][1]["payload"]["quantity"] = "one"  # unreadable here, whatever the gateway meant
-    outcome = await _deliver(message, ledger, cache)
+    outcome = await _deliver(message, database, cache)
     assert [r.status for r in outcome.applied.results] == [ItemStatus.APPLIED, ItemStatus.REJECTED, ItemStatus.APPLIED]
 
-    again = await _deliver(_published(tenant, [second]), ledger, MemoryResultCache())
+    again = await _deliver(_published(tenant, [second]), database, MemoryResultCache())
     assert [r.status for r in again.applied.results] == [ItemStatus.DUPLICATE]  # its own fingerprint was kept
-    assert ledger.tenants[tenant].levels[product] == 2
+    assert database.tenants[tenant].levels[product] == 2
 
 
 async def test_the_worker_takes_the_carried_fingerprint_as_given() -> None:
@@ -118,15 +120,15 @@ async def test_the_worker_takes_the_carried_fingerprint_as_given() -> None:
     # what the gateway hashed: a fingerprint that does not match its operation is believed. This
     # pins that trust, so that nobody counts on the worker to catch such a message.
     tenant, product = uuid.uuid4(), uuid.uuid4()
-    ledger, cache = MemoryLedger(), MemoryResultCache()
+    database, cache = MemoryInventoryDatabase(), MemoryResultCache()
     entry = movement(tenant, product, "entry", 4)
     first = _published(tenant, [create_product(tenant, product), entry])
-    await _deliver(first, ledger, cache)
+    await _deliver(first, database, cache)
 
     changed = {**entry, "payload": {**entry["payload"], "quantity": 5}}
     forged = _published(tenant, [changed])
     forged["fingerprints"] = [first["fingerprints"][1]]
-    believed = await _deliver(forged, ledger, MemoryResultCache())
+    believed = await _deliver(forged, database, MemoryResultCache())
     assert [r.status for r in believed.applied.results] == [ItemStatus.DUPLICATE]
-    refused = await _deliver(_without_fingerprints(forged), ledger, MemoryResultCache())
+    refused = await _deliver(_without_fingerprints(forged), database, MemoryResultCache())
     assert [r.code for r in refused.applied.results] == [Code.OPERATION_ID_REUSED]

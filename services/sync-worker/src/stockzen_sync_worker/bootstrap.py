@@ -24,7 +24,7 @@ from dramatiq.middleware import AsyncIO, CurrentMessage, Middleware, Retries
 from stockzen_platform.logging import configure_logging
 from stockzen_platform.postgres import assert_role_is_restricted, create_pool
 
-from .adapters.ledger import PostgresLedger
+from .adapters.inventory_database import PostgresInventoryDatabase
 from .adapters.result_cache import RedisResultCache
 from .config import WorkerSettings
 from .entrypoints.actors import declare_actors
@@ -38,12 +38,12 @@ class WorkerRuntime:
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
-        self._adapters: tuple[PostgresLedger, RedisResultCache] | None = None
+        self._adapters: tuple[PostgresInventoryDatabase, RedisResultCache] | None = None
         self._lock: asyncio.Lock | None = None
         self._closers: list[Any] = []
 
-    async def adapters(self) -> tuple[PostgresLedger, RedisResultCache]:
-        """The ledger and the result cache (opened on first call; a failure is retried next time)."""
+    async def adapters(self) -> tuple[PostgresInventoryDatabase, RedisResultCache]:
+        """The inventory database and the result cache (opened on first call; a failure is retried next time)."""
         if self._adapters is not None:
             return self._adapters
         if self._lock is None:
@@ -53,7 +53,7 @@ class WorkerRuntime:
                 self._adapters = await self._open()
         return self._adapters
 
-    async def _open(self) -> tuple[PostgresLedger, RedisResultCache]:
+    async def _open(self) -> tuple[PostgresInventoryDatabase, RedisResultCache]:
         settings = self.settings
         pool = await create_pool(settings.database_url, max_size=settings.database_pool_size)
         try:
@@ -65,7 +65,7 @@ class WorkerRuntime:
         self._closers = [pool.close, client.aclose]
         log.info("worker connected to Postgres and Redis")
         return (
-            PostgresLedger(pool, tombstone_retention=settings.tombstone_retention),
+            PostgresInventoryDatabase(pool, tombstone_retention=settings.tombstone_retention),
             RedisResultCache(client, prefix=settings.redis_key_prefix, result_ttl_seconds=settings.result_ttl_seconds),
         )
 

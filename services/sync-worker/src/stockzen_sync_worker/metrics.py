@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from stockzen_contracts import APPLY_SYNC_BATCH_ACTOR
 
 DEDUPE_SOURCES = ("redis", "postgres")
-"""The ``source`` values of ``stockzen_worker_dedupe_hits_total``: the fast path and the durable ledger."""
+"""The ``source`` values of ``stockzen_worker_dedupe_hits_total``: the fast path (Redis) and the durable record (Postgres)."""
 
 TRANSIENT_DATABASE_ERRORS = (
     "ConnectionDoesNotExistError",

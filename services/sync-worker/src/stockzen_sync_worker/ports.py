@@ -15,8 +15,8 @@ from .domain.lww import Version
 from .domain.outcomes import Effect, StoredResult
 
 
-class LedgerRefused(Exception):
-    """The ledger refused one operation for good (a constraint or data error): reject that item only."""
+class WriteRefused(Exception):
+    """The database refused one operation for good (a constraint or data error): reject that item only."""
 
 
 ProductWriteKind = Literal["create", "update", "delete"]
@@ -43,7 +43,7 @@ class MovementToRecord:
     """A movement to append, and what its batch's earlier writes decided about its product
     (``None``: nothing; an edit never changes whether a product is live).
 
-    A batch's movements are recorded before its product writes, so the ledger judges a movement
+    A batch's movements are recorded before its product writes, so the database judges a movement
     against its product as the batch found it, changed by that decision: after ``delete`` it is
     gone; after ``create`` it is live unless it was a tombstone already."""
 
@@ -52,17 +52,17 @@ class MovementToRecord:
     after: ProductDecision | None = None
 
 
-class TenantLedger(Protocol):
-    """One tenant's transaction on the inventory ledger, holding the tenant's checkpoint counter."""
+class TenantTransaction(Protocol):
+    """One tenant's transaction on the inventory database, holding the tenant's checkpoint counter."""
 
     async def stored_results(self, operation_ids: Sequence[UUID]) -> dict[UUID, StoredResult]:
         """Durable results of operations already applied (the dedupe truth)."""
         ...
 
-    def operation(self) -> AbstractAsyncContextManager[None]:
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
         """A savepoint: what fails inside it is undone without undoing the other operations.
 
-        A permanent refusal by the database leaves the block as :class:`LedgerRefused`; anything
+        A permanent refusal by the database leaves the block as :class:`WriteRefused`; anything
         else (a lost connection, a bug) propagates and fails the whole batch, to be retried.
         """
         ...
@@ -100,10 +100,10 @@ class TenantLedger(Protocol):
         ...
 
 
-class Ledger(Protocol):
-    """Opens tenant-scoped transactions on the inventory ledger."""
+class InventoryDatabase(Protocol):
+    """Opens tenant-scoped transactions on the inventory database."""
 
-    def for_tenant(self, tenant_id: UUID) -> AbstractAsyncContextManager[TenantLedger]:
+    def for_tenant(self, tenant_id: UUID) -> AbstractAsyncContextManager[TenantTransaction]:
         """A transaction scoped to ``tenant_id``; committed when the block ends without error."""
         ...
 
@@ -131,5 +131,5 @@ class ResultCache(Protocol):
     ) -> None:
         """Keep the new results (with a TTL), advance the cached checkpoint, and hand the batch's
         results to the gateway waiting on ``reply_to``; announce ``checkpoint`` to the tenant's
-        live listeners (called after the ledger transaction committed)."""
+        live listeners (called after the tenant transaction committed)."""
         ...

@@ -33,13 +33,13 @@ from .domain.outcomes import (
     reused_id,
 )
 from .ports import (
-    Ledger,
-    LedgerRefused,
+    InventoryDatabase,
     MovementToRecord,
     ProductDecision,
     ProductWrite,
     ResultCache,
-    TenantLedger,
+    TenantTransaction,
+    WriteRefused,
 )
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class BatchOutcome:
 
     applied: SyncBatchApplied
     cache_hits: int
-    ledger_hits: int
+    database_hits: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +80,7 @@ def read_batch(raw: RawSyncBatch) -> ReadBatch:
 async def apply_sync_batch(
     command: ApplySyncBatch,
     message_id: str,
-    ledger: Ledger,
+    database: InventoryDatabase,
     cache: ResultCache,
     *,
     unreadable: Mapping[int, ItemResult] | None = None,
@@ -104,12 +104,12 @@ async def apply_sync_batch(
     todo = [i for i in range(len(ids)) if i not in results]
     applied = _Applied()
     if todo:
-        async with ledger.for_tenant(command.tenant_id) as tenant:
+        async with database.for_tenant(command.tenant_id) as tenant:
             applied = await _apply_in_order(_Batch(command, fingerprints, message_id), tenant, todo)
             checkpoint = await tenant.checkpoint()
     else:
         checkpoint = (
-            cached_checkpoint if cached_checkpoint is not None else await ledger.read_checkpoint(command.tenant_id)
+            cached_checkpoint if cached_checkpoint is not None else await database.read_checkpoint(command.tenant_id)
         )
     results.update(applied.results)
     answer = SyncBatchApplied(
@@ -118,7 +118,7 @@ async def apply_sync_batch(
         results=_in_message_order([results[i] for i in range(len(ids))], unreadable or {}),
     )
     await cache.deliver(command.tenant_id, applied.fresh, checkpoint, command.reply_to, answer)
-    return BatchOutcome(answer, cache_hits=len(ids) - len(todo), ledger_hits=applied.ledger_hits)
+    return BatchOutcome(answer, cache_hits=len(ids) - len(todo), database_hits=applied.database_hits)
 
 
 def _in_message_order(results: list[ItemResult], unreadable: Mapping[int, ItemResult]) -> list[ItemResult]:
@@ -160,12 +160,12 @@ class _Batch:
 
 @dataclass(frozen=True, slots=True)
 class _Applied:
-    """What the ledger transaction decided: results by position, the results new to the cache (and
+    """What the tenant transaction decided: results by position, the results new to the cache (and
     those Postgres already held), and how many operations Postgres already knew."""
 
     results: dict[int, ItemResult] = field(default_factory=dict)
     fresh: dict[UUID, StoredResult] = field(default_factory=dict)
-    ledger_hits: int = 0
+    database_hits: int = 0
 
 
 @dataclass
@@ -212,26 +212,26 @@ class _OrderMatters(Exception):
     request order it may land (after its product's create), which only the slow path does."""
 
 
-async def _apply_in_order(batch: _Batch, tenant: TenantLedger, todo: list[int]) -> _Applied:
+async def _apply_in_order(batch: _Batch, tenant: TenantTransaction, todo: list[int]) -> _Applied:
     """Apply the operations at ``todo`` as if in order.
 
-    The usual path is set-based, under one savepoint for the whole batch. When the ledger refuses
+    The usual path is set-based, under one savepoint for the whole batch. When the database refuses
     one of its statements, that work is undone and the batch is applied item by item, each under a
     savepoint of its own, so that the refused operation is rejected alone.
     """
     stored = await tenant.stored_results([batch.command.operations[i].operation_id for i in todo])
     try:
-        async with tenant.operation():
+        async with tenant.savepoint():
             return await _apply_set_based(batch, tenant, todo, stored)
-    except LedgerRefused as exc:
-        log.info("the ledger refused a set-based statement; applying item by item", extra={"error": str(exc)})
+    except WriteRefused as exc:
+        log.info("the database refused a set-based statement; applying item by item", extra={"error": str(exc)})
     except _OrderMatters:
         log.info("an operation repeated in its batch may land on its second copy; applying item by item")
     return await _apply_one_by_one(batch, tenant, todo, stored)
 
 
 async def _apply_set_based(
-    batch: _Batch, tenant: TenantLedger, todo: list[int], stored: Mapping[UUID, StoredResult]
+    batch: _Batch, tenant: TenantTransaction, todo: list[int], stored: Mapping[UUID, StoredResult]
 ) -> _Applied:
     """All movements in one statement, then all product writes in one, then every result remembered
     in one: a fixed number of statements whatever the batch holds.
@@ -281,7 +281,7 @@ def _first_copies(batch: _Batch, todo: list[int], stored: Mapping[UUID, StoredRe
 
 
 async def _apply_one_by_one(
-    batch: _Batch, tenant: TenantLedger, todo: list[int], stored: Mapping[UUID, StoredResult]
+    batch: _Batch, tenant: TenantTransaction, todo: list[int], stored: Mapping[UUID, StoredResult]
 ) -> _Applied:
     """The slow path: each operation in order under a savepoint of its own."""
     answers = _Answers(batch, stored)
@@ -296,25 +296,27 @@ async def _apply_one_by_one(
     return answers.applied()
 
 
-async def _apply_one(batch: _Batch, tenant: TenantLedger, position: int) -> ItemResult:
+async def _apply_one(batch: _Batch, tenant: TenantTransaction, position: int) -> ItemResult:
     op, fingerprint = batch.command.operations[position], batch.fingerprints[position]
     try:
-        async with tenant.operation():
+        async with tenant.savepoint():
             result = result_for(op.operation_id, await _apply_operation(batch, tenant, position))
             if not result.retryable:
                 await tenant.remember(op, batch.message_id, result, fingerprint)
             return result
-    except LedgerRefused as exc:
+    except WriteRefused as exc:
         # Refused for good; the savepoint undid only this operation's work.
-        log.warning("operation refused by the ledger", extra={"operation_id": str(op.operation_id), "error": str(exc)})
-        result = ItemResult.rejected(op.operation_id, Code.VALIDATION_ERROR, f"refused by the ledger: {exc}")
-        async with tenant.operation():
+        log.warning(
+            "operation refused by the database", extra={"operation_id": str(op.operation_id), "error": str(exc)}
+        )
+        result = ItemResult.rejected(op.operation_id, Code.VALIDATION_ERROR, f"refused by the database: {exc}")
+        async with tenant.savepoint():
             await tenant.remember(op, batch.message_id, result, fingerprint)
         return result
 
 
-async def _apply_operation(batch: _Batch, tenant: TenantLedger, position: int) -> Effect:
-    """Carry out one operation's effect on the ledger."""
+async def _apply_operation(batch: _Batch, tenant: TenantTransaction, position: int) -> Effect:
+    """Carry out one operation's effect in the tenant transaction."""
     op = batch.command.operations[position]
     if isinstance(op, RecordStockMovement):
         return await tenant.record_movement(op, batch.occurred_at(op))

@@ -3,7 +3,7 @@
 This module holds the whole rule: which version a write carries (:meth:`Version.of_write`, with
 the clamping and the request-order tie break), the order versions follow (:class:`Version`,
 :func:`winning_fields`), and the SQL by which Postgres enforces it for a batch of product writes
-(:data:`WRITE_PRODUCTS_SQL`, which the ledger adapter runs as written). The database compares
+(:data:`WRITE_PRODUCTS_SQL`, which the database adapter runs as written). The database compares
 the encoded versions (``products.field_versions``) as text in the "C" collation, whose order
 :meth:`Version.encode` makes the version order; a property test holds the SQL and the Python
 rule to the same winners.

@@ -22,13 +22,13 @@ from stockzen_platform.logging import log_context
 from stockzen_sync_worker.config import WorkerSettings
 from stockzen_sync_worker.entrypoints.retry_policy import is_transient, retry_when
 from stockzen_sync_worker.metrics import WorkerMetrics
-from stockzen_sync_worker.ports import Ledger, ResultCache
+from stockzen_sync_worker.ports import InventoryDatabase, ResultCache
 from stockzen_sync_worker.services import BatchOutcome, ReadBatch, apply_sync_batch, read_batch
 
 log = logging.getLogger(__name__)
 
-OpenAdapters = Callable[[], Awaitable[tuple[Ledger, ResultCache]]]
-"""Returns the ledger and the result cache, opening them on first use (on dramatiq's event loop)."""
+OpenAdapters = Callable[[], Awaitable[tuple[InventoryDatabase, ResultCache]]]
+"""Returns the inventory database and the result cache, opening them on first use (on dramatiq's event loop)."""
 
 SyncBatchActor = dramatiq.Actor[[dict[str, Any]], None]
 
@@ -62,8 +62,10 @@ class SyncBatchHandler:
                 log.warning("refusing operations the worker cannot read", extra={"positions": sorted(read.unreadable)})
             started = time.perf_counter()
             try:
-                ledger, cache = await self._adapters()
-                outcome = await apply_sync_batch(command, current.message_id, ledger, cache, unreadable=read.unreadable)
+                database, cache = await self._adapters()
+                outcome = await apply_sync_batch(
+                    command, current.message_id, database, cache, unreadable=read.unreadable
+                )
             except Exception as exc:
                 self._count_failure(exc)
                 raise
@@ -87,7 +89,7 @@ class SyncBatchHandler:
     def _count(self, read: ReadBatch, outcome: BatchOutcome) -> None:
         metrics = self._metrics
         metrics.dedupe_hits.labels("redis").inc(outcome.cache_hits)
-        metrics.dedupe_hits.labels("postgres").inc(outcome.ledger_hits)
+        metrics.dedupe_hits.labels("postgres").inc(outcome.database_hits)
         results = [r for i, r in enumerate(outcome.applied.results) if i not in read.unreadable]
         metrics.operations.labels("invalid", "invalid", ItemStatus.REJECTED.value, Code.VALIDATION_ERROR.value).inc(
             len(read.unreadable)

@@ -28,7 +28,7 @@ from stockzen_sync_worker.domain.outcomes import (
     StoredResult,
     UnknownProduct,
 )
-from stockzen_sync_worker.ports import LedgerRefused, MovementToRecord, ProductDecision, ProductWrite
+from stockzen_sync_worker.ports import MovementToRecord, ProductDecision, ProductWrite, WriteRefused
 
 MAX_NAME = 200  # the database's CHECK constraints, which a real ledger enforces
 MAX_REASON = 500
@@ -43,7 +43,7 @@ class TenantData:
     applied: dict[UUID, StoredResult] = field(default_factory=dict)
 
 
-class MemoryTenantLedger:
+class MemoryTenantTransaction:
     """One tenant's 'transaction' over a copy of its data, swapped in on commit."""
 
     def __init__(self, data: TenantData, purges: list[int]) -> None:
@@ -54,7 +54,7 @@ class MemoryTenantLedger:
         return {op: self.data.applied[op] for op in operation_ids if op in self.data.applied}
 
     @asynccontextmanager
-    async def operation(self) -> AsyncIterator[None]:
+    async def savepoint(self) -> AsyncIterator[None]:
         saved = copy.deepcopy(self.data)
         try:
             yield
@@ -83,7 +83,7 @@ class MemoryTenantLedger:
         self, product_id: UUID, changes: dict[str, Any], version: Version, *, create: bool
     ) -> Effect:
         if len(changes.get("name") or "") > MAX_NAME:
-            raise LedgerRefused("value too long for name")
+            raise WriteRefused("value too long for name")
         row = self.data.products.get(product_id)
         if row is None:
             if not create:
@@ -129,7 +129,7 @@ class MemoryTenantLedger:
     async def record_movement(self, operation: RecordStockMovement, occurred_at: datetime) -> Effect:
         payload = operation.payload
         if len(payload.reason or "") > MAX_REASON:
-            raise LedgerRefused("value too long for reason")
+            raise WriteRefused("value too long for reason")
         product = self.data.products.get(payload.product_id)
         if operation.entity_id in self.data.movements:
             return RefusedByRule(f"stock movement {operation.entity_id} was already recorded by another operation")
@@ -192,7 +192,7 @@ class MemoryTenantLedger:
         return self.data.checkpoint
 
 
-class MemoryLedger:
+class MemoryInventoryDatabase:
     """Tenants' data in dicts; a transaction works on a copy and commits by swapping it in."""
 
     def __init__(self) -> None:
@@ -201,10 +201,10 @@ class MemoryLedger:
         self.purges: list[int] = []
 
     @asynccontextmanager
-    async def for_tenant(self, tenant_id: UUID) -> AsyncIterator[MemoryTenantLedger]:
+    async def for_tenant(self, tenant_id: UUID) -> AsyncIterator[MemoryTenantTransaction]:
         self.transactions += 1
         working = copy.deepcopy(self.tenants.get(tenant_id, TenantData()))
-        yield MemoryTenantLedger(working, self.purges)
+        yield MemoryTenantTransaction(working, self.purges)
         self.tenants[tenant_id] = working
 
     async def read_checkpoint(self, tenant_id: UUID) -> int:

@@ -1,4 +1,4 @@
-"""The inventory ledger in Postgres, as the worker writes it.
+"""The inventory database in Postgres, as the worker writes it (products, the stock ledger, applied operations).
 
 Every statement runs in a tenant-scoped transaction under row-level security. The transaction
 first takes the tenant's row in ``tenants`` (creating the tenant on first use): that lock orders
@@ -33,11 +33,11 @@ from stockzen_sync_worker.domain.outcomes import (
     UnknownProduct,
 )
 from stockzen_sync_worker.ports import (
-    LedgerRefused,
     MovementToRecord,
     ProductDecision,
     ProductWrite,
     ProductWriteKind,
+    WriteRefused,
 )
 
 _RECORD_MOVEMENT = """
@@ -134,8 +134,8 @@ def _movement_state(row: asyncpg.Record) -> StockMovementState:
     return StockMovementState.model_validate(data)
 
 
-class PostgresTenantLedger:
-    """One tenant's open transaction (see :class:`~stockzen_sync_worker.ports.TenantLedger`)."""
+class PostgresTenantTransaction:
+    """One tenant's open transaction (see :class:`~stockzen_sync_worker.ports.TenantTransaction`)."""
 
     def __init__(self, connection: PooledConnection, tenant_id: UUID, tombstone_retention: timedelta) -> None:
         self._db = connection
@@ -155,12 +155,12 @@ class PostgresTenantLedger:
         }
 
     @asynccontextmanager
-    async def operation(self) -> AsyncIterator[None]:
+    async def savepoint(self) -> AsyncIterator[None]:
         try:
             async with self._db.transaction():  # nested: a savepoint
                 yield
         except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
-            raise LedgerRefused(exc.args[0] if exc.args else type(exc).__name__) from exc
+            raise WriteRefused(exc.args[0] if exc.args else type(exc).__name__) from exc
 
     async def write_products(self, writes: Sequence[ProductWrite]) -> list[Effect]:
         if not writes:
@@ -291,7 +291,7 @@ class PostgresTenantLedger:
         return value
 
 
-class PostgresLedger:
+class PostgresInventoryDatabase:
     """Opens tenant transactions on the pool (see :class:`~stockzen_sync_worker.ports.Ledger`)."""
 
     def __init__(self, pool: asyncpg.Pool, *, tombstone_retention: timedelta) -> None:
@@ -299,7 +299,7 @@ class PostgresLedger:
         self._retention = tombstone_retention
 
     @asynccontextmanager
-    async def for_tenant(self, tenant_id: UUID) -> AsyncIterator[PostgresTenantLedger]:
+    async def for_tenant(self, tenant_id: UUID) -> AsyncIterator[PostgresTenantTransaction]:
         async with tenant_transaction(self._pool, tenant_id) as connection:
             # Provision the tenant on first use and take its counter row until commit.
             await connection.execute(
@@ -307,7 +307,7 @@ class PostgresLedger:
                 "ON CONFLICT (tenant_id) DO UPDATE SET last_checkpoint = tenants.last_checkpoint",
                 tenant_id,
             )
-            yield PostgresTenantLedger(connection, tenant_id, self._retention)
+            yield PostgresTenantTransaction(connection, tenant_id, self._retention)
 
     async def read_checkpoint(self, tenant_id: UUID) -> int:
         async with tenant_transaction(self._pool, tenant_id, readonly=True) as connection:

@@ -12,8 +12,6 @@ import asyncio
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,12 +27,10 @@ from stockzen_contracts import (
     InvalidOperation,
     ItemResult,
     Operation,
-    RecordStockMovement,
     SyncResponse,
     parse_operation,
 )
 from stockzen_contracts.payloads import StockMovementState
-from stockzen_sync_worker.domain.outcomes import Effect, MovementRecorded
 from stockzen_sync_worker.services import apply_sync_batch
 from tests.support.memory_inventory import (
     MemoryInventoryDatabase,
@@ -44,23 +40,6 @@ from tests.support.memory_inventory import (
 )
 
 SERVER_URL = "http://stockzen.test"
-
-
-class FeedTenantTransaction(MemoryTenantTransaction):
-    """The in-memory ledger, also keeping each recorded movement for the change feed."""
-
-    async def record_movement(self, operation: RecordStockMovement, occurred_at: datetime) -> Effect:
-        effect = await super().record_movement(operation, occurred_at)
-        if isinstance(effect, MovementRecorded):
-            self.data.movements[operation.entity_id]["state"] = effect.state
-        return effect
-
-
-class FeedInventoryDatabase(MemoryInventoryDatabase):
-    @asynccontextmanager
-    async def for_tenant(self, tenant_id: UUID) -> AsyncIterator[MemoryTenantTransaction]:
-        async with super().for_tenant(tenant_id) as tenant:
-            yield FeedTenantTransaction(tenant.data, self.purges)
 
 
 @dataclass
@@ -81,7 +60,7 @@ class FakeGateway:
     requests: list[tuple[str, str]] = field(default_factory=list)  # (device, path), reachable or not
     streams: list[FakeStream] = field(default_factory=list)
     stream_failures: list[httpx.Response] = field(default_factory=list)
-    database: FeedInventoryDatabase = field(default_factory=FeedInventoryDatabase)
+    database: MemoryInventoryDatabase = field(default_factory=MemoryInventoryDatabase)
     cache: MemoryResultCache = field(default_factory=MemoryResultCache)
 
     def transport(self, device: str = "device") -> httpx.MockTransport:

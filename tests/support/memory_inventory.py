@@ -147,10 +147,10 @@ class MemoryTenantTransaction:
             occurred_at=occurred_at,
             checkpoint=str(checkpoint),
         )
-        self.data.movements[operation.entity_id] = {"operation_id": operation.operation_id}
+        self.data.movements[operation.entity_id] = {"operation_id": operation.operation_id, "state": state}
         sign = 1 if payload.kind.value == "entry" else -1
         self.data.levels[payload.product_id] = self.data.levels.get(payload.product_id, 0) + sign * payload.quantity
-        return MovementRecorded(state)
+        return MovementRecorded(checkpoint)
 
     async def record_movements(self, movements: Sequence[MovementToRecord]) -> list[Effect]:
         effects: list[Effect] = []

@@ -18,7 +18,6 @@ from uuid import UUID
 import asyncpg
 
 from stockzen_contracts import ItemResult, Operation, ProductState, RecordStockMovement
-from stockzen_contracts.payloads import StockMovementState
 from stockzen_platform.postgres import PooledConnection, tenant_transaction
 from stockzen_sync_worker.domain.lww import WRITE_PRODUCTS_SQL, Version
 from stockzen_sync_worker.domain.outcomes import (
@@ -48,7 +47,7 @@ _RECORD_MOVEMENT = """
       -- a taken id is left out before it takes a checkpoint (the conflict clause would come after)
       AND NOT EXISTS (SELECT 1 FROM stock_movements WHERE tenant_id = $1 AND id = $2)
     ON CONFLICT (tenant_id, id) DO NOTHING
-    RETURNING id, product_id, kind, quantity, reason, occurred_at, checkpoint
+    RETURNING checkpoint
 """
 # Movements in one statement: those whose product is live (as the batch found it, changed by
 # what the creates and deletes before each movement in its request decided, see MovementToRecord) and whose id is new are inserted with
@@ -83,7 +82,7 @@ _RECORD_MOVEMENTS = """
         (tenant_id, id, operation_id, product_id, kind, quantity, reason, occurred_at, checkpoint)
     SELECT $1, a.id, a.operation_id, a.product_id, a.kind, a.quantity, a.reason, a.occurred_at, reserved.base + a.n
     FROM accepted AS a, reserved
-    RETURNING id, operation_id, product_id, kind, quantity, reason, occurred_at, checkpoint
+    RETURNING operation_id, checkpoint
 """
 _REMEMBER_ALL = """
     INSERT INTO applied_operations (tenant_id, operation_id, message_id, entity_type, entity_id, result, fingerprint)
@@ -125,13 +124,6 @@ def _product_state(row: asyncpg.Record) -> ProductState:
 
 def _id_taken(operation: RecordStockMovement) -> Effect:
     return RefusedByRule(f"stock movement {operation.entity_id} was already recorded by another operation")
-
-
-def _movement_state(row: asyncpg.Record) -> StockMovementState:
-    data = dict(row)
-    data.pop("operation_id", None)
-    data["checkpoint"] = str(data["checkpoint"])
-    return StockMovementState.model_validate(data)
 
 
 class PostgresTenantTransaction:
@@ -190,7 +182,7 @@ class PostgresTenantTransaction:
 
     async def record_movement(self, operation: RecordStockMovement, occurred_at: datetime) -> Effect:
         movement = operation.payload
-        row = await self._db.fetchrow(
+        checkpoint = await self._db.fetchval(
             _RECORD_MOVEMENT,
             self._tenant,
             operation.entity_id,
@@ -201,8 +193,8 @@ class PostgresTenantTransaction:
             movement.reason,
             occurred_at,
         )
-        if row is not None:
-            return MovementRecorded(_movement_state(row))
+        if checkpoint is not None:
+            return MovementRecorded(checkpoint)
         return await self._not_recorded(operation)
 
     async def _not_recorded(
@@ -240,15 +232,15 @@ class PostgresTenantTransaction:
             [m.occurred_at for m in movements],
             [m.after for m in movements],
         )
-        recorded = {row["operation_id"]: _movement_state(row) for row in rows}
+        recorded: dict[UUID, int] = {row["operation_id"]: row["checkpoint"] for row in rows}
         # Where each movement id taken by this statement was taken, to explain the others in order.
         taken_at = {m.operation.entity_id: i for i, m in enumerate(movements) if m.operation.operation_id in recorded}
         effects: list[Effect] = []
         for i, m in enumerate(movements):
-            state = recorded.get(m.operation.operation_id)
+            checkpoint = recorded.get(m.operation.operation_id)
             taken = taken_at.get(m.operation.entity_id)
-            if state is not None:
-                effects.append(MovementRecorded(state))
+            if checkpoint is not None:
+                effects.append(MovementRecorded(checkpoint))
             elif taken is not None and taken < i:
                 effects.append(_id_taken(m.operation))
             else:

@@ -9,7 +9,6 @@ from pydantic.alias_generators import to_camel
 
 from stockzen_contracts import Code, ItemResult, ItemStatus, ProductState
 from stockzen_contracts.fingerprints import operation_fingerprint as operation_fingerprint  # defined once, there
-from stockzen_contracts.payloads import StockMovementState
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +46,10 @@ class ProductDeleted:
 
 @dataclass(frozen=True, slots=True)
 class MovementRecorded:
-    """The movement is in the ledger."""
+    """The movement is in the ledger, at ``checkpoint`` (its answer needs no more: clients have the
+    movement they sent, and the feed carries it to the others)."""
 
-    state: StockMovementState
+    checkpoint: int
 
 
 @dataclass(frozen=True, slots=True)

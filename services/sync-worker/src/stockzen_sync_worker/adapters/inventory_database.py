@@ -84,6 +84,19 @@ _RECORD_MOVEMENTS = """
     FROM accepted AS a, reserved
     RETURNING operation_id, checkpoint
 """
+# One primary-key lookup per operation id. The plain ``tenant_id = $1 AND operation_id = ANY($2)``
+# let the planner, which estimates a tenant newer than its statistics at a handful of rows, scan all
+# of the tenant's records and filter them: a cost that grew with every batch the tenant had sent.
+# ``LIMIT 1`` keeps the lateral lookup from being flattened into a join it could plan the same way.
+STORED_RESULTS_SQL = """
+    SELECT a.operation_id, a.message_id, a.result, a.fingerprint
+    FROM unnest($2::uuid[]) AS wanted (operation_id)
+    CROSS JOIN LATERAL (
+        SELECT operation_id, message_id, result, fingerprint FROM applied_operations
+        WHERE tenant_id = $1 AND operation_id = wanted.operation_id
+        LIMIT 1
+    ) AS a
+"""
 _REMEMBER_ALL = """
     INSERT INTO applied_operations (tenant_id, operation_id, message_id, entity_type, entity_id, result, fingerprint)
     SELECT $1, operation_id, $2, entity_type, entity_id, result::jsonb, fingerprint
@@ -136,8 +149,7 @@ class PostgresTenantTransaction:
 
     async def stored_results(self, operation_ids: Sequence[UUID]) -> dict[UUID, StoredResult]:
         rows = await self._db.fetch(
-            "SELECT operation_id, message_id, result, fingerprint FROM applied_operations "
-            "WHERE tenant_id = $1 AND operation_id = ANY($2::uuid[])",
+            STORED_RESULTS_SQL,
             self._tenant,
             list(operation_ids),
         )

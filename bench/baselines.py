@@ -157,20 +157,27 @@ async def raw_inserts(admin_url: str, batch: int, concurrency: int, seconds: flo
 
 
 async def in_process_apply(
-    app_url: str, batch: int, concurrency: int, seconds: float, *, products_per_tenant: int = 20
+    app_url: str,
+    batch: int,
+    concurrency: int,
+    seconds: float,
+    *,
+    products_per_tenant: int = 20,
+    tenants: Sequence[uuid.UUID] = (),
 ) -> Rate:
     """Operations per second through the worker's own ``read_batch`` and ``apply_sync_batch`` on the
     app role, no Redis.
 
     The messages, as the gateway publishes them, are made before the clock starts (enough for three
     times the rate of a short warm-up that makes them on the fly): making them is the devices' and
-    the gateway's work, not the worker's.
+    the gateway's work, not the worker's. The devices write to ``tenants`` (new ones if not given,
+    one per connection).
     """
     pool = await create_pool(app_url, max_size=concurrency + 1)
     database = PostgresInventoryDatabase(pool, tombstone_retention=timedelta(days=30))
     cache = NoResultCache()
     try:
-        devices = await _prepared_devices(database, cache, concurrency, products_per_tenant)
+        devices = await _prepared_devices(database, cache, concurrency, products_per_tenant, tenants)
 
         def steps(messages: Iterator[dict[str, Any]]) -> Iterator[Step]:
             for message in messages:
@@ -195,11 +202,15 @@ async def in_process_apply(
 
 
 async def _prepared_devices(
-    database: PostgresInventoryDatabase, cache: NoResultCache, count: int, products_per_tenant: int
+    database: PostgresInventoryDatabase,
+    cache: NoResultCache,
+    count: int,
+    products_per_tenant: int,
+    tenants: Sequence[uuid.UUID],
 ) -> list[Device]:
     devices = []
     for index in range(count):
-        tenant = uuid.uuid4()
+        tenant = tenants[index % len(tenants)] if tenants else uuid.uuid4()
         products = [uuid.uuid4() for _ in range(products_per_tenant)]
         message = batch_message(tenant, [create_product(tenant, p, name=f"bench {p.hex[:6]}") for p in products])
         read = read_batch(RawSyncBatch.model_validate(message))
@@ -208,11 +219,12 @@ async def _prepared_devices(
     return devices
 
 
-async def seed_ledger(admin_url: str, movements: int, tenants: int = 4) -> None:
-    """Fill the ledger with ``movements`` stock movements over ``tenants`` new tenants of 20 products
-    each, fast: one ``generate_series`` insert per table as the superuser, with row triggers off for
-    this transaction only (the stock levels are then written in one statement from the movements)."""
-    ids = [uuid.uuid4() for _ in range(tenants)]
+async def seed_ledger(admin_url: str, movements: int, ids: Sequence[uuid.UUID]) -> None:
+    """Give the new tenants ``ids`` a history of ``movements`` stock movements over 20 products each,
+    with the applied-operation record the worker keeps for each, fast: one ``generate_series`` insert
+    per table as the superuser, with row triggers off for this transaction only (the stock levels
+    are then written in one statement from the movements)."""
+    tenants = len(ids)
     per_product = max(1, movements // tenants // 20)
     connection = await asyncpg.connect(admin_url)
     try:
@@ -244,12 +256,19 @@ async def seed_ledger(admin_url: str, movements: int, tenants: int = 4) -> None:
                 per_product,
             )
             await connection.execute(
+                "INSERT INTO applied_operations (tenant_id, operation_id, message_id, entity_type, entity_id, result) "
+                "SELECT tenant_id, operation_id, 'seeded', 'stockMovement', id, "
+                "jsonb_build_object('operationId', operation_id, 'status', 'applied') "
+                "FROM stock_movements WHERE tenant_id = ANY($1::uuid[])",
+                ids,
+            )
+            await connection.execute(
                 "INSERT INTO stock_levels (tenant_id, product_id, quantity, movement_count, updated_checkpoint) "
                 "SELECT tenant_id, product_id, sum(quantity), count(*), max(checkpoint) FROM stock_movements "
                 "WHERE tenant_id = ANY($1::uuid[]) GROUP BY tenant_id, product_id",
                 ids,
             )
-        await connection.execute("ANALYZE stock_movements")
+        await connection.execute("ANALYZE stock_movements, applied_operations")
     finally:
         await connection.close()
 

@@ -51,6 +51,8 @@ async def _read_products(error: Exception) -> httpx.Response:
         asyncpg.InterfaceError("connection is closed"),
         asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
         ConnectionRefusedError(111, "Connection refused"),
+        # What the commit raised once Postgres had terminated the connection mid-command.
+        asyncpg.exceptions.InternalClientError("cannot switch to state 15; another operation (2) is in progress"),
     ],
 )
 async def test_a_connection_lost_under_a_read_answers_503(error: Exception) -> None:

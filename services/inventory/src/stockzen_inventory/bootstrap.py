@@ -76,6 +76,15 @@ def _answer_database_outages(app: FastAPI) -> None:
             return await unavailable(request, exc)
         raise exc
 
+    async def cut_mid_command(request: Request, exc: Exception) -> JSONResponse:
+        # Postgres terminating a connection in the middle of a command can leave asyncpg's protocol
+        # half-way, and the commit on the way out then fails with "cannot switch to state ...;
+        # another operation is in progress" (seen when Postgres shuts down under reads). Every route
+        # here only reads, so answering 503 lets the client retry safely; the message is logged.
+        log.warning("database connection left mid-command", extra={"error": str(exc)})
+        return await unavailable(request, exc)
+
     for error in _DATABASE_UNAVAILABLE:
         app.add_exception_handler(error, unavailable)
     app.add_exception_handler(asyncpg.InterfaceError, closed_under_us)
+    app.add_exception_handler(asyncpg.exceptions.InternalClientError, cut_mid_command)

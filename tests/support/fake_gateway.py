@@ -45,7 +45,8 @@ SERVER_URL = "http://stockzen.test"
 @dataclass
 class FakeGateway:
     """One tenant's server. ``reachable[device]`` cuts a device off; ``failures`` scripts whole-request
-    answers (e.g. 503); ``pending_rate`` holds that share of batches back (202, applied later)."""
+    answers (e.g. 503); ``pending_rate`` holds that share of batches back (202, applied later);
+    ``accepted_token``, when set, is the only bearer token it takes (any other gets 401, as an expired one)."""
 
     tenant_id: UUID
     rng: random.Random = field(default_factory=lambda: random.Random(0))
@@ -62,6 +63,8 @@ class FakeGateway:
     stream_failures: list[httpx.Response] = field(default_factory=list)
     database: MemoryInventoryDatabase = field(default_factory=MemoryInventoryDatabase)
     cache: MemoryResultCache = field(default_factory=MemoryResultCache)
+    accepted_token: str | None = None
+    tokens_seen: list[str] = field(default_factory=list)  # the bearer token of each request after /healthz
 
     def transport(self, device: str = "device") -> httpx.MockTransport:
         """The transport a device's client talks through."""
@@ -78,6 +81,10 @@ class FakeGateway:
     async def handle(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/healthz":
             return httpx.Response(200, json={"status": "ok"})
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        self.tokens_seen.append(token)
+        if self.accepted_token is not None and token != self.accepted_token:
+            return _error(401, Code.UNAUTHORIZED, "the bearer token is invalid or expired")
         if request.url.path == "/api/sync/stream":  # before ``failures``, which script pushes and pulls
             return self._stream()
         if self.failures:

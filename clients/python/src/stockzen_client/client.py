@@ -18,7 +18,7 @@ from stockzen_client.domain.backoff import Backoff
 from stockzen_client.domain.status import SyncStatus
 from stockzen_client.domain.view import LocalMovement, LocalProduct
 from stockzen_client.engine import EngineSettings, Progress, SyncEngine
-from stockzen_client.profile import Profile
+from stockzen_client.profile import Profile, ProfileToken
 from stockzen_contracts import (
     EntityType,
     InvalidOperation,
@@ -52,9 +52,16 @@ class StockzenClient:
         profile.directory.mkdir(parents=True, exist_ok=True)
         self.profile = profile
         self.store = LocalStore(profile.database, clock=clock)
-        self.api = GatewayApi(profile.server_url, profile.token, transport=transport)
+        self.token = ProfileToken(profile)  # a new `stockzen login` for the same user is used without a restart
+        self.api = GatewayApi(profile.server_url, self.token, transport=transport)
         self.engine = SyncEngine(
-            self.store, self.api, lock_path=profile.lock_file, backoff=backoff, settings=settings, clock=clock
+            self.store,
+            self.api,
+            lock_path=profile.lock_file,
+            backoff=backoff,
+            settings=settings,
+            clock=clock,
+            warning=self.token.problem,
         )
 
     async def aclose(self) -> None:

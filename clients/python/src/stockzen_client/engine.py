@@ -77,7 +77,10 @@ class SyncEngine:
         backoff: Backoff | None = None,
         settings: EngineSettings | None = None,
         clock: Callable[[], float] = time.time,
+        warning: Callable[[], str | None] = lambda: None,
     ) -> None:
+        """``warning`` says what the status must show whatever the syncs do (a login the engine will
+        not follow, say); the status is ``error`` while it says something."""
         self.store = store
         self.api = api
         self.backoff = backoff or Backoff()
@@ -91,6 +94,8 @@ class SyncEngine:
         self._last_synced_at = datetime.fromisoformat(synced) if synced else None
         self._uploading = self._downloading = False
         self._failures = 0
+        self._successes = 0
+        self._warning = warning
         self.hub = StatusHub(self._compose())
 
     @property
@@ -119,7 +124,9 @@ class SyncEngine:
         stopping = asyncio.create_task(_relay(stop, loop.wake))  # ``stop`` ends the loop's rest at once
         try:
             while not stop.is_set():
-                await self._turn(loop)
+                synced = await self._turn(loop)
+                if live is not None and synced:
+                    live.resume()  # a stream refused for its token may open again: the token now works
                 if live is not None and not stop.is_set():
                     await live.follow(online=self._state is not SyncState.OFFLINE)
                 with contextlib.suppress(TimeoutError):
@@ -131,14 +138,17 @@ class SyncEngine:
             if live is not None:
                 await live.close()
 
-    async def _turn(self, loop: _LoopMarks) -> None:
-        if await self._due(loop):
-            # Cleared before the sync begins: an announcement that comes during it makes another due.
-            loop.head, loop.poked = self.store.outbox_head(), False
-            await self._sync_in_loop()
-            loop.next_sync = time.monotonic() + self._pause_after()
-        else:
+    async def _turn(self, loop: _LoopMarks) -> bool:
+        """One look at the loop's marks, and a sync if one is due; whether a sync reached the server."""
+        if not await self._due(loop):
             self.refresh()  # counts change when another process queues a change while offline
+            return False
+        # Cleared before the sync begins: an announcement that comes during it makes another due.
+        loop.head, loop.poked = self.store.outbox_head(), False
+        successes = self._successes
+        await self._sync_in_loop()
+        loop.next_sync = time.monotonic() + self._pause_after()
+        return self._successes > successes
 
     async def _due(self, loop: _LoopMarks) -> bool:
         now = time.monotonic()
@@ -262,25 +272,27 @@ class SyncEngine:
         self._failures += 1
         self._last_error = error
         self._set(state)
-        self.store.save_status(state, error, None)
+        self.store.save_status(self.status.state, self.status.last_error, None)
 
     def _succeeded(self) -> None:
         self._failures = 0
+        self._successes += 1
         queued = self.store.counts()[0]
         state = settled_state(queued=queued, stuck=self.store.max_attempts() >= self.settings.stuck_after)
         self._last_synced_at = datetime.now(UTC)
         self._last_error = None if queued == 0 else self.store.last_queued_error()
         self._set(state)
-        self.store.save_status(state, self._last_error, self._last_synced_at)
+        self.store.save_status(self.status.state, self.status.last_error, self._last_synced_at)
 
     def _compose(self) -> SyncStatus:
         queued, failed, _ = self.store.counts()
+        warning = self._warning()
         return SyncStatus(
-            state=self._state,
+            state=SyncState.ERROR if warning else self._state,
             queued=queued,
             failed=failed,
             last_synced_at=self._last_synced_at,
-            last_error=self._last_error,
+            last_error=warning or self._last_error,
             uploading=self._uploading,
             downloading=self._downloading,
             notices=tuple(self.store.notices()),

@@ -24,7 +24,8 @@ the tenant's changes committed."""
 
 class LiveUpdates:
     """One task that reads the stream, reconnecting with the engine's backoff, and calls ``poke`` on
-    ``ready`` and ``checkpoint``. A refused token (401) ends the tries until the engine runs again."""
+    ``ready`` and ``checkpoint``. A refused token (401) ends the tries until :meth:`resume` (the engine
+    calls it when a sync gets through again, with a new login's token)."""
 
     def __init__(self, api: GatewayApi, backoff: Backoff, poke: Callable[[], None]) -> None:
         self._api = api
@@ -33,6 +34,7 @@ class LiveUpdates:
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
         self.refused = False
+        self._resumed = False
 
     @property
     def listening(self) -> bool:
@@ -47,6 +49,11 @@ class LiveUpdates:
         elif not self.listening and not self.refused:
             self._task = asyncio.create_task(self._listen(), name="stockzen-live-updates")
 
+    def resume(self) -> None:
+        """Let a stream refused for its token open again (at the next :meth:`follow`)."""
+        if self.refused:
+            self.refused, self._resumed = False, True
+
     async def close(self) -> None:
         """Close the stream and wait for its task to end."""
         task, self._task = self._task, None
@@ -55,13 +62,17 @@ class LiveUpdates:
             await asyncio.wait({task})
 
     async def _listen(self) -> None:
+        if self._resumed:  # after a refusal, wait as after a failure: a token the stream refuses again
+            self._resumed = False  # (while syncs get through) must not make a tight loop of 401s
+            await asyncio.sleep(self._backoff.delay(self._failures))
         while True:
             retry_after = 0.0
             try:
                 await self._read()
             except Unauthorized:
                 self.refused = True
-                log.info("the live stream refused the token; no more tries until the engine restarts")
+                self._failures += 1
+                log.info("the live stream refused the token; no more tries until a sync gets through")
                 self._poke()  # the sync meets the same 401, and the status says to log in again
                 return
             except ApiFailure as exc:  # cut off, or a failing server: the periodic sync covers the gap

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,8 @@ import jwt
 import platformdirs
 
 DEFAULT_PROFILE = "default"
+
+log = logging.getLogger(__name__)
 
 
 class ProfileError(Exception):
@@ -40,6 +43,11 @@ class Profile:
         return self.directory / "store.sqlite3"
 
     @property
+    def file(self) -> Path:
+        """The profile's saved server and token (``profile.json``)."""
+        return self.directory / "profile.json"
+
+    @property
     def lock_file(self) -> Path:
         """The file whose lock makes syncs single-flight across processes."""
         return self.directory / "sync.lock"
@@ -59,7 +67,7 @@ class Profile:
     def save(self) -> None:
         """Write the profile, readable by its owner only (it holds a token)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / "profile.json"
+        path = self.file
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.fchmod(fd, 0o600)  # also when an older file was readable by others
         with os.fdopen(fd, "w") as file:
@@ -76,6 +84,57 @@ class Profile:
         except ValueError:
             raise ProfileError(f"the profile file {path} is damaged: log in again") from None
         return cls.create(directory, saved["serverUrl"], saved["token"])
+
+
+class ProfileToken:
+    """The token a running client sends: the profile's, re-read when ``profile.json`` changes (a
+    ``stockzen login`` in another terminal), so a new login is used from the next request on.
+
+    A new token is taken only if it names the tenant and user the profile's local data belongs to: the
+    queued changes of this database must never go to another tenant. Otherwise the old token stays and
+    :meth:`problem` says why.
+    """
+
+    def __init__(self, profile: Profile) -> None:
+        self._profile = profile
+        self._token = profile.token
+        self._seen = self._signature()
+        self._problem: str | None = None
+
+    def __call__(self) -> str:
+        """The token to send now (a stat of the file; it is read again only when it changed)."""
+        signature = self._signature()
+        if signature != self._seen:
+            self._seen = signature
+            self._reread()
+        return self._token
+
+    def problem(self) -> str | None:
+        """Why the profile's newest token is not used, if it is not."""
+        return self._problem
+
+    def _signature(self) -> tuple[int, int] | None:
+        try:
+            stat = self._profile.file.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def _reread(self) -> None:
+        try:
+            saved = Profile.load(self._profile.directory)
+        except (ProfileError, KeyError, TypeError):  # missing, half written or damaged: keep the token we have
+            return
+        if (saved.tenant_id, saved.user_id) != (self._profile.tenant_id, self._profile.user_id):
+            self._problem = (
+                "the profile now names another tenant or user than this device's data; "
+                "still using the previous token: restart to switch"
+            )
+            log.warning("the profile's new token names another tenant or user; it is not used until a restart")
+            return
+        if saved.token != self._token:
+            log.info("the profile's token changed; the next request uses the new one")
+        self._token, self._problem = saved.token, None
 
 
 def profile_directory(name: str = DEFAULT_PROFILE) -> Path:

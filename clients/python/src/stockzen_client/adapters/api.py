@@ -7,7 +7,7 @@ Every failure becomes one of a few exceptions the engine can act on; the transpo
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -18,6 +18,21 @@ from stockzen_client.adapters.sse import ServerSentEvent, server_sent_events
 from stockzen_contracts import FEED_PAGE_MAX, ChangeFeedPage, Code, SyncResponse
 
 _Answer = TypeVar("_Answer", SyncResponse, ChangeFeedPage)
+
+TokenProvider = Callable[[], str]
+"""Returns the bearer token to send now; called before every request, so a new login is used at once."""
+
+
+class BearerToken(httpx.Auth):
+    """Signs each request with the provider's current token (never logged, never in a URL)."""
+
+    def __init__(self, token: TokenProvider) -> None:
+        self._token = token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """Set ``Authorization`` from the provider, once per request (streams included)."""
+        request.headers["Authorization"] = f"Bearer {self._token()}"
+        yield request
 
 
 class ApiFailure(Exception):
@@ -63,12 +78,15 @@ class PushAnswer:
 
 
 class GatewayApi:
-    """An ``httpx.AsyncClient`` on the gateway, signed in with the profile's token."""
+    """An ``httpx.AsyncClient`` on the gateway, signed in with the profile's token.
+
+    ``token`` is the token itself or a provider of the current one (asked before every request).
+    """
 
     def __init__(
         self,
         server_url: str,
-        token: str,
+        token: str | TokenProvider,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 15.0,
@@ -77,9 +95,11 @@ class GatewayApi:
         # The gateway sends a heartbeat every 15 s by default: a stream silent for much longer than
         # that is a dead connection (a half-open socket never ends by itself).
         self._stream_timeout = httpx.Timeout(timeout, read=stream_silence)
+        provider = token if callable(token) else _fixed(token)
         self._http = httpx.AsyncClient(
             base_url=server_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {token}", "User-Agent": "stockzen-client/0.1"},
+            auth=BearerToken(provider),
+            headers={"User-Agent": "stockzen-client/0.1"},
             transport=transport,
             timeout=timeout,
         )
@@ -149,6 +169,10 @@ class GatewayApi:
             raise Unreachable(f"cannot reach the server at {self._http.base_url} ({type(exc).__name__})") from exc
         except httpx.RequestError as exc:  # an answer came, but not one httpx could read
             raise ServerFailing(f"the server's answer could not be read ({type(exc).__name__})") from exc
+
+
+def _fixed(token: str) -> TokenProvider:
+    return lambda: token
 
 
 def _parse(model: type[_Answer], response: httpx.Response, what: str) -> _Answer:

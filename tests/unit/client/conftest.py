@@ -30,9 +30,9 @@ class Clock:
         self.now += seconds
 
 
-def device_token(tenant_id: uuid.UUID, user: str = "user-1") -> str:
+def device_token(tenant_id: uuid.UUID, user: str = "user-1", expires: int = 4_000_000_000) -> str:
     """A token naming the tenant (the fake server does not check signatures)."""
-    return jwt.encode({"tenant_id": str(tenant_id), "sub": user, "exp": 4_000_000_000}, "k" * 32, algorithm="HS256")
+    return jwt.encode({"tenant_id": str(tenant_id), "sub": user, "exp": expires}, "k" * 32, algorithm="HS256")
 
 
 @pytest.fixture

@@ -65,13 +65,18 @@ class Profile:
         return cls(directory, server_url.rstrip("/"), token, tenant_id, user_id)
 
     def save(self) -> None:
-        """Write the profile, readable by its owner only (it holds a token)."""
+        """Write the profile, readable by its owner only (it holds a token).
+
+        The file is replaced whole (a new file, renamed over the old): a running client that re-reads
+        it never sees half of it, and notices the change even within the file system's clock tick.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.file
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)  # also when an older file was readable by others
+        draft = self.directory / f".profile.{os.getpid()}.json"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # also when a stale draft was readable by others
         with os.fdopen(fd, "w") as file:
             json.dump({"serverUrl": self.server_url, "token": self.token}, file)
+        os.replace(draft, self.file)
 
     @classmethod
     def load(cls, directory: Path) -> Profile:
@@ -113,12 +118,12 @@ class ProfileToken:
         """Why the profile's newest token is not used, if it is not."""
         return self._problem
 
-    def _signature(self) -> tuple[int, int] | None:
+    def _signature(self) -> tuple[int, int, int] | None:
         try:
             stat = self._profile.file.stat()
         except OSError:
             return None
-        return stat.st_mtime_ns, stat.st_size
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
     def _reread(self) -> None:
         try:

@@ -47,17 +47,19 @@ class Device:
 
 
 class DeviceFactory(Protocol):
-    def __call__(self, name: str, server_url: str, settings: EngineSettings = FAST) -> Device: ...
+    def __call__(
+        self, name: str, server_url: str, settings: EngineSettings = FAST, *, ttl_seconds: int = 600
+    ) -> Device: ...
 
 
 @pytest.fixture
 async def device(tmp_path: Path, tenant_id: uuid.UUID) -> AsyncIterator[DeviceFactory]:
     """``device(name, server_url)``: a client of the tenant signed in as user ``name`` (``FAST`` settings
-    unless others are given)."""
+    unless others are given; a negative ``ttl_seconds`` signs it in with an expired token)."""
     made: list[Device] = []
 
-    def make(name: str, server_url: str, settings: EngineSettings = FAST) -> Device:
-        profile = Profile.create(tmp_path / name, server_url, user_token(tenant_id, name, ttl_seconds=600))
+    def make(name: str, server_url: str, settings: EngineSettings = FAST, *, ttl_seconds: int = 600) -> Device:
+        profile = Profile.create(tmp_path / name, server_url, user_token(tenant_id, name, ttl_seconds=ttl_seconds))
         made.append(Device(StockzenClient(profile, settings=settings, backoff=Backoff(base=0.3, cap=2.0))))
         return made[-1]
 

@@ -9,13 +9,13 @@ from datetime import datetime
 
 import asyncpg
 
-from stockzen_client import StockzenClient, SyncState, SyncStatus
+from stockzen_client import Profile, StockzenClient, SyncState, SyncStatus
 from tests.e2e.client.conftest import FAST, DeviceFactory
 from tests.support.db import applied_rows, movement_rows, product_row, stock_level
 from tests.support.proxy import CuttableProxy
 from tests.support.retry import get_within_limits
 from tests.support.services import ServiceUrls
-from tests.support.stack import Stack, gateway_client
+from tests.support.stack import Stack, gateway_client, user_token
 
 
 def operation_ids(client: StockzenClient) -> list[str]:
@@ -178,3 +178,25 @@ async def test_a_running_engine_hears_another_devices_change_through_the_live_st
     shown = phone.client.product(product)
     assert shown is not None
     assert (shown.name, shown.price_cents, shown.queued_changes) == ("Made on the till", 250, 0)
+
+
+async def test_a_running_engine_takes_a_new_login_and_its_live_stream_without_a_restart(
+    stack: Stack, device: DeviceFactory, admin: asyncpg.Connection, tenant_id: uuid.UUID
+) -> None:
+    # Periodic syncs five minutes apart: after the new login, only the stream can bring the till's change.
+    phone = device("phone", stack.gateway_url, replace(FAST, sync_every=300.0), ttl_seconds=-600)
+    till = device("till", stack.gateway_url)
+    queued = phone.client.add_product("Made before the new login")
+    phone.start()
+    await phone.until(lambda c: "log in again" in (c.status.last_error or ""))
+    assert await product_row(admin, tenant_id, queued) is None
+
+    # `stockzen login` in another terminal, as the same user of the same tenant.
+    Profile.create(phone.client.profile.directory, stack.gateway_url, user_token(tenant_id, "phone")).save()
+
+    await phone.until(lambda c: c.status.state is SyncState.UP_TO_DATE)
+    assert await product_row(admin, tenant_id, queued) is not None
+    assert phone.client.status.queued == 0
+    product = till.client.add_product("Made on the till")
+    assert (await till.client.sync()).state is SyncState.UP_TO_DATE
+    await phone.until(lambda c: c.product(product) is not None, seconds=30)

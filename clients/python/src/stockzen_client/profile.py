@@ -128,7 +128,7 @@ class ProfileToken:
     def _reread(self) -> None:
         try:
             saved = Profile.load(self._profile.directory)
-        except (ProfileError, KeyError, TypeError):  # missing, half written or damaged: keep the token we have
+        except (ProfileError, OSError, KeyError, TypeError):  # gone, unreadable or damaged: keep the token we have
             return
         if (saved.tenant_id, saved.user_id) != (self._profile.tenant_id, self._profile.user_id):
             self._problem = (

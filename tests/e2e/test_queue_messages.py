@@ -3,20 +3,17 @@ fingerprints were carried, and by today's, which hashes each operation once as i
 
 from __future__ import annotations
 
-import json
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
-import aio_pika
 import asyncpg
-import dramatiq
 import httpx
 import redis.asyncio as aioredis
 
-from stockzen_contracts import APPLY_SYNC_BATCH_ACTOR, operation_fingerprint, parse_operation
+from stockzen_contracts import operation_fingerprint, parse_operation
 from tests.support.db import stock_level
 from tests.support.ops import create_product, movement
+from tests.support.raw_batches import apply_raw_batch
 from tests.support.retry import sync_until_final
 from tests.support.services import ServiceUrls
 from tests.support.stack import Stack
@@ -26,30 +23,7 @@ async def _publish_without_fingerprints(
     stack: Stack, database: ServiceUrls, tenant_id: uuid.UUID, operations: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """Publish ``operations`` as a gateway wrote them before fingerprints were carried; the reply."""
-    reply_to = f"{database.redis_prefix}reply:{uuid.uuid4().hex}"
-    batch = {
-        "requestId": "r-earlier-layout",
-        "tenantId": str(tenant_id),
-        "userId": "u1",
-        "receivedAt": datetime.now(UTC).isoformat(),
-        "replyTo": reply_to,
-        "operations": operations,
-    }
-    message: dramatiq.Message[None] = dramatiq.Message(
-        queue_name=stack.queue, actor_name=APPLY_SYNC_BATCH_ACTOR, args=(batch,), kwargs={}, options={}
-    )
-    connection = await aio_pika.connect(database.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        await channel.default_exchange.publish(aio_pika.Message(message.encode()), routing_key=stack.queue)
-    redis = aioredis.Redis.from_url(database.redis_url)
-    try:
-        popped = await redis.blpop([reply_to], timeout=30)
-    finally:
-        await redis.aclose()
-    assert popped is not None
-    reply: dict[str, Any] = json.loads(popped[1])
-    return reply
+    return await apply_raw_batch(database, stack.queue, tenant_id, operations, "r-earlier-layout")
 
 
 async def test_an_operation_applied_from_a_message_without_fingerprints_is_known_to_todays_gateway(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -13,12 +12,12 @@ import asyncpg
 import dramatiq
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from stockzen_contracts import APPLY_SYNC_BATCH_ACTOR
 from tests.support.db import applied_rows, movement_rows, stock_level
 from tests.support.ops import create_product, movement
 from tests.support.proxy import CuttableProxy
+from tests.support.raw_batches import apply_raw_batch
 from tests.support.retry import eventually, sync_until_final
 from tests.support.services import ServiceUrls
 from tests.support.stack import Stack, gateway_client, queue_counts
@@ -157,30 +156,7 @@ async def test_an_operation_the_worker_cannot_read_is_refused_alone_and_its_batc
     unreadable = movement(tenant_id, product, "entry", 9)
     unreadable["modifiedAt"] = "999-01-01T00:00:00.000000Z"  # an unpadded year, as an older gateway wrote it
     good = [create_product(tenant_id, product), movement(tenant_id, product, "entry", 2)]
-    reply_to = f"{database.redis_prefix}reply:{uuid.uuid4().hex}"
-    batch = {
-        "requestId": "r-unreadable",
-        "tenantId": str(tenant_id),
-        "userId": "u1",
-        "receivedAt": datetime.now(UTC).isoformat(),
-        "replyTo": reply_to,
-        "operations": [good[0], unreadable, good[1]],
-    }
-    message: dramatiq.Message[None] = dramatiq.Message(
-        queue_name=own_stack.queue, actor_name=APPLY_SYNC_BATCH_ACTOR, args=(batch,), kwargs={}, options={}
-    )
-    connection = await aio_pika.connect(database.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        await channel.default_exchange.publish(aio_pika.Message(message.encode()), routing_key=own_stack.queue)
-
-    redis = aioredis.Redis.from_url(database.redis_url)
-    try:
-        popped = await redis.blpop([reply_to], timeout=30)
-    finally:
-        await redis.aclose()
-    assert popped is not None
-    reply = json.loads(popped[1])
+    reply = await apply_raw_batch(database, own_stack.queue, tenant_id, [good[0], unreadable, good[1]], "r-unreadable")
     assert [r["status"] for r in reply["results"]] == ["applied", "rejected", "applied"]
     assert reply["results"][1]["operationId"] == unreadable["operationId"]
     assert reply["results"][1]["code"] == "VALIDATION_ERROR"

@@ -41,3 +41,11 @@ def harness(request: pytest.FixtureRequest) -> Harness:
     """The in-memory fakes, then the worker's adapters on Postgres and Redis."""
     chosen: Harness = request.getfixturevalue(f"{request.param}_harness")
     return chosen
+
+
+@pytest.fixture(scope="module")
+async def admin_connection(database: ServiceUrls) -> AsyncIterator[asyncpg.Connection]:
+    """A superuser connection shared by a module's property tests (one per example would be slow)."""
+    connection = await asyncpg.connect(database.admin_url)
+    yield connection
+    await connection.close()

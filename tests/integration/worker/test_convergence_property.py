@@ -157,13 +157,6 @@ async def redis_client(database: ServiceUrls) -> AsyncIterator[aioredis.Redis]:
     await delete_redis_keys(database.redis_url, f"{database.redis_prefix}convergence:")
 
 
-@pytest.fixture(scope="module")
-async def admin_connection(database: ServiceUrls) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(database.admin_url)
-    yield connection
-    await connection.close()
-
-
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(drawn=changes(), data=st.data())
 async def test_any_delivery_of_the_same_changes_converges_on_the_lww_answer(

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,7 +31,6 @@ from stockzen_sync_worker.domain.outcomes import (
 )
 from stockzen_sync_worker.ports import ProductWrite, ProductWriteKind
 from tests.support.harness import T0
-from tests.support.services import ServiceUrls
 
 VALUES: dict[str, st.SearchStrategy[Any]] = {
     "name": st.sampled_from(["Mug", "Cup"]),
@@ -113,13 +110,6 @@ def state_of(effect: Effect) -> dict[str, Any] | None:
     if isinstance(effect, ProductMerged | ProductWasDeleted | ProductDeleted):
         return {"deleted": effect.state.deleted} | {name: getattr(effect.state, name) for name in PRODUCT_FIELDS}
     return None
-
-
-@pytest.fixture(scope="module")
-async def admin_connection(database: ServiceUrls) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(database.admin_url)
-    yield connection
-    await connection.close()
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

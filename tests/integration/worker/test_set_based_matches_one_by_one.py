@@ -157,13 +157,6 @@ async def redis_client(database: ServiceUrls) -> AsyncIterator[aioredis.Redis]:
     await delete_redis_keys(database.redis_url, f"{database.redis_prefix}set-based:")
 
 
-@pytest.fixture(scope="module")
-async def admin_connection(database: ServiceUrls) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(database.admin_url)
-    yield connection
-    await connection.close()
-
-
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plan=plans())
 async def test_a_batch_applied_set_based_matches_it_applied_item_by_item(

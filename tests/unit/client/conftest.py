@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,15 @@ async def make_client(
     yield make
     for client in opened:
         await client.aclose()
+
+
+@asynccontextmanager
+async def running(client: StockzenClient) -> AsyncIterator[None]:
+    """The client's engine runs for the block's duration."""
+    stop = asyncio.Event()
+    engine = asyncio.create_task(client.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await engine

@@ -7,8 +7,6 @@ can move its loop within a test's time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Literal
 
 import pytest
@@ -16,7 +14,7 @@ import pytest
 from stockzen_client import Backoff, StockzenClient, SyncState, SyncStatus
 from stockzen_contracts import Code
 from tests.support.fake_gateway import FakeGateway, failure
-from tests.unit.client.conftest import ClientFactory, eventually
+from tests.unit.client.conftest import ClientFactory, eventually, running
 
 STREAM = "/api/sync/stream"
 FEED = "/api/sync/changes"
@@ -25,18 +23,6 @@ QUICK = Backoff(base=0.02, cap=0.1)  # reconnects within a tenth of a second
 
 def listening_client(make_client: ClientFactory, device: str = "phone", **settings: object) -> StockzenClient:
     return make_client(device, backoff=QUICK, **{"tick": 60.0, "sync_every": 300.0, **settings})
-
-
-@asynccontextmanager
-async def running(client: StockzenClient) -> AsyncIterator[None]:
-    """The client's engine runs for the block's duration."""
-    stop = asyncio.Event()
-    engine = asyncio.create_task(client.run(stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await engine
 
 
 async def settled_with_stream(client: StockzenClient, server: FakeGateway, device: str = "phone") -> None:

@@ -3,32 +3,17 @@ re-read when ``profile.json`` changes, but only for the tenant and user the loca
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from stockzen_client import Backoff, Profile, StockzenClient, SyncState
 from stockzen_client.adapters.api import GatewayApi, Unauthorized
 from stockzen_client.profile import ProfileToken
 from tests.support.fake_gateway import SERVER_URL, FakeGateway
-from tests.unit.client.conftest import ClientFactory, Clock, device_token, eventually
+from tests.unit.client.conftest import ClientFactory, Clock, device_token, eventually, running
 
 STREAM = "/api/sync/stream"
 QUICK = Backoff(base=0.02, cap=0.1)
-
-
-@asynccontextmanager
-async def running(client: StockzenClient) -> AsyncIterator[None]:
-    """The client's engine runs for the block's duration."""
-    stop = asyncio.Event()
-    engine = asyncio.create_task(client.run(stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await engine
 
 
 def log_in(client: StockzenClient, token: str) -> None:

@@ -67,3 +67,31 @@ async def test_a_delivered_batch_announces_its_checkpoint_to_its_tenant_only(
     finally:
         await announcements.aclose()
         await worker_client.aclose()
+
+
+async def test_a_checkpoint_that_does_not_move_forward_is_not_announced(database: ServiceUrls, prefix: str) -> None:
+    # A batch of replays answers with the checkpoint already cached, and a worker may store a lower
+    # checkpoint after a higher one: neither has anything new to pull, so no device is woken.
+    announcements = RedisCheckpointAnnouncements(aioredis.Redis.from_url(database.redis_url), prefix=prefix)
+    worker_client = aioredis.Redis.from_url(database.redis_url)
+    cache = RedisResultCache(worker_client, prefix=prefix, result_ttl_seconds=60)
+    tenant = uuid.uuid4()
+    applied = SyncBatchApplied(request_id="r1", checkpoint="7", results=[])
+    try:
+        async with announcements.subscribe(tenant) as mine:
+            await _listening(worker_client, prefix, tenant, mine)
+            await cache.deliver(tenant, {}, 7, f"{prefix}reply:r1", applied)
+            assert await mine.next_checkpoint(5) == "7"
+            await cache.deliver(tenant, {}, 7, f"{prefix}reply:r2", applied)  # replayed
+            assert await mine.next_checkpoint(1) is None
+            await cache.deliver(tenant, {}, 6, f"{prefix}reply:r3", applied)  # stored late
+            assert await mine.next_checkpoint(1) is None
+            await cache.deliver(tenant, {}, 8, f"{prefix}reply:r4", applied)
+            assert await mine.next_checkpoint(5) == "8"
+            # Every batch was still answered.
+            for reply in ("r1", "r2", "r3", "r4"):
+                assert await worker_client.llen(f"{prefix}reply:{reply}") == 1
+            announcements.close_soon()
+    finally:
+        await announcements.aclose()
+        await worker_client.aclose()

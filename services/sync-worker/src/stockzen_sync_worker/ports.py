@@ -131,5 +131,6 @@ class ResultCache(Protocol):
     ) -> None:
         """Keep the new results (with a TTL), advance the cached checkpoint, and hand the batch's
         results to the gateway waiting on ``reply_to``; announce ``checkpoint`` to the tenant's
-        live listeners (called after the tenant transaction committed)."""
+        live listeners when it moved the cached checkpoint forward (called after the tenant
+        transaction committed)."""
         ...

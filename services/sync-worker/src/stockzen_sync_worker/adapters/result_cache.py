@@ -15,15 +15,19 @@ from stockzen_sync_worker.domain.outcomes import StoredResult
 
 log = logging.getLogger(__name__)
 
-# Checkpoints only move forward, even when two workers store out of commit order.
+# Checkpoints only move forward, even when two workers store out of commit order; the tenant's live
+# listeners hear of a checkpoint only when it moved it forward. A batch of replays or duplicates
+# changes nothing they could pull, and a checkpoint stored after a higher one is covered by it
+# (checkpoints follow commit order), so neither wakes every device of the tenant for an empty pull.
 _ADVANCE_CHECKPOINT = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > current then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  redis.call('PUBLISH', ARGV[3], ARGV[1])
+  return 1
 end
-return 1
+return 0
 """
-
 
 # Every new result of a batch in one command: the client packs one command instead of one per
 # result, which was the worker's largest cost per operation in Redis.
@@ -88,16 +92,18 @@ class RedisResultCache:
         entries = [
             _entry(stored, by_object.get(id(stored.result)) or stored.result.wire_json()) for stored in results.values()
         ]
-        # One round trip: remember the new results, advance the checkpoint, answer the gateway, and
-        # announce the checkpoint to the tenant's live listeners.
+        # One round trip: remember the new results, advance the checkpoint (announcing it to the
+        # tenant's live listeners if it moved: the transaction has committed, so a pull sees the
+        # change), and answer the gateway.
+        channel = checkpoint_channel(self._prefix, tenant_id)
+        # EVAL with the script's text, not a registered script: in a pipeline redis-py checks with an
+        # extra SCRIPT EXISTS round trip on every execute, which costs more than the text.
         async with self._redis.pipeline(transaction=False) as pipe:
             if keys:
                 pipe.eval(_REMEMBER_RESULTS, len(keys), *keys, self._ttl, *entries)
-            pipe.eval(_ADVANCE_CHECKPOINT, 1, self._checkpoint_key(tenant_id), checkpoint, self._ttl)
+            pipe.eval(_ADVANCE_CHECKPOINT, 1, self._checkpoint_key(tenant_id), checkpoint, self._ttl, channel)
             pipe.rpush(reply_to, applied.wire_json(encoded))
             pipe.expire(reply_to, self._reply_ttl)
-            # Live updates: the transaction has committed, so listeners that pull now see the change.
-            pipe.publish(checkpoint_channel(self._prefix, tenant_id), str(checkpoint))
             await pipe.execute()
 
 

@@ -296,7 +296,7 @@ class PostgresTenantTransaction:
 
 
 class PostgresInventoryDatabase:
-    """Opens tenant transactions on the pool (see :class:`~stockzen_sync_worker.ports.Ledger`)."""
+    """Opens tenant transactions on the pool (see :class:`~stockzen_sync_worker.ports.InventoryDatabase`)."""
 
     def __init__(self, pool: asyncpg.Pool, *, tombstone_retention: timedelta) -> None:
         self._pool = pool

@@ -127,8 +127,19 @@ class ServiceProcess:
         if self.popen.poll() is None:
             self.popen.kill()
             self.popen.wait(timeout=5)
-        leftovers = [pid for session in self.sessions for pid in _session_members(session)]
+        leftovers = _members_after_kill(self.sessions)
         assert not leftovers, f"{self.name} left processes behind: {leftovers}"
+
+
+def _members_after_kill(sessions: set[int], timeout: float = 5.0) -> list[int]:
+    """What is still alive in ``sessions`` once SIGKILL had time to act: a killed process may take a
+    moment to exit (on a busy machine, or when an earlier :meth:`ServiceProcess.kill` orphaned it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        leftovers = [pid for session in sessions for pid in _session_members(session)]
+        if not leftovers or time.monotonic() > deadline:
+            return leftovers
+        time.sleep(0.05)
 
 
 def _session_members(session: int) -> list[int]:

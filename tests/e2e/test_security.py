@@ -22,7 +22,13 @@ from tests.support.retry import get_within_limits, sync_until_final
 from tests.support.stack import Stack, gateway_client, user_token
 from tests.support.tokens import bad_tokens, expect_error
 
-READ_ROUTES = ("/api/products", "/api/products/{id}", "/api/products/{id}/movements", "/api/sync/changes")
+READ_ROUTES = (
+    "/api/products",
+    "/api/products/{id}",
+    "/api/products/{id}/movements",
+    "/api/sync/changes",
+    "/api/sync/snapshot",
+)
 
 
 def _routes(product: uuid.UUID) -> list[str]:

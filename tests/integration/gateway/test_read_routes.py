@@ -107,12 +107,14 @@ async def test_a_read_reaches_inventory_as_the_verified_caller(gateway: Gateway)
 
 
 async def test_each_route_forwards_its_own_path_and_parameters(gateway: Gateway) -> None:
+    # Five requests at most: the read burst in these tests.
     product = uuid.uuid4()
     for path, params, expected in (
         (f"/api/products/{product}", {}, {}),
         (f"/api/products/{product}/movements", {"cursor": "abc"}, {"cursor": "abc", "limit": "50"}),
         ("/api/sync/changes", {"checkpoint": "12"}, {"checkpoint": "12", "limit": "100"}),
         ("/api/sync/changes", {}, {"limit": "100"}),
+        ("/api/sync/snapshot", {"cursor": "abc", "limit": "1000"}, {"cursor": "abc", "limit": "1000"}),
     ):
         assert (await gateway.get(path, params=params)).status_code == 200
         forwarded = gateway.inventory.seen[-1]
@@ -159,6 +161,7 @@ async def test_the_gateway_refuses_before_asking_inventory(gateway: Gateway) -> 
         ("/api/products", {"limit": "0"}),
         ("/api/sync/changes", {"limit": "1001"}),
         ("/api/sync/changes", {"checkpoint": "9" * 41}),
+        ("/api/sync/snapshot", {"limit": "1001"}),
     ):
         response = await gateway.get(path, params=params)
         assert (response.status_code, response.json()["code"]) == (422, "VALIDATION_ERROR"), path
@@ -182,6 +185,7 @@ async def test_openapi_documents_the_read_routes(gateway: Gateway) -> None:
         ("/api/products/{product_id}", "ProductView"),
         ("/api/products/{product_id}/movements", "MovementPage"),
         ("/api/sync/changes", "ChangeFeedPage"),
+        ("/api/sync/snapshot", "SnapshotPage"),
     ):
         ok = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
         assert ok["$ref"] == f"#/components/schemas/{model}"

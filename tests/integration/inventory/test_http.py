@@ -13,16 +13,19 @@ import pytest
 
 from stockzen_inventory.bootstrap import build_app
 from stockzen_inventory.config import InventorySettings
+from stockzen_inventory.domain.pagination import SnapshotCursor, encode_snapshot_cursor
 from stockzen_platform.identity import Identity, TokenIssuer, internal_token_issuer
 from tests.support.services import ServiceUrls
 from tests.support.stack import INTERNAL_SECRET, user_token
 from tests.support.tenant_writer import TenantWriter
 
+_SNAPSHOT_AHEAD_CURSOR = encode_snapshot_cursor(SnapshotCursor(checkpoint=5, product_id=uuid.uuid4()))
 READ_ROUTES = (
     "/api/products",
     "/api/products/{product_id}",
     "/api/products/{product_id}/movements",
     "/api/sync/changes",
+    "/api/sync/snapshot",
 )
 
 
@@ -143,6 +146,10 @@ async def _feed_rows(inventory: httpx.AsyncClient) -> dict[str, float]:
         ("/api/products/{missing}/movements", {"cursor": _FORGED_FAR_CURSOR}, 422, "VALIDATION_ERROR"),
         ("/api/sync/changes", {"limit": "1001"}, 422, "VALIDATION_ERROR"),
         ("/api/sync/changes", {"checkpoint": "5"}, 409, "RESET_REQUIRED"),  # ahead of a tenant with no data
+        ("/api/sync/snapshot", {"cursor": "e30"}, 422, "VALIDATION_ERROR"),
+        ("/api/sync/snapshot", {"limit": "1001"}, 422, "VALIDATION_ERROR"),
+        # A snapshot cursor of another tenant's data, ahead of this one's: it must start again.
+        ("/api/sync/snapshot", {"cursor": _SNAPSHOT_AHEAD_CURSOR}, 409, "RESET_REQUIRED"),
     ],
 )
 async def test_refusals_answer_in_the_error_shape(

@@ -6,6 +6,7 @@ import asyncio
 import random
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -296,3 +297,146 @@ async def test_a_reader_pulling_during_concurrent_commits_sees_each_change_once(
     await puller
     assert seen == Counter(recorded)
     assert checkpoints == sorted(set(checkpoints))
+
+
+async def _snapshot_then_feed(
+    reader: PostgresInventoryReader,
+    tenant: uuid.UUID,
+    *,
+    limit: int,
+    between_pages: Callable[[int], Awaitable[None]] | None = None,
+) -> tuple[dict[uuid.UUID, int], set[uuid.UUID]]:
+    """What a new device ends with: each live product's level (snapshot level + feed movements after C)
+    and the set of live products, following every snapshot page and then the feed from C.
+    ``between_pages(n)`` runs after page ``n`` is read (writes racing the download)."""
+    levels: dict[uuid.UUID, int] = {}
+    live: set[uuid.UUID] = set()
+    cursor: str | None = None
+    checkpoints: set[str] = set()
+    pages = 0
+    while True:
+        page = await services.snapshot(reader, tenant, cursor=cursor, limit=limit)
+        checkpoints.add(page.checkpoint)
+        for item in page.items:
+            levels[item.id] = item.stock_level
+            live.add(item.id)
+        pages += 1
+        if between_pages is not None:
+            await between_pages(pages)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert len(checkpoints) == 1, "every page of one snapshot is read as of the same checkpoint"
+    seen: set[uuid.UUID] = set()
+    feed = await _pull_all(reader, tenant, checkpoints.pop(), limit=limit)
+    for change in feed.changes:
+        if change.movement is not None:
+            assert change.entity_id not in seen, "each movement after C comes once"
+            seen.add(change.entity_id)
+            signed = change.movement.quantity if change.movement.kind.value == "entry" else -change.movement.quantity
+            levels[change.movement.product_id] = levels.get(change.movement.product_id, 0) + signed
+        elif change.product is not None:
+            (live.discard if change.product.deleted else live.add)(change.entity_id)
+    return {product: level for product, level in levels.items() if product in live}, live
+
+
+async def _server_levels(reader: PostgresInventoryReader, tenant: uuid.UUID) -> dict[uuid.UUID, int]:
+    listed = await services.list_products(reader, tenant, ProductFilter(), cursor=None, limit=200)
+    return {p.id: p.stock_level for p in listed.items}
+
+
+async def test_a_snapshot_gives_each_live_product_its_level_as_of_its_checkpoint(
+    reader: PostgresInventoryReader, writer: TenantWriter, tenant_id: uuid.UUID
+) -> None:
+    empty = await services.snapshot(reader, tenant_id, cursor=None, limit=10)
+    assert (empty.checkpoint, empty.items, empty.next_cursor, empty.total_products) == ("0", [], None, 0)
+
+    products = [await writer.create_product(f"P{n}") for n in range(5)]
+    for n, product in enumerate(products):
+        await writer.record_movement(product, "entry", 10 + n)
+    await writer.record_movement(products[0], "exit", 4)
+    await writer.delete_product(products[4])
+    first = await services.snapshot(reader, tenant_id, cursor=None, limit=2)
+    assert first.checkpoint == str(await writer.checkpoint())
+    assert first.total_products == 4
+    assert first.next_cursor is not None
+    second = await services.snapshot(reader, tenant_id, cursor=first.next_cursor, limit=2)
+    assert second.total_products is None  # counted once, on the first page
+
+    levels, live = await _snapshot_then_feed(reader, tenant_id, limit=2)
+    assert live == set(products[:4])
+    assert levels == {products[0]: 6, products[1]: 11, products[2]: 12, products[3]: 13}
+
+
+async def test_a_snapshot_racing_writes_misses_nothing_and_counts_nothing_twice(
+    reader: PostgresInventoryReader, writer: TenantWriter, tenant_id: uuid.UUID
+) -> None:
+    products = [await writer.create_product(f"R{n}") for n in range(9)]
+    for product in products:
+        await writer.record_movement(product, "entry", 5)
+    added: list[uuid.UUID] = []
+
+    async def write_meanwhile(page: int) -> None:
+        # After each page: movements on products already read and on products still to come, and a
+        # product created mid-download (so on a later page, or only in the feed).
+        for product in (products[0], products[-1], random.choice(products)):
+            await writer.record_movement(product, random.choice(["entry", "exit"]), random.randint(1, 3))
+        added.append(await writer.create_product(f"New{page}"))
+        await writer.record_movement(added[-1], "entry", page)
+
+    levels, live = await _snapshot_then_feed(reader, tenant_id, limit=2, between_pages=write_meanwhile)
+    assert live == set(products) | set(added)
+    assert levels == await _server_levels(reader, tenant_id)
+
+
+async def test_a_product_deleted_between_the_snapshot_and_the_feed_is_gone_on_the_device(
+    reader: PostgresInventoryReader, writer: TenantWriter, tenant_id: uuid.UUID
+) -> None:
+    products = sorted([await writer.create_product(f"D{n}") for n in range(4)])
+    for product in products:
+        await writer.record_movement(product, "entry", 3)
+
+    async def delete_both(page: int) -> None:
+        if page == 1:  # one product already read, one not yet: both must end up gone
+            await writer.delete_product(products[0])
+            await writer.delete_product(products[-1])
+            await writer.record_movement(products[1], "exit", 1)
+
+    levels, live = await _snapshot_then_feed(reader, tenant_id, limit=2, between_pages=delete_both)
+    assert live == {products[1], products[2]}
+    assert levels == await _server_levels(reader, tenant_id) == {products[1]: 2, products[2]: 3}
+
+
+async def test_a_snapshot_outliving_the_tombstone_window_must_start_again(
+    app_pool: asyncpg.Pool,
+    reader: PostgresInventoryReader,
+    writer: TenantWriter,
+    tenant_id: uuid.UUID,
+    admin: asyncpg.Connection,
+) -> None:
+    for n in range(3):
+        await writer.create_product(f"S{n}")
+    first = await services.snapshot(reader, tenant_id, cursor=None, limit=1)
+    assert first.next_cursor is not None
+    doomed = await writer.create_product("Doomed")
+    await writer.delete_product(doomed)
+    await admin.execute(
+        "UPDATE products SET deleted_at = now() - interval '31 days' WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        doomed,
+    )
+    await writer.purge_expired_tombstones()
+    with pytest.raises(ResetRequired, match="retention"):
+        await services.snapshot(reader, tenant_id, cursor=first.next_cursor, limit=1)
+    with pytest.raises(InvalidCursor):
+        await services.snapshot(reader, tenant_id, cursor="e30", limit=1)
+    again = await services.snapshot(reader, tenant_id, cursor=None, limit=10)
+    assert (again.total_products, len(again.items)) == (3, 3)
+
+
+async def test_a_snapshot_shows_another_tenant_nothing(app_pool: asyncpg.Pool, reader: PostgresInventoryReader) -> None:
+    owner = TenantWriter(app_pool, uuid.uuid4())
+    product = await owner.create_product("Secret")
+    await owner.record_movement(product, "entry", 3)
+    page = await services.snapshot(reader, uuid.uuid4(), cursor=None, limit=10)
+    assert (page.items, page.total_products) == ([], 0)

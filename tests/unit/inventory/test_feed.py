@@ -12,6 +12,7 @@ from stockzen_inventory.domain.feed import (
     assemble_feed_page,
     check_resumable,
     parse_checkpoint,
+    snapshot_checkpoint,
 )
 from stockzen_inventory.domain.products import ProductFilter, contains_pattern
 from tests.support.states import movement_state, product_state
@@ -75,6 +76,21 @@ def test_a_full_page_resumes_after_its_last_change() -> None:
     page = assemble_feed_page(changes, limit=4, position=FeedPosition(last_checkpoint=6, horizon=0))
     assert [c.checkpoint for c in page.changes] == ["1", "2", "3", "4"]
     assert (page.has_more, page.checkpoint) == (True, "4")
+    assert page.remaining == 2  # at most checkpoints 5 and 6 follow
+
+
+def test_a_last_page_leaves_nothing_remaining() -> None:
+    page = assemble_feed_page(_changes(_movement(3)), limit=4, position=FeedPosition(last_checkpoint=90, horizon=0))
+    assert (page.has_more, page.remaining) == (False, 0)
+
+
+def test_a_first_snapshot_page_is_read_as_of_the_last_checkpoint_and_later_ones_as_of_the_cursors() -> None:
+    position = FeedPosition(last_checkpoint=70, horizon=20)
+    assert snapshot_checkpoint(None, position) == 70
+    assert snapshot_checkpoint(40, position) == 40
+    for stale in (19, 71):  # tombstones after it were purged, or the server lost data since
+        with pytest.raises(ResetRequired):
+            snapshot_checkpoint(stale, position)
 
 
 def test_an_empty_feed_keeps_the_clients_place() -> None:

@@ -14,10 +14,13 @@ from stockzen_inventory.domain.pagination import (
     InvalidCursor,
     MovementCursor,
     ProductCursor,
+    SnapshotCursor,
     decode_movement_cursor,
     decode_product_cursor,
+    decode_snapshot_cursor,
     encode_movement_cursor,
     encode_product_cursor,
+    encode_snapshot_cursor,
     split_page,
 )
 
@@ -50,6 +53,32 @@ def test_a_cursor_of_one_route_is_refused_by_the_other() -> None:
         decode_movement_cursor(product)
     with pytest.raises(InvalidCursor):
         decode_product_cursor(movement)
+
+
+def test_a_snapshot_cursor_keeps_its_checkpoint_and_is_no_other_routes() -> None:
+    cursor = SnapshotCursor(checkpoint=2**62, product_id=uuid.uuid4())
+    token = encode_snapshot_cursor(cursor)
+    assert decode_snapshot_cursor(token) == cursor
+    with pytest.raises(InvalidCursor):
+        decode_product_cursor(token)
+    with pytest.raises(InvalidCursor):
+        decode_snapshot_cursor(encode_product_cursor(ProductCursor("mug", uuid.uuid4())))
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        _token({"k": "snapshot", "c": -1, "i": str(uuid.uuid4())}),
+        _token({"k": "snapshot", "c": 2**63, "i": str(uuid.uuid4())}),
+        _token({"k": "snapshot", "c": "5", "i": str(uuid.uuid4())}),
+        _token({"k": "snapshot", "c": True, "i": str(uuid.uuid4())}),
+        _token({"k": "snapshot", "c": 5, "i": "not-a-uuid"}),
+        _token({"k": "snapshot", "c": 5}),
+    ],
+)
+def test_malformed_snapshot_cursors_are_refused(token: str) -> None:
+    with pytest.raises(InvalidCursor):
+        decode_snapshot_cursor(token)
 
 
 @pytest.mark.parametrize(

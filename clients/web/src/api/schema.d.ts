@@ -110,6 +110,31 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/sync/snapshot": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A first download: every live product with its stock as of one checkpoint
+         * @description For a device with no checkpoint (a new device, or after ``409 RESET_REQUIRED``): the tenant's
+         *     live products ordered by id, each with ``stockLevel`` as of the snapshot's ``checkpoint`` C, which is
+         *     the same on every page (the cursor carries it). Follow ``nextCursor`` to the last page, then pull
+         *     ``GET /api/sync/changes?checkpoint=C``: the movements after C and the products changed since.
+         *     No movement history is needed to show correct stock. ``409 RESET_REQUIRED`` on a later page: the
+         *     snapshot outlived the tombstone retention window; start again without a cursor.
+         */
+        get: operations["snapshot_api_sync_snapshot_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/sync/stream": {
         parameters: {
             query?: never;
@@ -187,6 +212,12 @@ export interface components {
             checkpoint: string;
             /** Hasmore */
             hasMore: boolean;
+            /**
+             * Remaining
+             * @description at most this many changes follow after `checkpoint` (0 when `hasMore` is false); an upper bound for progress, never a count to rely on
+             * @default 0
+             */
+            remaining?: number;
         };
         /**
          * ChangeOperation
@@ -536,6 +567,28 @@ export interface components {
              * Format: uuid
              */
             tenantId: string;
+        };
+        /**
+         * SnapshotPage
+         * @description One page of a first download: live products with their stock level as of one checkpoint.
+         *
+         *     Every page of one snapshot carries the same ``checkpoint`` C (the cursor keeps it), and each
+         *     ``stockLevel`` counts exactly the movements up to C, whenever the page is read. After the last
+         *     page (``nextCursor`` is ``null``) the client pulls the change feed from C: the movements after C
+         *     and the products changed since, so it never needs the ledger's history to show correct stock.
+         */
+        SnapshotPage: {
+            /** Checkpoint */
+            checkpoint: string;
+            /** Items */
+            items: components["schemas"]["ProductView"][];
+            /** Nextcursor */
+            nextCursor: string | null;
+            /**
+             * Totalproducts
+             * @description how many live products the snapshot holds (first page only, else null)
+             */
+            totalProducts?: number | null;
         };
         /**
          * StockMovementCreate
@@ -1000,6 +1053,75 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ChangeFeedPage"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description RESET_REQUIRED: the checkpoint cannot be resumed from */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    snapshot_api_sync_snapshot_get: {
+        parameters: {
+            query?: {
+                /** @description `nextCursor` of the previous page; omit for the first page */
+                cursor?: string | null;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SnapshotPage"];
                 };
             };
             /** @description Unauthorized */

@@ -44,12 +44,15 @@ from .reads import (
     PRODUCT_PAGE_DEFAULT,
     PRODUCT_PAGE_MAX,
     SEARCH_TEXT_MAX,
+    SNAPSHOT_PAGE_DEFAULT,
+    SNAPSHOT_PAGE_MAX,
     Change,
     ChangeFeedPage,
     ChangeOperation,
     MovementPage,
     ProductPage,
     ProductView,
+    SnapshotPage,
 )
 from .sync import MAX_OPERATIONS_CEILING, ItemResult, SyncRequest, SyncResponse
 
@@ -68,6 +71,8 @@ __all__ = [
     "PRODUCT_PAGE_DEFAULT",
     "PRODUCT_PAGE_MAX",
     "SEARCH_TEXT_MAX",
+    "SNAPSHOT_PAGE_DEFAULT",
+    "SNAPSHOT_PAGE_MAX",
     "ApplySyncBatch",
     "Change",
     "ChangeFeedPage",
@@ -94,6 +99,7 @@ __all__ = [
     "ProductView",
     "RawSyncBatch",
     "RecordStockMovement",
+    "SnapshotPage",
     "StockMovementCreate",
     "StockMovementState",
     "SyncBatchApplied",

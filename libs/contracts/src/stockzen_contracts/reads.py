@@ -22,6 +22,8 @@ MOVEMENT_PAGE_DEFAULT = 50
 MOVEMENT_PAGE_MAX = 200
 FEED_PAGE_DEFAULT = 100
 FEED_PAGE_MAX = 1000
+SNAPSHOT_PAGE_DEFAULT = 500
+SNAPSHOT_PAGE_MAX = 1000
 SEARCH_TEXT_MAX = 200
 CURSOR_MAX_LENGTH = 2048  # longer than any cursor the API makes (~1.1 kB for a 200-character name)
 CHECKPOINT_MAX_LENGTH = 40
@@ -120,3 +122,28 @@ class ChangeFeedPage(WireModel):
     checkpoint: str
     has_more: bool
     changes: list[Change]
+    remaining: int = Field(
+        default=0,
+        ge=0,
+        description="at most this many changes follow after `checkpoint` (0 when `hasMore` is false); "
+        "an upper bound for progress, never a count to rely on",
+    )
+
+
+class SnapshotPage(WireModel):
+    """One page of a first download: live products with their stock level as of one checkpoint.
+
+    Every page of one snapshot carries the same ``checkpoint`` C (the cursor keeps it), and each
+    ``stockLevel`` counts exactly the movements up to C, whenever the page is read. After the last
+    page (``nextCursor`` is ``null``) the client pulls the change feed from C: the movements after C
+    and the products changed since, so it never needs the ledger's history to show correct stock.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    checkpoint: str
+    items: list[ProductView]
+    next_cursor: str | None
+    total_products: int | None = Field(
+        default=None, description="how many live products the snapshot holds (first page only, else null)"
+    )

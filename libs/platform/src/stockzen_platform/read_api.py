@@ -16,12 +16,13 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
-from stockzen_contracts import ChangeFeedPage, MovementPage, ProductPage, ProductView, WireModel
+from stockzen_contracts import ChangeFeedPage, MovementPage, ProductPage, ProductView, SnapshotPage, WireModel
 
 from .read_params import (
     FEED_PAGE_DEFAULT,
     MOVEMENT_PAGE_DEFAULT,
     PRODUCT_PAGE_DEFAULT,
+    SNAPSHOT_PAGE_DEFAULT,
     ArchivedFilter,
     Cursor,
     FeedCheckpoint,
@@ -29,6 +30,7 @@ from .read_params import (
     MovementLimit,
     ProductLimit,
     SearchText,
+    SnapshotLimit,
     error_responses,
 )
 
@@ -65,6 +67,14 @@ class ChangeFeedQuery:
 
     checkpoint: FeedCheckpoint = None
     limit: FeedLimit = FEED_PAGE_DEFAULT
+
+
+@dataclass(frozen=True)
+class SnapshotQuery:
+    """``GET /api/sync/snapshot``: a first download, a page of products at a time."""
+
+    cursor: Cursor = None
+    limit: SnapshotLimit = SNAPSHOT_PAGE_DEFAULT
 
 
 @dataclass(frozen=True)
@@ -150,7 +160,24 @@ CHANGE_FEED = ReadRoute(
     resettable=True,
 )
 
-READ_ROUTES: tuple[ReadRoute, ...] = (LIST_PRODUCTS, GET_PRODUCT, MOVEMENT_HISTORY, CHANGE_FEED)
+SNAPSHOT = ReadRoute(
+    name="snapshot",
+    path="/api/sync/snapshot",
+    summary="A first download: every live product with its stock as of one checkpoint",
+    description="For a device with no checkpoint (a new device, or after ``409 RESET_REQUIRED``): the tenant's\n"
+    "live products ordered by id, each with ``stockLevel`` as of the snapshot's ``checkpoint`` C, which is\n"
+    "the same on every page (the cursor carries it). Follow ``nextCursor`` to the last page, then pull\n"
+    "``GET /api/sync/changes?checkpoint=C``: the movements after C and the products changed since.\n"
+    "No movement history is needed to show correct stock. ``409 RESET_REQUIRED`` on a later page: the\n"
+    "snapshot outlived the tombstone retention window; start again without a cursor.",
+    tag="sync",
+    response_model=SnapshotPage,
+    query=SnapshotQuery,
+    errors=(401, 422, 503),
+    resettable=True,
+)
+
+READ_ROUTES: tuple[ReadRoute, ...] = (LIST_PRODUCTS, GET_PRODUCT, MOVEMENT_HISTORY, CHANGE_FEED, SNAPSHOT)
 """Every read route, in the order both services register them."""
 
 

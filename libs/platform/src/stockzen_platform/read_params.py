@@ -18,6 +18,8 @@ from stockzen_contracts import (
     PRODUCT_PAGE_DEFAULT,
     PRODUCT_PAGE_MAX,
     SEARCH_TEXT_MAX,
+    SNAPSHOT_PAGE_DEFAULT,
+    SNAPSHOT_PAGE_MAX,
     ErrorBody,
     storable_text,
 )
@@ -35,6 +37,7 @@ ArchivedFilter = Annotated[bool | None, Query(description="only archived (true) 
 ProductLimit = Annotated[int, Query(ge=1, le=PRODUCT_PAGE_MAX)]
 MovementLimit = Annotated[int, Query(ge=1, le=MOVEMENT_PAGE_MAX)]
 FeedLimit = Annotated[int, Query(ge=1, le=FEED_PAGE_MAX)]
+SnapshotLimit = Annotated[int, Query(ge=1, le=SNAPSHOT_PAGE_MAX)]
 FeedCheckpoint = Annotated[
     str | None,
     Query(
@@ -56,6 +59,7 @@ __all__ = [
     "FEED_PAGE_DEFAULT",
     "MOVEMENT_PAGE_DEFAULT",
     "PRODUCT_PAGE_DEFAULT",
+    "SNAPSHOT_PAGE_DEFAULT",
     "ArchivedFilter",
     "Cursor",
     "FeedCheckpoint",
@@ -63,5 +67,6 @@ __all__ = [
     "MovementLimit",
     "ProductLimit",
     "SearchText",
+    "SnapshotLimit",
     "error_responses",
 ]

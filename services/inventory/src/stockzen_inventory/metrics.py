@@ -19,6 +19,9 @@ class InventoryMetrics:
         # Created at zero so that the dashboard's rate() sees the first rows served.
         for entity_type in EntityType:
             self.feed_rows.labels(entity_type.value)
+        self.snapshot_rows = Counter(
+            "stockzen_inventory_snapshot_products_total", "Products served in first-download snapshots"
+        )
 
 
 METRICS = InventoryMetrics()

@@ -34,6 +34,15 @@ class FeedSnapshot(Protocol):
         states (tombstones included) and movements."""
         ...
 
+    async def products_as_of(self, checkpoint: int, after: UUID | None, limit: int) -> list[ProductView]:
+        """Up to ``limit`` live products with an id above ``after``, by id, each with its stock level
+        counting only the movements up to ``checkpoint``."""
+        ...
+
+    async def live_product_count(self) -> int:
+        """How many live products the tenant has."""
+        ...
+
 
 class InventoryReader(Protocol):
     """Reads one tenant's inventory; every read runs under that tenant's row-level security."""

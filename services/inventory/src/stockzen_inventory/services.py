@@ -9,15 +9,24 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from stockzen_contracts import ChangeFeedPage, MovementPage, ProductPage, ProductView
+from stockzen_contracts import ChangeFeedPage, MovementPage, ProductPage, ProductView, SnapshotPage
 
-from .domain.feed import assemble_feed_page, check_resumable, parse_checkpoint
+from .domain.feed import (
+    assemble_feed_page,
+    check_resumable,
+    format_checkpoint,
+    parse_checkpoint,
+    snapshot_checkpoint,
+)
 from .domain.pagination import (
     MovementCursor,
+    SnapshotCursor,
     decode_movement_cursor,
     decode_product_cursor,
+    decode_snapshot_cursor,
     encode_movement_cursor,
     encode_product_cursor,
+    encode_snapshot_cursor,
     split_page,
 )
 from .domain.products import ProductFilter
@@ -71,3 +80,17 @@ async def change_feed(
         start = since or 0
         changes = await snapshot.changes_after(start, limit + 1)
     return assemble_feed_page(changes, limit=limit, position=position)
+
+
+async def snapshot(reader: InventoryReader, tenant_id: UUID, *, cursor: str | None, limit: int) -> SnapshotPage:
+    """One page of a first download: live products by id with their stock as of one checkpoint
+    (see :mod:`.domain.feed`); the first page also counts them."""
+    after = decode_snapshot_cursor(cursor) if cursor is not None else None
+    async with reader.feed_snapshot(tenant_id) as snap:
+        position = await snap.position()
+        at = snapshot_checkpoint(after.checkpoint if after else None, position)
+        fetched = await snap.products_as_of(at, after.product_id if after else None, limit + 1)
+        total = await snap.live_product_count() if after is None else None
+    items, more = split_page(fetched, limit)
+    next_cursor = encode_snapshot_cursor(SnapshotCursor(at, items[-1].id)) if more else None
+    return SnapshotPage(checkpoint=format_checkpoint(at), items=items, next_cursor=next_cursor, total_products=total)

@@ -66,6 +66,23 @@ _FEED_CHANGES = f"""
 """
 
 
+# The level as of C: today's level less the movements above C, which the (tenant_id, checkpoint)
+# index finds without touching the history below C. One statement, so one snapshot.
+_PRODUCTS_AS_OF = f"""
+    WITH since AS (
+        SELECT product_id, sum(CASE kind WHEN 'entry' THEN quantity ELSE -quantity END) AS quantity
+        FROM stock_movements WHERE tenant_id = $1 AND checkpoint > $2 GROUP BY product_id)
+    SELECT {_PRODUCT_COLUMNS}, COALESCE(l.quantity, 0) - COALESCE(s.quantity, 0) AS stock_level
+    FROM products p
+    LEFT JOIN stock_levels l ON l.tenant_id = p.tenant_id AND l.product_id = p.id
+    LEFT JOIN since s ON s.product_id = p.id
+    WHERE p.tenant_id = $1 AND p.deleted_at IS NULL AND p.id > $3
+    ORDER BY p.id LIMIT $4
+"""
+_LIVE_PRODUCT_COUNT = "SELECT count(*) FROM products WHERE tenant_id = $1 AND deleted_at IS NULL"
+_NO_PRODUCT = UUID(int=0)
+
+
 def _product_view(row: asyncpg.Record) -> ProductView:
     return ProductView.model_validate(_with_text_checkpoint(row))  # extra columns are ignored
 
@@ -124,6 +141,14 @@ class PostgresFeedSnapshot:
     async def changes_after(self, checkpoint: int, limit: int) -> list[Change]:
         rows = await self._db.fetch(_FEED_CHANGES, self._tenant, checkpoint, limit)
         return [_change(row) for row in rows]
+
+    async def products_as_of(self, checkpoint: int, after: UUID | None, limit: int) -> list[ProductView]:
+        rows = await self._db.fetch(_PRODUCTS_AS_OF, self._tenant, checkpoint, after or _NO_PRODUCT, limit)
+        return [_product_view(row) for row in rows]
+
+    async def live_product_count(self) -> int:
+        count = await self._db.fetchval(_LIVE_PRODUCT_COUNT, self._tenant)
+        return int(count or 0)
 
 
 class PostgresInventoryReader:

@@ -19,6 +19,15 @@ checkpoint, so a state superseded before the pull is not repeated. A product cha
 client passed it gets a new, higher checkpoint and is shown again. Movements are append-only and
 each appears once.
 
+A first download does not replay the ledger: it reads a *snapshot*, every live product with its
+stock level as of one checkpoint C, then follows the feed from C. Each snapshot page is read in
+its own REPEATABLE READ transaction, at any time after C was read; it shows the level as of C by
+taking, from the current level, the movements above C (the ledger is append-only, so the movements
+up to C never change). Everything above C reaches the client through the feed, exactly once. A
+product on a page may be newer than C (the feed brings that state again, and upserts are
+idempotent), and a product deleted after C is missing from later pages, while its tombstone, above
+C, is in the feed. A snapshot whose C falls below the horizon must start again, like a checkpoint.
+
 Deleted products leave tombstones, which the sync worker purges after ``TOMBSTONE_RETENTION_DAYS``,
 raising ``tenants.feed_horizon`` to the highest purged checkpoint. A client whose checkpoint is
 below the horizon may have missed a purged delete, so it must re-download (``RESET_REQUIRED``);
@@ -96,4 +105,15 @@ def assemble_feed_page(changes: list[Change], *, limit: int, position: FeedPosit
     """
     page, has_more = changes[:limit], len(changes) > limit
     checkpoint = page[-1].checkpoint if has_more else format_checkpoint(position.last_checkpoint)
-    return ChangeFeedPage(checkpoint=checkpoint, has_more=has_more, changes=page)
+    # Each checkpoint names at most one change, so the distance to the last one bounds what is left.
+    remaining = position.last_checkpoint - int(checkpoint) if has_more else 0
+    return ChangeFeedPage(checkpoint=checkpoint, has_more=has_more, changes=page, remaining=remaining)
+
+
+def snapshot_checkpoint(resuming_at: int | None, position: FeedPosition) -> int:
+    """The checkpoint C a snapshot page is read as of: the tenant's last one for a first page, the
+    cursor's for a later page (which must still be resumable, see :func:`check_resumable`)."""
+    if resuming_at is None:
+        return position.last_checkpoint
+    check_resumable(resuming_at, position)
+    return resuming_at

@@ -50,6 +50,14 @@ class MovementCursor:
     checkpoint: int
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotCursor:
+    """A position in a snapshot: the checkpoint C every page is read as of, and the last product id shown."""
+
+    checkpoint: int
+    product_id: UUID
+
+
 def encode_product_cursor(cursor: ProductCursor) -> str:
     """The opaque token for a product-list position."""
     return _encode({"k": "product", "n": cursor.sort_name, "i": str(cursor.product_id)})
@@ -91,6 +99,20 @@ def decode_movement_cursor(token: str) -> MovementCursor:
     except OverflowError:  # an offset pushing it out of range: no row sits there
         raise InvalidCursor("cursor is not a movement-history cursor") from None
     return MovementCursor(occurred_at=moment, checkpoint=checkpoint)
+
+
+def encode_snapshot_cursor(cursor: SnapshotCursor) -> str:
+    """The opaque token for the next page of a snapshot."""
+    return _encode({"k": "snapshot", "c": cursor.checkpoint, "i": str(cursor.product_id)})
+
+
+def decode_snapshot_cursor(token: str) -> SnapshotCursor:
+    """The snapshot position a token names, or :class:`InvalidCursor`."""
+    data = _decode(token, "snapshot")
+    checkpoint, product_id = data.get("c"), data.get("i")
+    if type(checkpoint) is not int or not 0 <= checkpoint <= MAX_CHECKPOINT or not isinstance(product_id, str):
+        raise InvalidCursor("cursor is not a snapshot cursor")
+    return SnapshotCursor(checkpoint=checkpoint, product_id=_uuid(product_id))
 
 
 def split_page(rows: Sequence[T], limit: int) -> tuple[list[T], bool]:

@@ -21,7 +21,14 @@ from stockzen_inventory.domain.pagination import InvalidCursor
 from stockzen_inventory.domain.products import ProductFilter
 from stockzen_inventory.metrics import METRICS
 from stockzen_platform.http import ApiError
-from stockzen_platform.read_api import ChangeFeedQuery, MovementQuery, ProductListQuery, ProductQuery, register_all
+from stockzen_platform.read_api import (
+    ChangeFeedQuery,
+    MovementQuery,
+    ProductListQuery,
+    ProductQuery,
+    SnapshotQuery,
+    register_all,
+)
 
 from .dependencies import Caller, Reader, require_caller
 
@@ -80,6 +87,13 @@ async def change_feed(query: Annotated[ChangeFeedQuery, Depends()], caller: Call
     return _json(page)
 
 
+async def snapshot(query: Annotated[SnapshotQuery, Depends()], caller: Caller, reader: Reader) -> Response:
+    with _answering_errors():
+        page = await services.snapshot(reader, caller.tenant_id, cursor=query.cursor, limit=query.limit)
+    METRICS.snapshot_rows.inc(len(page.items))
+    return _json(page)
+
+
 register_all(
     router,
     {
@@ -87,5 +101,6 @@ register_all(
         "get_product": get_product,
         "movement_history": movement_history,
         "change_feed": change_feed,
+        "snapshot": snapshot,
     },
 )

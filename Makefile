@@ -70,8 +70,10 @@ lint: env ## ruff and mypy --strict
 token: env ## mint a development token: make token [TENANT=<uuid>] [USER_ID=<id>]
 	@$(BIN)/python scripts/mint_token.py $(if $(TENANT),--tenant $(TENANT)) $(if $(USER_ID),--user $(USER_ID))
 
-bench: env services ## throughput and latency through the real stack against Postgres alone (minutes)
+bench: env services web ## throughput and latency through the real stack, then a large tenant's first sync and clicks in both clients (minutes)
+	bash scripts/ensure_tools.sh
 	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
+	$(BIN)/python -m bench.large_tenant $(LARGE_TENANT_ARGS)
 
 chaos: env services ## long chaos run: devices push through killed workers and cut links; prints lost/doubled/diverged
 	$(BIN)/python chaos/run_chaos.py $(CHAOS_ARGS)

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from bench import large_tenant
 from bench.throughput import Plan, run
 
 
@@ -24,3 +25,25 @@ async def test_the_bench_runs_end_to_end_and_prints_every_figure(capsys: pytest.
     assert re.search(r"redis: \d+ bytes per deduped operation", printed), printed
     assert re.search(r"one operation per request: gateway p50 [\d.]+ ms, direct FastAPI -> Postgres p50", printed)
     assert "'pending'" not in printed, printed  # every answer was final
+
+
+async def test_the_large_tenant_bench_runs_end_to_end_and_prints_every_figure(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await large_tenant.run(large_tenant.LargePlan(sizes=(600,), products=60, devices=2, clicks=2))
+
+    printed = capsys.readouterr().out
+    for figure in (
+        r"large tenant 600: 60 products, 600 movements",
+        r"seeded through the API: [\d.]+ s, [\d,]+ operations/s",
+        r"plain pull, whole feed: [\d.]+ s, 660 rows",
+        r"plain pull, snapshot \+ feed: [\d.]+ s, 60 rows",
+        r"python first sync: [\d.]+ s = [\d.]+ x whole feed",
+        r"python cli: --help [\d.]+ x, status [\d.]+ x",
+        r"browser first sync: [\d.]+ s = [\d.]+ x whole feed",
+        r"browser clicks: median \d+ ms, p95 \d+ ms \(2\)",
+        r"browser opens: median \d+ ms",
+        r"browser searches: median \d+ ms",
+        r"browser heap [\d.]+ MB, stored [\d.]+ MB",
+    ):
+        assert re.search(figure, printed), (figure, printed)

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import asyncpg
 
-from stockzen_client import Profile, StockzenClient, SyncState, SyncStatus
+from stockzen_client import Profile, StockzenClient, SyncProgress, SyncState, SyncStatus
 from tests.e2e.client.conftest import FAST, DeviceFactory
 from tests.support.db import applied_rows, movement_rows, product_row, stock_level
 from tests.support.proxy import CuttableProxy
@@ -200,3 +200,29 @@ async def test_a_running_engine_takes_a_new_login_and_its_live_stream_without_a_
     product = till.client.add_product("Made on the till")
     assert (await till.client.sync()).state is SyncState.UP_TO_DATE
     await phone.until(lambda c: c.product(product) is not None, seconds=30)
+
+
+async def test_a_new_device_takes_a_snapshot_of_levels_and_then_only_the_movements_after_it(
+    stack: Stack, device: DeviceFactory, admin: asyncpg.Connection, tenant_id: uuid.UUID
+) -> None:
+    phone, tablet = device("phone", stack.gateway_url), device("tablet", stack.gateway_url)
+    products = [phone.client.add_product(f"Item {n}") for n in range(3)]
+    for n, product in enumerate(products, start=1):
+        phone.client.stock_in(product, 10 * n)
+        phone.client.stock_out(product, n)
+    assert (await phone.client.sync()).state is SyncState.UP_TO_DATE
+    told: list[SyncProgress] = []
+
+    assert (await tablet.client.sync(told.append)).state is SyncState.UP_TO_DATE
+
+    assert [(p.phase, p.done, p.total) for p in told if p.phase == "snapshot"] == [("snapshot", 3, 3)]
+    assert listing(tablet.client) == listing(phone.client)
+    for n, product in enumerate(products, start=1):
+        assert listing(tablet.client)[product][-1] == 9 * n == await stock_level(admin, tenant_id, product)
+        assert tablet.client.history(product) == []  # the ledger before the snapshot stays on the server
+
+    phone.client.stock_out(products[0], 4)
+    assert (await phone.client.sync()).state is SyncState.UP_TO_DATE
+    assert (await tablet.client.sync()).state is SyncState.UP_TO_DATE
+    assert listing(tablet.client)[products[0]][-1] == 5
+    assert [(m.kind.value, m.quantity) for m in tablet.client.history(products[0])] == [("exit", 4)]

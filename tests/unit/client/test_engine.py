@@ -232,22 +232,24 @@ async def test_queued_edits_stay_on_top_of_pulled_changes(make_client: ClientFac
 async def test_the_checkpoint_never_passes_what_the_store_holds(
     make_client: ClientFactory, server: FakeGateway, tenant_id: uuid.UUID
 ) -> None:
+    feed_pulls: int | None = None  # counted once the tablet has its first download
+
+    async def cut_after_two_pages(request: httpx.Request) -> httpx.Response:
+        nonlocal feed_pulls
+        if request.url.path == "/api/sync/changes" and feed_pulls is not None:
+            feed_pulls += 1
+            if feed_pulls > 2:
+                raise httpx.ConnectError("cut", request=request)
+        return await server.handle(request)
+
+    tablet = make_client("tablet", transport=httpx.MockTransport(cut_after_two_pages))
+    assert (await tablet.sync()).state is SyncState.UP_TO_DATE
     phone = make_client("phone")
     for name in ("A", "B", "C", "D"):
         phone.add_product(name)
     await phone.sync()
     server.feed_page_size = 1
-    pulls = 0
-
-    async def cut_after_two_pages(request: httpx.Request) -> httpx.Response:
-        nonlocal pulls
-        if request.url.path == "/api/sync/changes":
-            pulls += 1
-            if pulls > 2:
-                raise httpx.ConnectError("cut", request=request)
-        return await server.handle(request)
-
-    tablet = make_client("tablet", transport=httpx.MockTransport(cut_after_two_pages))
+    feed_pulls = 0
 
     status = await tablet.sync()
 
@@ -370,12 +372,16 @@ async def test_a_refused_token_is_an_error_that_asks_for_a_new_login(
 async def test_up_to_date_waits_for_a_pull_that_covers_the_push(
     make_client: ClientFactory, server: FakeGateway
 ) -> None:
+    feed_up = True
+
     async def feed_down(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/api/sync/changes":
+        if request.url.path == "/api/sync/changes" and not feed_up:
             return failure(503, Code.UNAVAILABLE, "the inventory service is unavailable; retry later", 1)
         return await server.handle(request)
 
     client = make_client("phone", transport=httpx.MockTransport(feed_down))
+    assert (await client.sync()).state is SyncState.UP_TO_DATE  # the first download
+    feed_up = False
     product = client.add_product("Mug")
     status = await client.sync()
 

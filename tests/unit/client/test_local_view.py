@@ -13,7 +13,7 @@ from stockzen_client import LocalProduct, Profile, ProfileError, SyncState
 from stockzen_client.adapters.store import LocalStore
 from stockzen_client.domain.status import settled_state
 from stockzen_client.domain.view import rebase
-from stockzen_client.engine import stored_status
+from stockzen_client.local_status import stored_status
 from stockzen_contracts import Operation, parse_operation
 from tests.unit.client.conftest import device_token
 
@@ -36,30 +36,37 @@ def op(entity_id: uuid.UUID, kind: str, payload: dict[str, Any], entity: str = "
     )
 
 
+def queued(entity_id: uuid.UUID, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """A product operation as the outbox keeps it: its wire JSON."""
+    return op(entity_id, kind, payload).to_wire()
+
+
 def test_queued_edits_are_replayed_over_the_servers_product_in_order() -> None:
     product = uuid.uuid4()
     server = LocalProduct(id=product, name="Server name", sku="S-1", price_cents=100)
-    shown = rebase(server, [op(product, "update", {"priceCents": 250}), op(product, "update", {"priceCents": 300})])
+    shown = rebase(
+        server, [queued(product, "update", {"priceCents": 250}), queued(product, "update", {"priceCents": 300})]
+    )
     assert shown is not None
     assert (shown.name, shown.sku, shown.price_cents, shown.queued_changes) == ("Server name", "S-1", 300, 2)
 
 
 def test_a_queued_create_makes_the_product_and_a_tombstone_stays_a_tombstone() -> None:
     product = uuid.uuid4()
-    created = rebase(None, [op(product, "create", {"name": "New"})])
+    created = rebase(None, [queued(product, "create", {"name": "New"})])
     assert created is not None
     assert (created.name, created.deleted) == ("New", False)
     tombstone = LocalProduct(id=product, name="Gone", deleted=True)
-    still_gone = rebase(tombstone, [op(product, "update", {"name": "Edited offline"})])
+    still_gone = rebase(tombstone, [queued(product, "update", {"name": "Edited offline"})])
     assert still_gone is not None
     assert (still_gone.name, still_gone.deleted) == ("Gone", True)
-    deleted = rebase(created, [op(product, "delete", {})])
+    deleted = rebase(created, [queued(product, "delete", {})])
     assert deleted is not None
     assert deleted.deleted
 
 
 def test_an_edit_of_a_product_this_device_never_saw_shows_nothing() -> None:
-    assert rebase(None, [op(uuid.uuid4(), "update", {"name": "x"})]) is None
+    assert rebase(None, [queued(uuid.uuid4(), "update", {"name": "x"})]) is None
 
 
 def test_the_state_a_sync_settles_in() -> None:

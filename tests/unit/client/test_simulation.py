@@ -1,6 +1,7 @@
 """A deterministic simulation: several devices edit offline at random, lose and regain their
-connection, and meet a server that holds batches back as ``pending``, pages its feed and now and
-then asks for a full download; once everyone syncs, every device shows exactly what the server holds.
+connection, and meet a server that holds batches back as ``pending``, pages its feed and its
+snapshots and now and then asks for a full download (sometimes again in the middle of one); once
+everyone syncs, every device shows exactly what the server holds.
 
 Seeded (one seed per case) so that a failure replays exactly.
 """
@@ -12,8 +13,7 @@ import random
 import pytest
 
 from stockzen_client import StockzenClient, SyncState
-from tests.support.fake_gateway import FakeGateway
-from tests.unit.client.conftest import ClientFactory, Clock
+from tests.unit.client.conftest import ClientFactory, Clock, Gateway
 
 DEVICES = ("phone", "tablet", "till")
 STEPS = 120
@@ -50,11 +50,12 @@ def _local_change(rng: random.Random, client: StockzenClient) -> None:
 
 @pytest.mark.parametrize("seed", range(6))
 async def test_every_device_ends_up_equal_to_the_server(
-    seed: int, make_client: ClientFactory, server: FakeGateway, clock: Clock
+    seed: int, make_client: ClientFactory, server: Gateway, clock: Clock
 ) -> None:
     rng = random.Random(seed)
     server.rng = random.Random(seed + 1000)
     server.feed_page_size = rng.choice([1, 3, 50])
+    server.snapshot_page_size = rng.choice([1, 2, 1000])  # first downloads come in pages too
     clients = {name: make_client(name) for name in DEVICES}
     offline_syncs = 0
 
@@ -72,7 +73,8 @@ async def test_every_device_ends_up_equal_to_the_server(
         elif action < 0.9:
             await server.deliver_held_back()
         elif action < 0.92:
-            server.reset_next_pull = True  # the next pull must start over (RESET_REQUIRED)
+            server.reset_next_pull = True  # the next pull must start over (RESET_REQUIRED): a snapshot
+            server.reset_next_snapshot_page = rng.random() < 0.5  # whose second page may be refused too
         else:
             clock.advance(rng.choice([0.5, 5, 40]))
 

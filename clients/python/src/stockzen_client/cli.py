@@ -1,32 +1,42 @@
-"""``stockzen``: the client for people (rich output on a terminal) and scripts (``--json``, plain text)."""
+"""``stockzen``: the client for people (rich output on a terminal) and scripts (``--json``, plain text).
+
+It starts at once: this module loads typer and the standard library only. Each command imports what
+it needs when it runs — the network stack and the sync engine for ``sync`` and ``watch``, the wire
+models (pydantic) for the commands that queue a change, rich for tables, live lines and progress bars —
+so ``--help``, ``status`` and ``product ls`` never load them.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, TypeVar
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 from uuid import UUID
 
-import filelock
 import typer
-from rich.console import Console
-from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
-from stockzen_client.client import InvalidChange, StockzenClient
-from stockzen_client.domain.status import SyncState, SyncStatus
-from stockzen_client.engine import EngineSettings, SyncBusy, stored_status
 from stockzen_client.profile import DEFAULT_PROFILE, Profile, ProfileError, profile_directory
 
-app = typer.Typer(help="StockZen offline-first inventory: work offline, sync by itself.", no_args_is_help=True)
-product_app = typer.Typer(help="Create, edit, delete and list products.", no_args_is_help=True)
-stock_app = typer.Typer(help="Record stock entries and exits.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from stockzen_client.client import StockzenClient
+    from stockzen_client.domain.status import SyncProgress, SyncStatus
+    from stockzen_client.engine import EngineSettings
+
+# Plain help (click's): typer's rich help would load rich, markdown and pygments for every --help.
+app = typer.Typer(
+    help="StockZen offline-first inventory: work offline, sync by itself.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+product_app = typer.Typer(help="Create, edit, delete and list products.", no_args_is_help=True, rich_markup_mode=None)
+stock_app = typer.Typer(help="Record stock entries and exits.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(product_app, name="product")
 app.add_typer(stock_app, name="stock")
 
@@ -35,6 +45,10 @@ ProfileName = Annotated[
     str, typer.Option("--profile", envvar="STOCKZEN_PROFILE", help="which profile under $STOCKZEN_HOME")
 ]
 _T = TypeVar("_T")
+
+# Control characters (but tab and newline, which the plain output uses) never reach the terminal:
+# what is printed may come from the server.
+_UNPRINTABLE = dict.fromkeys([*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)])
 
 
 class Failure(Exception):
@@ -51,45 +65,68 @@ class Output:
 
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
-        self.console = Console(highlight=False)
-        self.errors = Console(stderr=True, highlight=False)
+        self._console: Console | None = None
 
     @property
     def rich(self) -> bool:
-        return not self.as_json and self.console.is_terminal
+        """Whether stdout is a terminal to draw on (tables, a live status line)."""
+        return not self.as_json and sys.stdout.isatty()
+
+    @property
+    def console(self) -> Console:
+        """rich on stdout (loaded when first drawn on)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(highlight=False)
+        return self._console
 
     def result(self, data: Any, text: str) -> None:
         if self.as_json:
             print(json.dumps(data))
         else:
-            self.console.print(text, markup=False, soft_wrap=True)
+            _write(sys.stdout, text)
 
     def fail(self, message: str, code: str = "FAILED", details: dict[str, Any] | None = None) -> None:
         if self.as_json:
             print(json.dumps({"code": code, "message": message, **(details or {})}))
-        self.errors.print(f"Error: {message}", markup=False, soft_wrap=True)
+        _write(sys.stderr, f"Error: {message}")
+
+
+def _write(stream: IO[str], text: str) -> None:
+    stream.write(text.translate(_UNPRINTABLE) + "\n")
 
 
 @contextmanager
-def _command(as_json: bool) -> Iterator[Output]:
+def _command(as_json: bool, *expected: type[Exception]) -> Iterator[Output]:
+    """Run a command's body: a :class:`Failure`, a profile problem, a refused change or one of
+    ``expected`` becomes one sentence on stderr (and ``{code, message}`` with ``--json``) and exit 1."""
+    from stockzen_client.client import InvalidChange
+
     output = Output(as_json)
+    known: tuple[type[Exception], ...] = (ProfileError, InvalidChange, *expected)
     try:
         yield output
     except Failure as exc:
         output.fail(str(exc), exc.code, exc.details)
         raise typer.Exit(1) from None
-    except (ProfileError, InvalidChange, SyncBusy) as exc:
+    except known as exc:
         output.fail(str(exc))
         raise typer.Exit(1) from None
 
 
-def _open(profile: str, settings: EngineSettings | None) -> StockzenClient:
+def _open(profile: str, settings: EngineSettings | None = None) -> StockzenClient:
+    from stockzen_client.client import StockzenClient
+
     return StockzenClient(Profile.load(profile_directory(profile)), settings=settings)
 
 
 def _with_client(
     profile: str, work: Callable[[StockzenClient], Awaitable[_T]], settings: EngineSettings | None = None
 ) -> _T:
+    """Run ``work`` with a client that may connect (on an event loop, closed after)."""
+    import asyncio
+
     async def run() -> _T:
         client = _open(profile, settings)
         try:
@@ -101,10 +138,12 @@ def _with_client(
 
 
 def _local(profile: str, work: Callable[[StockzenClient], _T]) -> _T:
-    async def run(client: StockzenClient) -> _T:
+    """Run ``work`` with a client that stays local: no event loop, no network stack."""
+    client = _open(profile)
+    try:
         return work(client)
-
-    return _with_client(profile, run)
+    finally:
+        client.close()
 
 
 @app.command()
@@ -192,6 +231,8 @@ def product_ls(profile: ProfileName = DEFAULT_PROFILE, as_json: Json = False) ->
             out.result([p.to_json() for p in products], "")
             return
         if out.rich:
+            from rich.table import Table
+
             table = Table("id", "name", "sku", "unit", "price", "stock", "sync")
             for p in products:
                 table.add_row(
@@ -200,9 +241,12 @@ def product_ls(profile: ProfileName = DEFAULT_PROFILE, as_json: Json = False) ->
                 )  # fmt: skip
             out.console.print(table)
             return
-        for p in products:
-            queued = f"\t{p.queued_changes} queued" if p.queued_changes else ""
-            out.result(None, f"{p.id}\t{p.name}\tstock {p.stock_level}{queued}")
+        lines = [
+            f"{p.id}\t{p.name}\tstock {p.stock_level}" + (f"\t{p.queued_changes} queued" if p.queued_changes else "")
+            for p in products
+        ]
+        if lines:
+            out.result(None, "\n".join(lines))
 
 
 @stock_app.command("in")
@@ -250,15 +294,18 @@ def history(product_id: UUID, profile: ProfileName = DEFAULT_PROFILE, as_json: J
 @app.command()
 def sync(profile: ProfileName = DEFAULT_PROFILE, as_json: Json = False) -> None:
     """Sync now (push, then pull); exits 0 only when everything is up to date."""
-    with _command(as_json) as out:
+    from stockzen_client.domain.status import SyncState
+    from stockzen_client.engine import SyncBusy
+
+    with _command(as_json, SyncBusy) as out:
+        # A progress bar only for a person watching: never with --json, never when stderr is not a terminal.
+        bar = _ProgressBar() if not as_json and sys.stderr.isatty() else None
 
         async def run(client: StockzenClient) -> SyncStatus:
-            with Progress(
-                TextColumn("pushing"), BarColumn(), MofNCompleteColumn(), console=out.errors, disable=not out.rich,
-                transient=True,
-            ) as bar:  # fmt: skip
-                task = bar.add_task("push", total=client.status.queued or None)
-                return await client.sync(lambda done, total: bar.update(task, completed=done, total=total))
+            if bar is None:
+                return await client.sync()
+            with bar:
+                return await client.sync(bar.show)
 
         status = _with_client(profile, run)
         if status.state is not SyncState.UP_TO_DATE:
@@ -268,14 +315,52 @@ def sync(profile: ProfileName = DEFAULT_PROFILE, as_json: Json = False) -> None:
         out.result(status.to_json(), status.describe())
 
 
+class _ProgressBar:
+    """A rich progress bar on stderr, gone when the sync ends: changes sent, products downloaded,
+    changes pulled."""
+
+    _LABELS: ClassVar[dict[str, str]] = {
+        "upload": "sending changes",
+        "snapshot": "downloading products",
+        "feed": "downloading changes",
+    }
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self._bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            console=Console(stderr=True, highlight=False), transient=True,
+        )  # fmt: skip
+        self._task = self._bar.add_task("syncing", total=None)
+
+    def __enter__(self) -> _ProgressBar:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def show(self, progress: SyncProgress) -> None:
+        total = max(progress.total, progress.done)
+        if total == 0:  # nothing to fetch: the bar keeps what it showed
+            return
+        label = self._LABELS.get(progress.phase, progress.phase)
+        self._bar.update(self._task, description=label, completed=progress.done, total=total)
+
+
 @app.command()
 def status(profile: ProfileName = DEFAULT_PROFILE, as_json: Json = False) -> None:
     """Where syncing stands, from local data only: state, queued and failed counts, last sync, notices."""
+    from stockzen_client.local_status import stored_status
+
     with _command(as_json) as out:
         Profile.load(profile_directory(profile))
         running = _watch_running(profile)
-        current = _local(profile, lambda client: stored_status(client.store, engine_running=running))
-        failed = _local(profile, lambda client: client.store.failed())
+        current, failed = _local(
+            profile, lambda client: (stored_status(client.store, engine_running=running), client.store.failed())
+        )
         data = {**current.to_json(), "failedChanges": [{"operationId": str(op), "reason": why} for op, why in failed]}
         lines = [current.describe()]
         lines.append(
@@ -302,9 +387,13 @@ def watch(
     ] = True,
 ) -> None:
     """Run the sync engine in the foreground with a live status line; Ctrl-C stops it."""
-    with _command(as_json) as out:
+    import filelock
+
+    from stockzen_client.engine import EngineSettings, SyncBusy
+
+    with _command(as_json, SyncBusy) as out:
         Profile.load(profile_directory(profile))
-        guard = filelock.FileLock(profile_directory(profile) / "watch.lock")
+        guard = filelock.FileLock(_watch_lock(profile))
         try:
             guard.acquire(blocking=False)
         except filelock.Timeout:
@@ -316,6 +405,11 @@ def watch(
 
 
 async def _watch(client: StockzenClient, out: Output) -> None:
+    import asyncio
+    import signal
+
+    from rich.live import Live
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -343,17 +437,38 @@ async def _watch(client: StockzenClient, out: Output) -> None:
             loop.remove_signal_handler(sig)
 
 
+def _watch_lock(profile: str) -> Path:
+    return profile_directory(profile) / "watch.lock"
+
+
 def _watch_running(profile: str) -> bool:
-    guard = filelock.FileLock(profile_directory(profile) / "watch.lock")
+    """Whether a ``stockzen watch`` holds the profile's watch lock (asked without loading filelock:
+    on POSIX its lock is an ``flock`` of the whole file, which this probe takes and gives back)."""
+    path = _watch_lock(profile)
     try:
-        guard.acquire(blocking=False)
-    except filelock.Timeout:
-        return True
-    guard.release()
+        import fcntl
+    except ImportError:  # not POSIX: ask filelock itself
+        import filelock
+
+        guard = filelock.FileLock(path)
+        try:
+            guard.acquire(blocking=False)
+        except filelock.Timeout:
+            return True
+        guard.release()
+        return False
+    with path.open("a") as file:
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(file.fileno(), fcntl.LOCK_UN)
     return False
 
 
 def _not_synced(status: SyncStatus) -> str:
+    from stockzen_client.domain.status import SyncState
+
     why = {
         SyncState.OFFLINE: "the server cannot be reached",
         SyncState.ERROR: "the server keeps failing",
@@ -374,4 +489,49 @@ def _price(cents: int | None) -> str:
 def main() -> None:
     """The ``stockzen`` console script."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    quick = _quick_command(sys.argv[1:])
+    if quick is not None:
+        sys.exit(_run_quickly(quick))
     app()
+
+
+_QUICK: dict[tuple[str, ...], Callable[..., None]] = {("status",): status, ("product", "ls"): product_ls}
+
+
+def _quick_command(args: list[str]) -> Callable[[], None] | None:
+    """``status`` and ``product ls`` in their plain forms (``[--json] [--profile NAME]``), to be run
+    without typer's argument handling; None for anything else (``--help``, another option, another
+    command), which typer handles as always.
+
+    Why: typer (0.29) converts every option value with a pydantic ``TypeAdapter``, so reading the
+    profile's name would load pydantic — about as long as the rest of these commands together.
+    """
+    words = next((words for words in _QUICK if tuple(args[: len(words)]) == words), None)
+    if words is None:
+        return None
+    command = _QUICK[words]
+    profile, as_json = os.environ.get("STOCKZEN_PROFILE") or DEFAULT_PROFILE, False
+    rest = args[len(words) :]
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--json":
+            as_json = True
+        elif arg == "--profile" and rest and not rest[0].startswith("-"):
+            profile = rest.pop(0)
+        elif arg.startswith("--profile=") and len(arg) > len("--profile="):
+            profile = arg.removeprefix("--profile=")
+        else:
+            return None
+    return lambda: command(profile=profile, as_json=as_json)
+
+
+def _run_quickly(command: Callable[[], None]) -> int:
+    """Run a command as typer would (``typer.Exit`` is its exit status; a closed pipe exits 1 quietly)."""
+    try:
+        command()
+    except typer.Exit as exit:
+        return exit.exit_code
+    except BrokenPipeError:  # `stockzen product ls | head`: the reader is gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 1
+    return 0

@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-import httpx
-
-from stockzen_client.adapters.api import GatewayApi
 from stockzen_client.adapters.store import LocalStore
-from stockzen_client.domain.backoff import Backoff
 from stockzen_client.domain.status import SyncStatus
 from stockzen_client.domain.view import LocalMovement, LocalProduct
-from stockzen_client.engine import EngineSettings, Progress, SyncEngine
 from stockzen_client.profile import Profile, ProfileToken
-from stockzen_contracts import (
-    EntityType,
-    InvalidOperation,
-    MovementKind,
-    OperationType,
-    format_utc,
-    parse_operation,
-)
+
+if TYPE_CHECKING:
+    import asyncio
+
+    import httpx
+
+    from stockzen_client.adapters.api import GatewayApi
+    from stockzen_client.domain.backoff import Backoff
+    from stockzen_client.engine import EngineSettings, Progress, SyncEngine
 
 
 class InvalidChange(ValueError):
@@ -38,6 +33,9 @@ class StockzenClient:
 
     Writes go to the store and the outbox in one local transaction and return at once, online or not;
     ids are made here. Reads show the server's data with the queued changes on top.
+
+    The connection and the sync engine are made when first used (``api``, ``engine``, ``status``,
+    ``sync``, ``run``): local reads and writes never load the network stack.
     """
 
     def __init__(
@@ -53,20 +51,49 @@ class StockzenClient:
         self.profile = profile
         self.store = LocalStore(profile.database, clock=clock)
         self.token = ProfileToken(profile)  # a new `stockzen login` for the same user is used without a restart
-        self.api = GatewayApi(profile.server_url, self.token, transport=transport)
-        self.engine = SyncEngine(
-            self.store,
-            self.api,
-            lock_path=profile.lock_file,
-            backoff=backoff,
-            settings=settings,
-            clock=clock,
-            warning=self.token.problem,
-        )
+        self._transport = transport
+        self._settings = settings
+        self._backoff = backoff
+        self._clock = clock
+        self._api: GatewayApi | None = None
+        self._engine: SyncEngine | None = None
+
+    @property
+    def api(self) -> GatewayApi:
+        """The gateway, as the engine talks to it."""
+        if self._api is None:
+            from stockzen_client.adapters.api import GatewayApi
+
+            self._api = GatewayApi(self.profile.server_url, self.token, transport=self._transport)
+        return self._api
+
+    @property
+    def engine(self) -> SyncEngine:
+        """The sync engine (its ``hub`` publishes the status)."""
+        if self._engine is None:
+            from stockzen_client.engine import SyncEngine
+
+            self._engine = SyncEngine(
+                self.store,
+                self.api,
+                lock_path=self.profile.lock_file,
+                backoff=self._backoff,
+                settings=self._settings,
+                clock=self._clock,
+                warning=self.token.problem,
+            )
+        return self._engine
 
     async def aclose(self) -> None:
         """Close the connection pool and the database."""
-        await self.api.aclose()
+        if self._api is not None:
+            await self._api.aclose()
+        self.store.close()
+
+    def close(self) -> None:
+        """Close the database of a client that never connected (else use :meth:`aclose`)."""
+        if self._api is not None:
+            raise RuntimeError("this client connected: close it with `await client.aclose()`")
         self.store.close()
 
     # --- status and syncing --------------------------------------------------------------------
@@ -89,34 +116,34 @@ class StockzenClient:
     def add_product(self, name: str, **fields: Any) -> UUID:
         """Create a product (fields: sku, barcode, unit, price_cents, low_stock_threshold); returns its id."""
         product_id = uuid.uuid4()
-        self._queue(EntityType.PRODUCT, product_id, OperationType.CREATE, {"name": name, **_camel(fields)})
+        self._queue("product", product_id, "create", {"name": name, **_camel(fields)})
         return product_id
 
     def edit_product(self, product_id: UUID, **changes: Any) -> None:
         """Change some fields of a product (``None`` clears a nullable field)."""
         self._known(product_id)
-        self._queue(EntityType.PRODUCT, product_id, OperationType.UPDATE, _camel(changes))
+        self._queue("product", product_id, "update", _camel(changes))
 
     def remove_product(self, product_id: UUID) -> None:
         """Delete a product (the server keeps a tombstone)."""
         self._known(product_id)
-        self._queue(EntityType.PRODUCT, product_id, OperationType.DELETE, {})
+        self._queue("product", product_id, "delete", {})
 
     def stock_in(self, product_id: UUID, quantity: int, reason: str | None = None) -> UUID:
         """Record an entry of ``quantity``; returns the movement's id."""
-        return self._movement(product_id, MovementKind.ENTRY, quantity, reason)
+        return self._movement(product_id, "entry", quantity, reason)
 
     def stock_out(self, product_id: UUID, quantity: int, reason: str | None = None) -> UUID:
         """Record an exit of ``quantity``; returns the movement's id."""
-        return self._movement(product_id, MovementKind.EXIT, quantity, reason)
+        return self._movement(product_id, "exit", quantity, reason)
 
-    def _movement(self, product_id: UUID, kind: MovementKind, quantity: int, reason: str | None) -> UUID:
+    def _movement(self, product_id: UUID, kind: str, quantity: int, reason: str | None) -> UUID:
         self._known(product_id)
         movement_id = uuid.uuid4()
-        payload: dict[str, Any] = {"productId": str(product_id), "kind": kind.value, "quantity": quantity}
+        payload: dict[str, Any] = {"productId": str(product_id), "kind": kind, "quantity": quantity}
         if reason is not None:
             payload["reason"] = reason
-        self._queue(EntityType.STOCK_MOVEMENT, movement_id, OperationType.CREATE, payload)
+        self._queue("stockMovement", movement_id, "create", payload)
         return movement_id
 
     def _known(self, product_id: UUID) -> None:
@@ -125,16 +152,18 @@ class StockzenClient:
                 f"there is no product {product_id} on this device (run `stockzen sync` to fetch new ones)"
             )
 
-    def _queue(self, entity: EntityType, entity_id: UUID, kind: OperationType, payload: dict[str, Any]) -> None:
+    def _queue(self, entity: str, entity_id: UUID, kind: str, payload: dict[str, Any]) -> None:
+        from stockzen_contracts import InvalidOperation, parse_operation
+
         operation_id = str(uuid.uuid4())
         raw = {
             "operationId": operation_id,
             "idempotencyKey": operation_id,
-            "entityType": entity.value,
+            "entityType": entity,
             "entityId": str(entity_id),
-            "operationType": kind.value,
+            "operationType": kind,
             "tenantId": str(self.profile.tenant_id),
-            "modifiedAt": format_utc(datetime.now(UTC)),
+            "modifiedAt": _utc_now(),
             "payload": payload,
         }
         try:
@@ -142,7 +171,8 @@ class StockzenClient:
         except InvalidOperation as exc:
             raise InvalidChange(exc.message) from None
         self.store.enqueue(operation)
-        self.engine.refresh()
+        if self._engine is not None:  # else nobody watches the status yet
+            self._engine.refresh()
 
     # --- the local view ------------------------------------------------------------------------
 
@@ -162,3 +192,10 @@ class StockzenClient:
 def _camel(fields: dict[str, Any]) -> dict[str, Any]:
     parts = {name: name.split("_") for name in fields}
     return {parts[n][0] + "".join(p.title() for p in parts[n][1:]): v for n, v in fields.items()}
+
+
+def _utc_now() -> str:
+    """Now as the contract writes timestamps: ISO-8601 UTC with microseconds and ``Z``."""
+    from stockzen_contracts import format_utc
+
+    return format_utc(datetime.now(UTC))

@@ -1,4 +1,5 @@
-"""The sync engine: push the outbox, settle each result, pull the feed, and say where things stand.
+"""The sync engine: push the outbox, settle each result, pull (a snapshot first on a new device, then
+the feed), and say where things stand.
 
 One sync at a time per profile: concurrent callers in a process share the sync in flight, and a
 lock file keeps other processes on the same profile out while it runs. While the engine runs online,
@@ -18,17 +19,26 @@ from pathlib import Path
 
 import filelock
 
-from stockzen_client.adapters.api import ApiFailure, GatewayApi, ResetRequired, ServerFailing, Unreachable
+from stockzen_client.adapters.api import (
+    ApiFailure,
+    GatewayApi,
+    RateLimited,
+    Refused,
+    ResetRequired,
+    ServerFailing,
+    Unreachable,
+)
 from stockzen_client.adapters.store import LocalStore
 from stockzen_client.domain.backoff import Backoff
-from stockzen_client.domain.status import SyncState, SyncStatus, settled_state
+from stockzen_client.domain.status import SyncProgress, SyncState, SyncStatus, settled_state
 from stockzen_client.live import LiveUpdates
 from stockzen_client.status_hub import StatusHub
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
-"""Called with (changes sent so far, changes queued when the push began)."""
+Progress = Callable[[SyncProgress], None]
+"""Called as a sync goes: changes sent (``upload``), products stored of a first download
+(``snapshot``), changes pulled from the feed (``feed``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +103,8 @@ class SyncEngine:
         synced = store.get_meta("last_synced_at")
         self._last_synced_at = datetime.fromisoformat(synced) if synced else None
         self._uploading = self._downloading = False
+        self._progress: SyncProgress | None = None
+        self._report_to: Progress | None = None
         self._failures = 0
         self._successes = 0
         self._warning = warning
@@ -109,8 +121,9 @@ class SyncEngine:
         return self.hub.current
 
     async def sync(self, progress: Progress | None = None) -> SyncStatus:
-        """One sync now: push the outbox, then pull every feed page. A sync already in flight in this
-        process is joined rather than doubled."""
+        """One sync now: push the outbox, then pull (the snapshot if this device has no checkpoint, then
+        every feed page). A sync already in flight in this process is joined rather than doubled (and
+        ``progress`` is then not called)."""
         if self._inflight is None or self._inflight.done():
             self._inflight = asyncio.create_task(self._sync_exclusively(progress))
         return await asyncio.shield(self._inflight)
@@ -208,20 +221,24 @@ class SyncEngine:
             self._lock.release()
 
     async def _sync_once(self, progress: Progress | None) -> SyncStatus:
+        self._report_to, self._progress = progress, None
         self._set(SyncState.SYNCING, uploading=True)
         try:
-            await self._push(progress)
+            await self._push()
+            self._progress = None
             self._set(SyncState.SYNCING, downloading=True)
-            await self._pull()
+            downloaded = await self._pull()
         except Unreachable as exc:
             self._failed(SyncState.OFFLINE, str(exc))
         except ApiFailure as exc:
             self._failed(SyncState.ERROR, str(exc))
         else:
-            self._succeeded()
+            self._succeeded(downloaded=downloaded)
+        finally:
+            self._report_to = None
         return self.hub.current
 
-    async def _push(self, progress: Progress | None) -> None:
+    async def _push(self) -> None:
         total, done = self.store.counts()[0], 0
         sent: set[int] = set()  # each change goes out at most once per sync: no rapid retry loop
         while batch := [i for i in self.store.sendable(self.settings.batch_size + len(sent)) if i.seq not in sent]:
@@ -231,13 +248,11 @@ class SyncEngine:
             try:
                 answer = await self.api.push(self.store.checkpoint, [item.body for item in batch])
             except ApiFailure as exc:
-                self.store.defer(batch, str(exc), self._delay_honouring(exc.retry_after))
+                self.store.defer(batch, str(exc), self._delay_honouring(exc.retry_after), stored=_stored(exc))
                 raise
             self.store.settle(batch, answer.response.results, self.backoff.delay)
             done += len(batch)
-            if progress:
-                progress(done, max(total, done))
-            self.refresh()
+            self._report("upload", done, max(total, done))
 
     def _delay_honouring(self, retry_after: float | None) -> Callable[[int], float]:
         def delay(attempt: int) -> float:
@@ -245,24 +260,72 @@ class SyncEngine:
 
         return delay
 
-    async def _pull(self) -> None:
-        reset = False
+    async def _pull(self) -> bool:
+        """Pull until the feed has nothing more; False when the first download has to wait (a stock
+        movement sent earlier is still in doubt)."""
+        snapshots = pulled = 0
         while True:
+            if self.store.checkpoint is None:
+                if snapshots:
+                    raise ServerFailing("the server asked for a full download twice in one sync")
+                snapshots += 1
+                if not await self._snapshot():
+                    return False
             before = self.store.checkpoint
             try:
                 page = await self.api.changes(before)
             except ResetRequired:
-                if reset:
-                    raise ServerFailing("the server asked for a full download twice in one sync") from None
-                reset = True
-                self.store.reset_server_data()
+                self.store.forget_checkpoint()  # what the store shows stays until the snapshot replaces it
                 continue
             self.store.apply_page(page)
+            pulled += len(page.changes)
+            self._report("feed", pulled, pulled + (page.remaining if page.has_more else 0))
             if not page.has_more:
                 break
             if page.checkpoint == before and not page.changes:
                 raise ServerFailing("the change feed promised more changes but sent none")
         self.store.pull_finished()
+        return True
+
+    async def _snapshot(self) -> bool:
+        """Download the snapshot page by page (resuming one under way from its cursor), each page with
+        its progress in one local transaction. A snapshot only starts when none of this device's stock
+        movements is in doubt: one applied before the snapshot's checkpoint is inside its levels, one
+        applied after comes through the feed, but one whose fate is unknown could count twice or never."""
+        restarted = False
+        while True:
+            resumed = self.store.snapshot_progress()
+            if resumed is None and self.store.in_doubt_movements():
+                log.info("the first download waits: some stock movements sent earlier have no final answer yet")
+                return False
+            try:
+                page = await self.api.snapshot(resumed.cursor if resumed else None)
+            except ResetRequired:
+                # The snapshot outlived the server's tombstones: start it again from its first page.
+                if resumed is None:
+                    raise ServerFailing("the server refused to start a snapshot (RESET_REQUIRED)") from None
+                if restarted:
+                    raise ServerFailing("the server asked for a new snapshot twice in one sync") from None
+                restarted = True
+                self.store.abandon_snapshot()
+                continue
+            except Refused:
+                if resumed is not None:
+                    self.store.abandon_snapshot()  # the server refuses this cursor: start again next time
+                raise
+            if resumed is not None and page.checkpoint != resumed.checkpoint:
+                self.store.abandon_snapshot()
+                raise ServerFailing("a snapshot page came with another checkpoint than its first page")
+            now = self.store.store_snapshot_page(page, resumed)
+            self._report("snapshot", now.done, now.total)
+            if now.cursor is None:
+                return True
+
+    def _report(self, phase: str, done: int, total: int) -> None:
+        self._progress = SyncProgress(phase, done, total)
+        self.refresh()
+        if self._report_to is not None:
+            self._report_to(self._progress)
 
     def _set(self, state: SyncState, *, uploading: bool = False, downloading: bool = False) -> None:
         self._state, self._uploading, self._downloading = state, uploading, downloading
@@ -271,16 +334,25 @@ class SyncEngine:
     def _failed(self, state: SyncState, error: str) -> None:
         self._failures += 1
         self._last_error = error
+        self._progress = None
         self._set(state)
         self.store.save_status(self.status.state, self.status.last_error, None)
 
-    def _succeeded(self) -> None:
+    def _succeeded(self, *, downloaded: bool) -> None:
         self._failures = 0
         self._successes += 1
         queued = self.store.counts()[0]
-        state = settled_state(queued=queued, stuck=self.store.max_attempts() >= self.settings.stuck_after)
-        self._last_synced_at = datetime.now(UTC)
+        stuck = self.store.max_attempts() >= self.settings.stuck_after
+        state = settled_state(queued=queued, stuck=stuck)
         self._last_error = None if queued == 0 else self.store.last_queued_error()
+        if downloaded:
+            self._last_synced_at = datetime.now(UTC)
+        else:  # the first download waits for answers to changes already sent: retried with their backoff
+            state = SyncState.ERROR if stuck else SyncState.SYNCING
+            self._last_error = "the download waits for the server's final answer to stock movements already sent" + (
+                f" ({self._last_error})" if self._last_error else ""
+            )
+        self._progress = None
         self._set(state)
         self.store.save_status(self.status.state, self.status.last_error, self._last_synced_at)
 
@@ -296,6 +368,7 @@ class SyncEngine:
             uploading=self._uploading,
             downloading=self._downloading,
             notices=tuple(self.store.notices()),
+            progress=self._progress,
         )
 
 
@@ -304,23 +377,11 @@ async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
     target.set()
 
 
-def stored_status(store: LocalStore, *, engine_running: bool) -> SyncStatus:
-    """The status as the last sync left it, read from the store alone (``stockzen status``).
-
-    Changes queued since that sync make an "up to date" stale: they show as ``syncing`` while an
-    engine runs on the profile, and as ``offline`` (queued locally, not sent) when none does.
-    """
-    saved = store.get_meta("state")
-    state = SyncState(saved) if saved is not None and saved in set(SyncState) else SyncState.OFFLINE
-    queued, failed, awaiting = store.counts()
-    if state is SyncState.UP_TO_DATE and (queued or awaiting):
-        state = SyncState.SYNCING if engine_running else SyncState.OFFLINE
-    synced = store.get_meta("last_synced_at")
-    return SyncStatus(
-        state=state,
-        queued=queued,
-        failed=failed,
-        last_synced_at=datetime.fromisoformat(synced) if synced else None,
-        last_error=store.get_meta("last_error"),
-        notices=tuple(store.notices()),
-    )
+def _stored(failure: ApiFailure) -> bool | None:
+    """Whether a push that failed as a whole stored anything: False when the server refused it before
+    reading it (401, 429, another 4xx), None when nobody knows (no answer, a failing server)."""
+    if isinstance(failure, Unreachable) or (
+        isinstance(failure, ServerFailing) and not isinstance(failure, RateLimited)
+    ):
+        return None
+    return False

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-import jwt
-import platformdirs
+if TYPE_CHECKING:
+    import logging
 
 DEFAULT_PROFILE = "default"
 
-log = logging.getLogger(__name__)
+
+def _log() -> logging.Logger:
+    import logging  # loaded when there is something to say: `stockzen --help` does without it
+
+    return logging.getLogger(__name__)
 
 
 class ProfileError(Exception):
@@ -24,7 +28,11 @@ class ProfileError(Exception):
 def home() -> Path:
     """``$STOCKZEN_HOME``, or the platform's user data directory for StockZen."""
     configured = os.environ.get("STOCKZEN_HOME")
-    return Path(configured) if configured else Path(platformdirs.user_data_dir("stockzen", appauthor=False))
+    if configured:
+        return Path(configured)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("stockzen", appauthor=False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +64,9 @@ class Profile:
     def create(cls, directory: Path, server_url: str, token: str) -> Profile:
         """A profile for ``token`` (read, not verified: the server verifies it) on ``server_url``."""
         try:
-            claims = jwt.decode(token, options={"verify_signature": False})
+            claims = unverified_claims(token)
             tenant_id, user_id = UUID(str(claims["tenant_id"])), str(claims["sub"])
-        except (jwt.PyJWTError, KeyError, ValueError):
+        except (KeyError, ValueError):
             raise ProfileError("the token is not a StockZen token (it names no tenant_id and sub)") from None
         if not server_url.startswith(("http://", "https://")):
             raise ProfileError(f"the server URL must start with http:// or https:// (got {server_url!r})")
@@ -89,6 +97,25 @@ class Profile:
         except ValueError:
             raise ProfileError(f"the profile file {path} is damaged: log in again") from None
         return cls.create(directory, saved["serverUrl"], saved["token"])
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """The claims of a JSON Web Token, read without checking its signature (the server checks it).
+
+    A JWT is three base64url parts joined by dots, the middle one the claims as a JSON object; reading
+    it needs no JWT library (which would cost every command its import). :class:`ValueError` when
+    ``token`` is not one.
+    """
+    import base64
+
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise ValueError("a JWT has three parts")
+    # Bad base64 (binascii.Error), bytes that are not UTF-8 or not JSON: each is a ValueError.
+    header, claims = (json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))) for part in parts[:2])
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise ValueError("a JWT's header and claims are JSON objects")
+    return claims
 
 
 class ProfileToken:
@@ -135,10 +162,10 @@ class ProfileToken:
                 "the profile now names another tenant or user than this device's data; "
                 "still using the previous token: restart to switch"
             )
-            log.warning("the profile's new token names another tenant or user; it is not used until a restart")
+            _log().warning("the profile's new token names another tenant or user; it is not used until a restart")
             return
         if saved.token != self._token:
-            log.info("the profile's token changed; the next request uses the new one")
+            _log().info("the profile's token changed; the next request uses the new one")
         self._token, self._problem = saved.token, None
 
 

@@ -25,9 +25,21 @@ describe("HttpGateway", () => {
       return new Response(JSON.stringify({ checkpoint: "1", hasMore: false, changes: [] }), { status: 200 });
     }) as typeof fetch;
     await new HttpGateway("http://gw", () => "secret-token", recording).changes("5");
-    expect(seen[0]![0]).toBe("http://gw/api/sync/changes?limit=500&checkpoint=5");
+    expect(seen[0]![0]).toBe("http://gw/api/sync/changes?limit=1000&checkpoint=5");
     expect(seen[0]![1].get("Authorization")).toBe("Bearer secret-token");
     expect(seen[0]![0]).not.toContain("secret-token");
+  });
+
+  it("asks for a snapshot page by its cursor, 500 products a page", async () => {
+    const seen: string[] = [];
+    const recording = (async (url: string | URL | Request) => {
+      seen.push(String(url));
+      return new Response(JSON.stringify({ checkpoint: "9", items: [], nextCursor: null, totalProducts: 0 }), { status: 200 });
+    }) as typeof fetch;
+    const gateway = new HttpGateway("http://gw", () => "t", recording);
+    expect(await gateway.snapshot(null)).toEqual({ checkpoint: "9", items: [], nextCursor: null, totalProducts: 0 });
+    await gateway.snapshot("abc/+=");
+    expect(seen).toEqual(["http://gw/api/sync/snapshot?limit=500", "http://gw/api/sync/snapshot?limit=500&cursor=abc%2F%2B%3D"]);
   });
 
   it("turns an error answer into its code, message and Retry-After", async () => {

@@ -1,5 +1,5 @@
-/** The gateway over fetch: sync, change feed, movement history and the live checkpoint stream. */
-import type { ChangeFeedPage, MovementPage, Operation, SyncResponse } from "./types";
+/** The gateway over fetch: sync, snapshot, change feed, movement history and the live checkpoint stream. */
+import type { ChangeFeedPage, MovementPage, Operation, SnapshotPage, SyncResponse } from "./types";
 
 /** The request reached the gateway and it answered with an error (``{code, message}``). */
 export class HttpError extends Error {
@@ -25,6 +25,8 @@ export interface Gateway {
   /** ``200`` and ``202`` both carry one result per operation. */
   sync(checkpoint: string | null, operations: Operation[]): Promise<SyncResponse>;
   changes(checkpoint: string | null): Promise<ChangeFeedPage>;
+  /** One page of a first download (``cursor`` null for the first page); ``409 RESET_REQUIRED`` on a later one: start again. */
+  snapshot(cursor: string | null): Promise<SnapshotPage>;
   movements(productId: string, cursor: string | null): Promise<MovementPage>;
 }
 
@@ -91,9 +93,15 @@ export class HttpGateway implements Gateway {
   }
 
   changes(checkpoint: string | null): Promise<ChangeFeedPage> {
-    const query = new URLSearchParams({ limit: "500" });
+    const query = new URLSearchParams({ limit: "1000" });
     if (checkpoint !== null) query.set("checkpoint", checkpoint);
     return this.request<ChangeFeedPage>(`/api/sync/changes?${query}`, { headers: this.headers() });
+  }
+
+  snapshot(cursor: string | null): Promise<SnapshotPage> {
+    const query = new URLSearchParams({ limit: "500" });
+    if (cursor !== null) query.set("cursor", cursor);
+    return this.request<SnapshotPage>(`/api/sync/snapshot?${query}`, { headers: this.headers() });
   }
 
   movements(productId: string, cursor: string | null): Promise<MovementPage> {

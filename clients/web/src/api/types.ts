@@ -11,6 +11,7 @@ export type ProductView = Schemas["ProductView"];
 export type StockMovementState = Schemas["StockMovementState"];
 export type MovementPage = Schemas["MovementPage"];
 export type ChangeFeedPage = Schemas["ChangeFeedPage"];
+export type SnapshotPage = Schemas["SnapshotPage"];
 export type Change = Schemas["Change"];
 export type ErrorBody = Schemas["ErrorBody"];
 export type ProductCreate = Schemas["ProductCreate"];

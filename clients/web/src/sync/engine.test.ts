@@ -1,11 +1,23 @@
 import "fake-indexeddb/auto";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { HttpError, TransportError, type Gateway } from "../api/http";
-import type { ChangeFeedPage, ItemResult, MovementPage, Operation, ProductState, SyncResponse } from "../api/types";
+import type {
+  Change,
+  ChangeFeedPage,
+  ItemResult,
+  MovementKind,
+  MovementPage,
+  Operation,
+  ProductState,
+  ProductView,
+  SnapshotPage,
+  SyncResponse,
+} from "../api/types";
 import { backoffDelay } from "./backoff";
-import { CHECKPOINT_KEY, LocalDb } from "./db";
+import { CHECKPOINT_KEY, LocalDb, SNAPSHOT_KEY, storedProduct } from "./db";
 import { SyncEngine, type SyncNotice, type SyncStatus } from "./engine";
-import { LocalActions, stockLevels } from "./local";
+import { LocalActions, shownStock } from "./local";
+import { newId } from "./operations";
 
 const TENANT = "00000000-0000-4000-8000-000000000001";
 
@@ -18,6 +30,9 @@ class FakeGateway implements Gateway {
   feed: ChangeFeedPage[] = [];
   feedErrors: Error[] = [];
   checkpointsAsked: (string | null)[] = [];
+  /** Snapshot pages (or errors) in the order they are asked for; none left: an empty snapshot at "0". */
+  snapshots: (SnapshotPage | Error)[] = [];
+  cursorsAsked: (string | null)[] = [];
   concurrent = 0;
   maxConcurrent = 0;
 
@@ -37,6 +52,13 @@ class FakeGateway implements Gateway {
     const error = this.feedErrors.shift();
     if (error) throw error;
     return this.feed.shift() ?? { checkpoint: checkpoint ?? "0", hasMore: false, changes: [] };
+  }
+
+  async snapshot(cursor: string | null): Promise<SnapshotPage> {
+    this.cursorsAsked.push(cursor);
+    const page = this.snapshots.shift() ?? { checkpoint: "0", items: [], nextCursor: null, totalProducts: 0 };
+    if (page instanceof Error) throw page;
+    return page;
   }
 
   async movements(): Promise<MovementPage> {
@@ -69,6 +91,31 @@ function serverProduct(id: string, fields: Partial<ProductState> = {}): ProductS
   };
 }
 
+function productView(id: string, stockLevel: number, fields: Partial<ProductState> = {}): ProductView {
+  return { ...serverProduct(id, fields), stockLevel };
+}
+
+function movementChange(productId: string, quantity: number, checkpoint: string, kind: MovementKind = "entry", id: string = crypto.randomUUID()): Change {
+  return {
+    checkpoint,
+    entityType: "stockMovement",
+    entityId: id,
+    operation: "upsert",
+    movement: { id, productId, kind, quantity, reason: null, occurredAt: new Date().toISOString(), checkpoint },
+  };
+}
+
+function productChange(product: ProductState): Change {
+  return { checkpoint: product.checkpoint, entityType: "product", entityId: product.id, operation: product.deleted ? "delete" : "upsert", product };
+}
+
+const answerAll = (status: "pending" | "applied") => (ops: Operation[]) =>
+  respond(ops.map((op) => ({ operationId: op.operationId, status, ...(status === "pending" ? { retryable: true } : {}) })));
+
+async function shown(productId: string): Promise<number> {
+  return shownStock(await db.levels.get(productId));
+}
+
 let db: LocalDb;
 let gateway: FakeGateway;
 let engine: SyncEngine;
@@ -83,6 +130,15 @@ async function settle(): Promise<void> {
     await engine.syncNow();
     await engine.idle();
   }
+}
+
+/** An engine that never retries by itself within a test (retries at once would race the script). */
+async function quietEngine(): Promise<SyncEngine> {
+  await engine.stop();
+  const quiet = new SyncEngine({ db, gateway, isOnline: () => online, random: () => 1, backoff: { baseMs: 3_600_000, maxMs: 3_600_000 }, periodMs: 3_600_000 });
+  quiet.onStatus((s) => statuses.push(s));
+  quiet.onNotice((n) => notices.push(n));
+  return quiet;
 }
 
 beforeEach(async () => {
@@ -195,6 +251,7 @@ describe("push", () => {
     expect(failed.find((e) => e.entityId === movement)?.reason).toContain("creation was refused");
     expect(await db.products.get(id)).toBeUndefined();
     expect((await db.movements.get(movement))?.failed).toBe(true);
+    expect(await shown(id)).toBe(0); // its pending +3 was taken back
     expect(engine.current).toMatchObject({ queued: 0, failed: 2, state: "upToDate" });
     expect(gateway.sent.flat().filter((op) => op.entityId === other)).toHaveLength(1);
   });
@@ -229,6 +286,8 @@ describe("push", () => {
         { operationId: ops[1]!.operationId, status: "pending", retryable: true },
       ]),
     );
+    // The first download then finds the product as the server holds it (its edit still queued).
+    gateway.snapshots.push({ checkpoint: "3", items: [productView(id, 0, { name: "theirs", unit: "kg" })], nextCursor: null, totalProducts: 1 });
     await engine.syncNow();
     const product = await db.products.get(id);
     expect(product).toMatchObject({ name: "theirs", unit: "kg", sku: "SKU-LOCAL" });
@@ -238,6 +297,7 @@ describe("push", () => {
 
 describe("pull", () => {
   it("applies every page and stores the checkpoint after each", async () => {
+    await db.setMeta(CHECKPOINT_KEY, "2");
     const id = crypto.randomUUID();
     gateway.feed.push(
       { checkpoint: "3", hasMore: true, changes: [{ checkpoint: "3", entityType: "product", entityId: id, operation: "upsert", product: serverProduct(id, { name: "P" }) }] },
@@ -256,17 +316,19 @@ describe("pull", () => {
       },
     );
     await engine.syncNow();
-    expect(gateway.checkpointsAsked).toEqual([null, "3"]);
+    expect(gateway.checkpointsAsked).toEqual(["2", "3"]);
+    expect(gateway.cursorsAsked).toEqual([]); // a checkpoint: no snapshot
     expect(await db.getMeta(CHECKPOINT_KEY)).toBe("4");
     expect((await db.products.get(id))?.name).toBe("P");
-    expect(stockLevels(await db.movements.toArray()).get(id)).toBe(7);
+    expect(await db.levels.get(id)).toEqual({ productId: id, confirmed: 7, pending: 0 });
   });
 
   it("shows queued edits on top of a pulled state, and drops a product the server deleted", async () => {
+    await db.setMeta(CHECKPOINT_KEY, "7");
     const mine = await actions.createProduct({ name: "mine" });
     await actions.updateProduct(mine, { name: "renamed here" });
     const gone = crypto.randomUUID();
-    await db.products.put({ ...serverProduct(gone) });
+    await db.products.put(storedProduct(serverProduct(gone)));
     online = false; // queue stays, then we feed a pull by hand
     online = true;
     gateway.syncAnswers.push((ops) => respond(ops.map((op) => ({ operationId: op.operationId, status: "pending", retryable: true }))));
@@ -279,24 +341,234 @@ describe("pull", () => {
       ],
     });
     await engine.syncNow();
-    expect(await db.products.get(mine)).toMatchObject({ name: "renamed here", unit: "box" });
+    expect(await db.products.get(mine)).toMatchObject({ name: "renamed here", unit: "box", sortName: "renamed here" });
+    expect((await db.products.get(mine))?.terms.sort()).toEqual(["here", "renamed"]);
     expect(await db.products.get(gone)).toBeUndefined();
   });
 
-  it("downloads everything again on RESET_REQUIRED, keeping the outbox", async () => {
+  it("takes a snapshot again on RESET_REQUIRED, keeping the outbox", async () => {
     await db.setMeta(CHECKPOINT_KEY, "2");
     const stale = crypto.randomUUID();
-    await db.products.put(serverProduct(stale));
+    await db.products.put(storedProduct(serverProduct(stale)));
     gateway.syncAnswers.push((ops) => new HttpError(503, "UNAVAILABLE", "down", null));
     const queued = await actions.createProduct({ name: "queued" });
     await engine.syncNow(); // fails: the create stays queued
     gateway.feedErrors.push(new HttpError(409, "RESET_REQUIRED", "too old", null));
     gateway.syncAnswers.push((ops) => respond(ops.map((op) => ({ operationId: op.operationId, status: "pending", retryable: true }))));
+    gateway.snapshots.push({ checkpoint: "20", items: [], nextCursor: null, totalProducts: 0 });
     await engine.syncNow();
-    expect(gateway.checkpointsAsked.slice(-2)).toEqual(["2", null]);
+    expect(gateway.checkpointsAsked.slice(-2)).toEqual(["2", "20"]);
+    expect(gateway.cursorsAsked).toEqual([null]);
+    expect(await db.getMeta(CHECKPOINT_KEY)).toBe("20");
     expect(await db.products.get(stale)).toBeUndefined();
     expect(await db.products.get(queued)).toMatchObject({ name: "queued" });
     expect(await db.outbox.count()).toBe(1);
+  });
+});
+
+describe("snapshot", () => {
+  beforeEach(async () => {
+    engine = await quietEngine();
+  });
+
+  it("downloads the products with their levels as of C, then the feed from C, counting each movement once", async () => {
+    const [a, b, c, early] = [crypto.randomUUID(), crypto.randomUUID(), crypto.randomUUID(), crypto.randomUUID()];
+    gateway.snapshots.push(
+      { checkpoint: "50", items: [productView(a, 10, { name: "Apple" }), productView(b, 3, { name: "Bean" })], nextCursor: "c1", totalProducts: 3 },
+      { checkpoint: "50", items: [productView(c, 0, { name: "Corn" })], nextCursor: null, totalProducts: null },
+    );
+    const repeated = movementChange(a, 5, "51");
+    gateway.feed.push(
+      { checkpoint: "52", hasMore: true, remaining: 2, changes: [repeated, movementChange(b, 2, "52", "exit")] },
+      {
+        checkpoint: "54",
+        hasMore: false,
+        remaining: 0,
+        changes: [
+          { ...repeated, checkpoint: "53" }, // the same movement again: counted once
+          productChange(serverProduct(b, { name: "Bean (dried)", checkpoint: "54" })),
+          movementChange(early, 4, "54"), // before its product: the level is kept anyway
+        ],
+      },
+    );
+    await engine.syncNow();
+    expect(gateway.cursorsAsked).toEqual([null, "c1"]);
+    expect(gateway.checkpointsAsked).toEqual(["50", "52"]);
+    expect(await db.getMeta(CHECKPOINT_KEY)).toBe("54");
+    expect(await db.getMeta(SNAPSHOT_KEY)).toBeNull();
+    expect([await shown(a), await shown(b), await shown(c), await shown(early)]).toEqual([15, 1, 0, 4]);
+    expect(await db.levels.get(a)).toEqual({ productId: a, confirmed: 15, pending: 0 });
+    expect((await db.products.get(b))?.name).toBe("Bean (dried)");
+    expect(await db.movements.count()).toBe(3); // only the movements after C
+    const progress = statuses.map((s) => s.progress).filter((p) => p !== null);
+    expect(progress).toEqual([
+      { done: 2, total: 3 },
+      { done: 2, total: 4 },
+    ]);
+    expect(engine.current).toMatchObject({ state: "upToDate", progress: null });
+  });
+
+  it("keeps queued (unsent) movements and their pending level through RESET_REQUIRED, and forgets the rest", async () => {
+    const p = crypto.randomUUID();
+    await db.setMeta(CHECKPOINT_KEY, "2");
+    gateway.feed.push({ checkpoint: "3", hasMore: false, changes: [productChange(serverProduct(p, { name: "Pear" })), movementChange(p, 10, "3")] });
+    await engine.syncNow();
+    expect(await shown(p)).toBe(10);
+
+    online = false;
+    const queued = await actions.recordMovement(p, "entry", 4);
+    online = true;
+    expect(await shown(p)).toBe(14);
+    // The server stores nothing of it this time (retryable): queued, not in doubt.
+    gateway.syncAnswers.push((ops) =>
+      respond([{ operationId: ops[0]!.operationId, status: "rejected", code: "UNAVAILABLE", message: "later", retryable: true }]),
+    );
+    gateway.feedErrors.push(new HttpError(409, "RESET_REQUIRED", "too old", null));
+    gateway.snapshots.push({ checkpoint: "40", items: [productView(p, 12, { name: "Pear" })], nextCursor: null, totalProducts: 1 });
+    await engine.syncNow();
+    expect(gateway.cursorsAsked).toEqual([null]);
+    expect(await db.levels.get(p)).toEqual({ productId: p, confirmed: 12, pending: 4 });
+    expect(await db.movements.toArray()).toMatchObject([{ id: queued, checkpoint: null }]);
+    expect(await db.outbox.toArray()).toMatchObject([{ entityId: queued, status: "queued", sent: false }]);
+    expect(await db.getMeta(CHECKPOINT_KEY)).toBe("40");
+  });
+
+  it("waits for a movement in doubt to settle before it starts, keeping the local data meanwhile", async () => {
+    const p = crypto.randomUUID();
+    await db.setMeta(CHECKPOINT_KEY, "2");
+    gateway.feed.push({ checkpoint: "3", hasMore: false, changes: [productChange(serverProduct(p, { name: "Plum" })), movementChange(p, 10, "3")] });
+    await engine.syncNow();
+    await actions.recordMovement(p, "entry", 4);
+    gateway.syncAnswers.push(answerAll("pending")); // accepted, not applied yet: in doubt
+    gateway.feedErrors.push(new HttpError(409, "RESET_REQUIRED", "too old", null));
+    await engine.syncNow();
+    expect((await db.outbox.toArray())[0]?.sent).toBe(true);
+    expect(gateway.cursorsAsked).toEqual([]); // no snapshot while it is in doubt
+    expect(await db.getMeta(CHECKPOINT_KEY)).toBeNull();
+    expect((await db.products.get(p))?.name).toBe("Plum");
+    expect(await shown(p)).toBe(14);
+    expect(engine.current.state).toBe("syncing");
+
+    // Applied before the snapshot's C: inside its level, so no longer pending here.
+    gateway.syncAnswers.push(answerAll("applied"));
+    gateway.snapshots.push({ checkpoint: "60", items: [productView(p, 14, { name: "Plum" })], nextCursor: null, totalProducts: 1 });
+    await engine.syncNow();
+    expect(gateway.cursorsAsked).toEqual([null]);
+    expect(await db.levels.get(p)).toEqual({ productId: p, confirmed: 14, pending: 0 });
+    expect(await db.movements.count()).toBe(0);
+    expect(engine.current.state).toBe("upToDate");
+  });
+
+  it("drops a product the server deleted before the snapshot even while an edit of it is queued here", async () => {
+    const gone = newId();
+    await db.products.put(storedProduct({ ...serverProduct(gone, { name: "Gone" }), checkpoint: "1" }));
+    await db.setMeta(CHECKPOINT_KEY, "1");
+    await actions.updateProduct(gone, { sku: "EDITED" });
+    // The edit's answer is lost (it was applied before the delete); then the server purged the tombstone.
+    gateway.syncAnswers.push(() => new TransportError("cut"));
+    await engine.syncNow();
+    gateway.syncAnswers.push((ops) => respond(ops.map((op) => ({ operationId: op.operationId, status: "duplicate" }))));
+    gateway.feedErrors.push(new HttpError(409, "RESET_REQUIRED", "purged", null));
+    gateway.snapshots.push({ checkpoint: "9", items: [], nextCursor: null, totalProducts: 0 });
+    await settle();
+    expect(await db.products.get(gone)).toBeUndefined(); // no page shows it, and no tombstone follows C
+  });
+
+  it("resumes an interrupted snapshot from its stored cursor, also in a new engine", async () => {
+    const [a, b] = [crypto.randomUUID(), crypto.randomUUID()];
+    gateway.snapshots.push(
+      { checkpoint: "30", items: [productView(a, 1)], nextCursor: "c1", totalProducts: 2 },
+      new TransportError("Failed to fetch"),
+    );
+    await engine.syncNow();
+    expect(engine.current.state).toBe("error");
+    expect(JSON.parse((await db.getMeta(SNAPSHOT_KEY)) ?? "null")).toEqual({ checkpoint: "30", cursor: "c1", done: 1, total: 2 });
+    expect(await db.getMeta(CHECKPOINT_KEY)).toBeNull();
+    engine = await quietEngine(); // as after a reload
+    gateway.snapshots.push({ checkpoint: "30", items: [productView(b, 2)], nextCursor: null, totalProducts: null });
+    await engine.syncNow();
+    expect(gateway.cursorsAsked).toEqual([null, "c1", "c1"]);
+    expect([await shown(a), await shown(b)]).toEqual([1, 2]);
+    expect(await db.getMeta(CHECKPOINT_KEY)).toBe("30");
+    expect(gateway.checkpointsAsked).toEqual(["30"]);
+  });
+
+  it("starts again from the first page on RESET_REQUIRED on a later page", async () => {
+    const [a, b] = [crypto.randomUUID(), crypto.randomUUID()];
+    gateway.snapshots.push(
+      { checkpoint: "30", items: [productView(a, 1)], nextCursor: "c1", totalProducts: 2 },
+      new HttpError(409, "RESET_REQUIRED", "too old", null),
+      { checkpoint: "90", items: [productView(b, 7)], nextCursor: null, totalProducts: 1 },
+    );
+    await engine.syncNow();
+    expect(gateway.cursorsAsked).toEqual([null, "c1", null]);
+    expect(await db.products.get(a)).toBeUndefined(); // deleted since: not in the new snapshot
+    expect(await db.levels.get(a)).toBeUndefined();
+    expect(await shown(b)).toBe(7);
+    expect(await db.getMeta(CHECKPOINT_KEY)).toBe("90");
+    expect(engine.current.state).toBe("upToDate");
+  });
+});
+
+describe("levels", () => {
+  let p: string;
+  beforeEach(async () => {
+    engine = await quietEngine();
+    p = crypto.randomUUID();
+    gateway.snapshots.push({ checkpoint: "5", items: [productView(p, 10, { name: "Pepper" })], nextCursor: null, totalProducts: 1 });
+    await engine.syncNow();
+  });
+
+  it("a movement queued, then received from the feed, leaves the shown level unchanged", async () => {
+    const id = await actions.recordMovement(p, "entry", 3);
+    expect(await db.levels.get(p)).toEqual({ productId: p, confirmed: 10, pending: 3 });
+    await engine.syncNow(); // applied, not back from the feed yet
+    expect(await db.outbox.count()).toBe(0);
+    expect(await shown(p)).toBe(13);
+    gateway.feed.push({ checkpoint: "6", hasMore: false, changes: [movementChange(p, 3, "6", "entry", id)] });
+    await engine.syncNow();
+    expect(await db.levels.get(p)).toEqual({ productId: p, confirmed: 13, pending: 0 });
+    expect((await db.movements.get(id))?.checkpoint).toBe("6");
+  });
+
+  it("a movement refused for good takes its pending back and stays listed as failed", async () => {
+    const id = await actions.recordMovement(p, "exit", 2);
+    expect(await shown(p)).toBe(8);
+    gateway.syncAnswers.push((ops) =>
+      respond([{ operationId: ops[0]!.operationId, status: "rejected", code: "VALIDATION_ERROR", message: "no", retryable: false }]),
+    );
+    await engine.syncNow();
+    expect(await db.levels.get(p)).toEqual({ productId: p, confirmed: 10, pending: 0 });
+    expect(await db.movements.get(id)).toMatchObject({ failed: true });
+    expect(await db.outbox.toArray()).toMatchObject([{ entityId: id, status: "failed", sent: false }]);
+  });
+
+  it("marks an entry in doubt before sending it, and clears that on a final answer", async () => {
+    await actions.recordMovement(p, "entry", 1);
+    const seen: boolean[] = [];
+    gateway.syncAnswers.push(answerAll("pending"));
+    const sync = gateway.sync.bind(gateway);
+    gateway.sync = async (checkpoint, operations) => {
+      seen.push(...(await db.outbox.toArray()).map((e) => e.sent));
+      return sync(checkpoint, operations);
+    };
+    await engine.syncNow();
+    expect(seen).toEqual([true]);
+    expect((await db.outbox.toArray())[0]?.sent).toBe(true); // pending: still in doubt
+    gateway.syncAnswers.push((ops) =>
+      respond([{ operationId: ops[0]!.operationId, status: "rejected", code: "NOT_FOUND", message: "later", retryable: true }]),
+    );
+    await engine.syncNow();
+    expect((await db.outbox.toArray())[0]?.sent).toBe(false); // nothing stored: not in doubt
+  });
+});
+
+describe("local actions", () => {
+  it("reads the product inside the write, so two edits at once both stay", async () => {
+    const id = await actions.createProduct({ name: "Salt" });
+    await Promise.all([actions.updateProduct(id, { sku: "S-1" }), actions.updateProduct(id, { unit: "kg" })]);
+    expect(await db.products.get(id)).toMatchObject({ name: "Salt", sku: "S-1", unit: "kg" });
+    expect((await db.products.get(id))?.terms.sort()).toEqual(["s-1", "salt"]);
   });
 });
 

@@ -1,6 +1,6 @@
 /** Building operations, and applying one to the local copy of a product (for "queued edits on top"). */
-import type { Operation, ProductCreate, ProductPatch, StockMovementCreate } from "../api/types";
-import type { LocalProduct } from "./db";
+import type { Operation, ProductCreate, ProductPatch, ProductState, StockMovementCreate } from "../api/types";
+import type { LocalProduct, OutboxEntry } from "./db";
 
 export function newId(): string {
   return crypto.randomUUID();
@@ -58,4 +58,17 @@ export function applyProductOperation(current: LocalProduct | undefined, operati
   }
   next.modifiedAt = operation.modifiedAt;
   return next;
+}
+
+/**
+ * The product as the server holds it (``null`` or a tombstone: gone) with this device's queued
+ * product operations on top, in the order they were made; ``undefined`` when it is gone.
+ */
+export function rebased(server: ProductState | null, entries: readonly OutboxEntry[]): LocalProduct | undefined {
+  let product: LocalProduct | undefined = server && !server.deleted ? { ...server } : undefined;
+  const queued = entries
+    .filter((entry) => entry.status === "queued" && entry.operation.entityType === "product")
+    .sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
+  for (const entry of queued) product = applyProductOperation(product, entry.operation);
+  return product;
 }

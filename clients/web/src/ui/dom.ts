@@ -25,3 +25,10 @@ export function formatTime(iso: string | null): string {
   if (!iso) return "never";
   return new Date(iso).toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" });
 }
+
+const COUNT = new Intl.NumberFormat("en-US");
+
+/** A count as the app writes numbers in its text: 1,200. */
+export function formatCount(value: number): string {
+  return COUNT.format(value);
+}

@@ -1,10 +1,11 @@
 /** The screens: sign-in, products (list, search, add), one product (edit, stock, history), failed changes. */
-import { liveQuery, type Subscription } from "dexie";
+import Dexie, { liveQuery, type Subscription } from "dexie";
 import type { Gateway } from "../api/http";
 import type { ProductPatch, StockMovementState } from "../api/types";
 import type { LocalDb, LocalMovement, LocalProduct, OutboxEntry } from "../sync/db";
-import { stockLevels, type LocalActions } from "../sync/local";
-import { formatTime, h, replace } from "./dom";
+import { shownStock, type LocalActions } from "../sync/local";
+import { PAGE_SIZE, productListView, type ProductListView } from "../sync/queries";
+import { formatCount, formatTime, h, replace } from "./dom";
 
 export interface ScreenContext {
   db: LocalDb;
@@ -41,7 +42,29 @@ function textOrNull(value: FormDataEntryValue | null): string | null {
 
 export const productsScreen: Screen = (main, { db, actions }) => {
   let query = "";
+  let offset = 0;
   const list = h("div", { id: "product-list" });
+  // The pager stays in place while pages change, so the button pressed keeps the focus.
+  const previous = h("button", { type: "button" }, "Previous") as HTMLButtonElement;
+  const next = h("button", { type: "button" }, "Next") as HTMLButtonElement;
+  const shown = h("span", { id: "product-count" });
+  const pager = h("nav", { class: "row pager", "aria-label": "Product pages" }, shown, previous, next);
+  const drawPager = (total: number, start: number, count: number) => {
+    pager.hidden = total === 0;
+    shown.textContent = `Showing ${formatCount(start + 1)}–${formatCount(start + count)} of ${formatCount(total)}`;
+    const single = total <= PAGE_SIZE;
+    previous.hidden = next.hidden = single;
+    previous.disabled = start === 0;
+    next.disabled = start + PAGE_SIZE >= total;
+  };
+  previous.addEventListener("click", () => {
+    offset = Math.max(0, offset - PAGE_SIZE);
+    subscribe();
+  });
+  next.addEventListener("click", () => {
+    offset += PAGE_SIZE;
+    subscribe();
+  });
   const search = h("input", {
     type: "search",
     id: "search",
@@ -49,8 +72,9 @@ export const productsScreen: Screen = (main, { db, actions }) => {
     "aria-label": "Search products",
   }) as HTMLInputElement;
   search.addEventListener("input", () => {
-    query = search.value.trim().toLowerCase();
-    draw();
+    query = search.value.trim();
+    offset = 0;
+    subscribe();
   });
   const addForm = h(
     "form",
@@ -77,26 +101,28 @@ export const productsScreen: Screen = (main, { db, actions }) => {
     h("h2", {}, "Stock"),
     h("div", { class: "row" }, h("label", {}, "Search", search)),
     list,
+    pager,
   );
 
-  let products: LocalProduct[] = [];
-  let levels = new Map<string, number>();
-  let queuedFor = new Set<string>();
+  let view: ProductListView | null = null;
   const draw = () => {
-    const shown = products.filter(
-      (p) => !query || [p.name, p.sku, p.barcode].some((field) => field?.toLowerCase().includes(query)),
-    );
-    if (shown.length === 0) {
-      replace(list, h("p", { class: "muted" }, products.length ? "No product matches." : "No products yet."));
+    if (!view) return;
+    const { products, total, offset, levels, queued } = view;
+    drawPager(total, offset, products.length);
+    if (products.length === 0) {
+      replace(list, h("p", { class: "muted" }, query ? "No product matches." : "No products yet."));
       return;
     }
-    const rows = shown.map((p) => {
-      const stock = levels.get(p.id) ?? 0;
+    // Redrawing replaces the buttons: keep the keyboard focus on the one that had it.
+    const focused = document.activeElement;
+    const focusedLabel = focused instanceof HTMLElement && list.contains(focused) ? focused.getAttribute("aria-label") : null;
+    const rows = products.map((p) => {
+      const stock = shownStock(levels.get(p.id));
       const low = isLow(p, stock);
       return h(
         "tr",
         { "data-product-id": p.id },
-        h("td", {}, h("a", { href: `#/products/${p.id}` }, p.name ?? "(unnamed)"), " ", queuedFor.has(p.id) ? h("span", { class: "tag" }, "not synced yet") : null),
+        h("td", {}, h("a", { href: `#/products/${p.id}` }, p.name ?? "(unnamed)"), " ", queued.has(p.id) ? h("span", { class: "tag" }, "not synced yet") : null),
         h("td", {}, p.sku ?? ""),
         h("td", { class: "num" }, h("span", { class: low ? "low stock" : "stock" }, String(stock)), low ? h("span", { class: "low" }, " ▼ Low stock") : null),
         h(
@@ -118,22 +144,26 @@ export const productsScreen: Screen = (main, { db, actions }) => {
         h("tbody", {}, ...rows),
       ),
     );
+    if (focusedLabel !== null) {
+      for (const button of list.querySelectorAll("button")) {
+        if (button.getAttribute("aria-label") === focusedLabel) button.focus();
+      }
+    }
   };
 
-  const subscription = liveQuery(async () => {
-    const [all, movements, queued] = await Promise.all([
-      db.products.toArray(),
-      db.movements.toArray(),
-      db.outbox.where("status").equals("queued").toArray(),
-    ]);
-    return { all, movements, queued };
-  }).subscribe(({ all, movements, queued }) => {
-    products = all.sort((a, b) => (a.name ?? "").localeCompare(b.name ?? "", undefined, { sensitivity: "base" }));
-    levels = stockLevels(movements);
-    queuedFor = new Set(queued.map((entry) => entry.productId));
-    draw();
-  });
-  return unsubscribeAll([subscription]);
+  // One page at a time, read by index; a new search or page replaces the subscription.
+  let subscription: Subscription | null = null;
+  const subscribe = () => {
+    subscription?.unsubscribe();
+    const [wanted, searched] = [offset, query];
+    subscription = liveQuery(() => productListView(db, searched, wanted)).subscribe((page) => {
+      offset = page.offset;
+      view = page;
+      draw();
+    });
+  };
+  subscribe();
+  return () => subscription?.unsubscribe();
 };
 
 function movementItem(m: LocalMovement | StockMovementState): HTMLElement {
@@ -149,6 +179,9 @@ function movementItem(m: LocalMovement | StockMovementState): HTMLElement {
     "failed" in m && m.failed ? h("span", { class: "tag low" }, "refused") : null,
   );
 }
+
+/** How many of a product's movements the device shows from its own copy (newest first). */
+const LOCAL_HISTORY = 500;
 
 /**
  * A product's movement history, newest first, in pages from the read API's cursor (a position, so
@@ -176,7 +209,15 @@ class MovementHistory {
   }
 
   start(): () => void {
-    const subscription = liveQuery(() => this.context.db.movements.where("productId").equals(this.productId).toArray()).subscribe((rows) => {
+    // The newest movements the device holds (the feed's since its snapshot, and its own).
+    const subscription = liveQuery(() =>
+      this.context.db.movements
+        .where("[productId+occurredAt]")
+        .between([this.productId, Dexie.minKey], [this.productId, Dexie.maxKey])
+        .reverse()
+        .limit(LOCAL_HISTORY)
+        .toArray(),
+    ).subscribe((rows) => {
       this.local = rows;
       this.draw();
     });
@@ -328,17 +369,18 @@ export function productScreen(productId: string): Screen {
         if (Object.keys(changed).length > 0) void actions.updateProduct(productId, changed);
       });
     });
-    const subscription = liveQuery(async () => ({
-      product: await db.products.get(productId),
-      movements: await db.movements.where("productId").equals(productId).toArray(),
-    })).subscribe(({ product, movements }) => {
+    // The product and its level row, each by key: nothing here grows with the ledger.
+    const subscription = liveQuery(async () => {
+      const [product, level] = await Promise.all([db.products.get(productId), db.levels.get(productId)]);
+      return { product, level };
+    }).subscribe(({ product, level }) => {
       if (!product) {
         title.textContent = "Product not found";
         stockLine.textContent = "It was deleted, or is not on this device yet.";
         editForm.replaceChildren();
         return;
       }
-      const stock = stockLevels(movements).get(productId) ?? 0;
+      const stock = shownStock(level);
       title.textContent = product.name ?? "(unnamed)";
       replace(stockLine, "Stock: ", h("strong", { id: "stock-level" }, String(stock)), product.unit ? ` ${product.unit}` : "", isLow(product, stock) ? h("span", { class: "low" }, " ▼ Low stock") : null);
       fill(product);

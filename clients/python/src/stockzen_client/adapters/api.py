@@ -1,5 +1,5 @@
-"""The gateway, as the sync engine needs it: push a batch, pull a feed page, listen to the live stream,
-probe the connection.
+"""The gateway, as the sync engine needs it: push a batch, pull a snapshot page or a feed page, listen
+to the live stream, probe the connection.
 
 Every failure becomes one of a few exceptions the engine can act on; the transport is injected
 (``httpx.MockTransport`` or an in-memory server in tests, the network otherwise).
@@ -15,9 +15,9 @@ import httpx
 from pydantic import ValidationError
 
 from stockzen_client.adapters.sse import ServerSentEvent, server_sent_events
-from stockzen_contracts import FEED_PAGE_MAX, ChangeFeedPage, Code, SyncResponse
+from stockzen_contracts import FEED_PAGE_MAX, SNAPSHOT_PAGE_MAX, ChangeFeedPage, Code, SnapshotPage, SyncResponse
 
-_Answer = TypeVar("_Answer", SyncResponse, ChangeFeedPage)
+_Answer = TypeVar("_Answer", SyncResponse, ChangeFeedPage, SnapshotPage)
 
 TokenProvider = Callable[[], str]
 """Returns the bearer token to send now; called before every request, so a new login is used at once."""
@@ -66,7 +66,7 @@ class Refused(ApiFailure):
 
 
 class ResetRequired(ApiFailure):
-    """409 ``RESET_REQUIRED`` from the feed: the checkpoint cannot be resumed from."""
+    """409 ``RESET_REQUIRED``: the feed cannot resume from the checkpoint, or a snapshot from its cursor."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +130,23 @@ class GatewayApi:
             params["checkpoint"] = checkpoint
         response = await self._send("GET", "/api/sync/changes", params=params)
         if response.status_code == 409 and _code(response) == Code.RESET_REQUIRED.value:
-            raise ResetRequired("the server cannot resume from this device's checkpoint; downloading everything again")
+            raise ResetRequired("the server cannot resume from this device's checkpoint; downloading a snapshot")
         if response.status_code != 200:
             raise _failure(response, "the change feed")
         return _parse(ChangeFeedPage, response, "the change feed")
+
+    async def snapshot(self, cursor: str | None, limit: int = SNAPSHOT_PAGE_MAX) -> SnapshotPage:
+        """One page of a first download (``GET /api/sync/snapshot``): live products with their stock
+        level as of the snapshot's checkpoint; the first page when ``cursor`` is None."""
+        params: dict[str, str | int] = {"limit": limit}
+        if cursor is not None:
+            params["cursor"] = cursor
+        response = await self._send("GET", "/api/sync/snapshot", params=params)
+        if response.status_code == 409 and _code(response) == Code.RESET_REQUIRED.value:
+            raise ResetRequired("the server cannot go on with this snapshot; starting it again")
+        if response.status_code != 200:
+            raise _failure(response, "the snapshot")
+        return _parse(SnapshotPage, response, "the snapshot")
 
     async def live_events(self) -> AsyncGenerator[ServerSentEvent, None]:
         """``GET /api/sync/stream``: the tenant's announcements as they come (``ready`` once, then a

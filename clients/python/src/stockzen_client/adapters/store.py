@@ -3,6 +3,15 @@ the outbox of changes made on this device, the pulled checkpoint, the sync statu
 
 Every write is one local transaction, so a crash at any point leaves either the whole change or none
 of it; an outbox item is only ever settled by the server's answer for its ``operationId``.
+
+Stock is kept per product in ``levels``: ``confirmed`` is the snapshot's level (as of its checkpoint
+C) plus every movement the feed brought after C, each counted once, in the transaction that stores
+it. The shown level adds this device's own movements that no pull has brought back yet. Nothing here
+sums a product's movements to show its stock.
+
+Reading (products, counts, status) needs neither the wire models nor pydantic: products are kept as
+their JSON and read back with ``json.loads``; the contracts are imported where a page is stored or
+an operation is parsed, by which time the caller has loaded them anyway.
 """
 
 from __future__ import annotations
@@ -15,28 +24,30 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from stockzen_client.domain.status import Notice, SyncState
-from stockzen_client.domain.view import LocalMovement, LocalProduct, queued_movement, rebase
-from stockzen_contracts import (
-    Change,
-    ChangeFeedPage,
-    EntityType,
-    ItemResult,
-    ItemStatus,
-    Operation,
-    ProductState,
-    RecordStockMovement,
-    StockMovementState,
-    parse_operation,
-)
+from stockzen_client.domain.status import Notice, SyncProgress, SyncState
+from stockzen_client.domain.view import LocalMovement, LocalProduct, queued_movement, rebase, signed
+
+if TYPE_CHECKING:
+    from stockzen_contracts import (
+        ChangeFeedPage,
+        ItemResult,
+        Operation,
+        ProductState,
+        SnapshotPage,
+        StockMovementState,
+    )
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS products (id TEXT PRIMARY KEY, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS movements (id TEXT PRIMARY KEY, product_id TEXT NOT NULL, state TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS movements_by_product ON movements (product_id);
+CREATE TABLE IF NOT EXISTS levels (
+    product_id TEXT PRIMARY KEY,
+    confirmed INTEGER NOT NULL DEFAULT 0  -- the snapshot's level + the feed's movements after it
+);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- the order the changes were made in
     operation_id TEXT NOT NULL UNIQUE,
@@ -51,6 +62,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT,
     outcome TEXT,                              -- the server's status for it, once settled
     awaiting_pull INTEGER NOT NULL DEFAULT 0,  -- applied, but no pull has brought it back yet
+    in_doubt INTEGER NOT NULL DEFAULT 0,       -- sent, and no final answer yet: it may be applied
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_by_status ON outbox (status, seq);
@@ -61,9 +73,14 @@ CREATE TABLE IF NOT EXISTS notices (
 );
 """
 
+SCHEMA_VERSION = 1
+"""``PRAGMA user_version``: 0 for a database from before ``levels`` and ``in_doubt``."""
+
 _QUEUED = "status IN ('pending', 'processing')"
 _SHOWN = "(status IN ('pending', 'processing') OR (status = 'completed' AND awaiting_pull = 1))"
+_MOVEMENT = "entity_type = 'stockMovement'"
 NOTICES_KEPT = 50
+_IDS_PER_QUERY = 500  # SQLite binds at most 999 parameters in older builds
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +105,17 @@ class Settled:
     deferred: int
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotProgress:
+    """Where a first download stands: its checkpoint C, the cursor of the next page (None once the last
+    page is stored), and how many products are stored of how many the server announced."""
+
+    checkpoint: str
+    cursor: str | None
+    done: int
+    total: int
+
+
 class LocalStore:
     """The profile's SQLite database. Not thread-safe: one store per thread (or event loop)."""
 
@@ -99,9 +127,9 @@ class LocalStore:
         self._db.execute("PRAGMA busy_timeout = 10000")  # other processes on the profile write too
         self._db.execute("PRAGMA journal_mode = WAL")  # readers never wait for the engine's writes
         self._db.execute("PRAGMA synchronous = FULL")  # an acknowledged local write survives a power cut
-        with self._transaction() as db:
-            for statement in _statements(SCHEMA):
-                db.execute(statement)
+        if self._db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            with self._transaction() as db:
+                _migrate(db)
 
     def close(self) -> None:
         """Close the database connection."""
@@ -122,6 +150,8 @@ class LocalStore:
 
     def enqueue(self, operation: Operation) -> int:
         """Queue one change made on this device; returns its place in the outbox."""
+        from stockzen_contracts import RecordStockMovement
+
         product_id = operation.payload.product_id if isinstance(operation, RecordStockMovement) else operation.entity_id
         with self._transaction() as db:
             cursor = db.execute(
@@ -148,6 +178,8 @@ class LocalStore:
     def sendable(self, limit: int) -> list[OutboxItem]:
         """Queued changes due now, oldest first; a product's later changes wait behind an earlier one
         that is backing off, so they reach the server in the order they were made."""
+        from stockzen_contracts import parse_operation
+
         now = self._clock()
         rows = self._db.execute(
             f"SELECT seq, product_id, body, attempts, next_attempt_at FROM outbox WHERE {_QUEUED} ORDER BY seq"
@@ -172,26 +204,37 @@ class LocalStore:
         return float(row[0]) if row[0] is not None else None
 
     def mark_sending(self, items: Sequence[OutboxItem]) -> None:
-        """Record that these changes are on their way. A crash now leaves them ``processing``; the
-        next sync sends them again with the same ids and the server answers ``duplicate``."""
+        """Record that these changes are on their way, and in doubt until a final answer: a crash now
+        leaves them ``processing``; the next sync sends them again with the same ids and the server
+        answers ``duplicate``."""
         with self._transaction() as db:
-            db.executemany("UPDATE outbox SET status = 'processing' WHERE seq = ?", [(i.seq,) for i in items])
+            db.executemany(
+                "UPDATE outbox SET status = 'processing', in_doubt = 1 WHERE seq = ?", [(i.seq,) for i in items]
+            )
 
-    def defer(self, items: Sequence[OutboxItem], error: str, delay: Callable[[int], float]) -> None:
-        """Keep these changes queued, each due again after ``delay(its attempts)`` seconds."""
+    def defer(
+        self, items: Sequence[OutboxItem], error: str, delay: Callable[[int], float], *, stored: bool | None = None
+    ) -> None:
+        """Keep these changes queued, each due again after ``delay(its attempts)`` seconds.
+
+        ``stored=False`` says the server certainly stored none of them (it refused the whole request
+        before reading it): they are no longer in doubt. Otherwise (no answer, a failing server) they
+        stay as they were.
+        """
         with self._transaction() as db:
-            self._requeue(db, [(item, error) for item in items], delay)
+            self._requeue(db, [(item, error, stored is False) for item in items], delay)
 
     def _requeue(
-        self, db: sqlite3.Connection, items: Sequence[tuple[OutboxItem, str]], delay: Callable[[int], float]
+        self, db: sqlite3.Connection, items: Sequence[tuple[OutboxItem, str, bool]], delay: Callable[[int], float]
     ) -> None:
         now = self._clock()
-        for item, error in items:
+        for item, error, not_stored in items:
             attempts = item.attempts + 1
             db.execute(
-                "UPDATE outbox SET status = 'pending', attempts = ?, next_attempt_at = ?, last_error = ?"
+                "UPDATE outbox SET status = 'pending', attempts = ?, next_attempt_at = ?, last_error = ?,"
+                " in_doubt = CASE WHEN ? THEN 0 ELSE in_doubt END"
                 " WHERE seq = ? AND status IN ('pending', 'processing')",
-                (attempts, now + delay(attempts), error, item.seq),
+                (attempts, now + delay(attempts), error, not_stored, item.seq),
             )
 
     def release_backoff(self) -> None:
@@ -211,18 +254,23 @@ class LocalStore:
         ``applied``/``duplicate``: done (shown on top of the server's data until a pull brings it back);
         ``conflict``: the server's state replaces the local record and a notice says so; ``rejected``
         and final: parked as failed with its reason and a notice; ``pending`` and retryable
-        rejections: queued again with backoff.
+        rejections: queued again with backoff. A final answer and a retryable rejection (nothing was
+        stored) end the change's doubt; ``pending`` and a missing result keep it.
         """
+        from stockzen_contracts import ItemStatus
+
         by_id = {r.operation_id: r for r in results}
         notices: list[Notice] = []
-        retry: list[tuple[OutboxItem, str]] = []
+        retry: list[tuple[OutboxItem, str, bool]] = []
         with self._transaction() as db:
             for item in items:
                 result = by_id.get(item.operation_id)
                 if result is None:
-                    retry.append((item, "the server sent no result for it"))
-                elif result.status is ItemStatus.PENDING or (result.status is ItemStatus.REJECTED and result.retryable):
-                    retry.append((item, _reason(result)))
+                    retry.append((item, "the server sent no result for it", False))
+                elif result.status is ItemStatus.PENDING:
+                    retry.append((item, _reason(result), False))
+                elif result.status is ItemStatus.REJECTED and result.retryable:
+                    retry.append((item, _reason(result), True))
                 elif result.status in (ItemStatus.APPLIED, ItemStatus.DUPLICATE):
                     _complete(db, item, result.status.value, awaiting_pull=True)
                 elif result.status is ItemStatus.CONFLICT:
@@ -232,12 +280,18 @@ class LocalStore:
                     notices.append(self._notice(db, "conflict", item, _conflict_message(item)))
                 else:
                     db.execute(
-                        "UPDATE outbox SET status = 'failed', outcome = 'rejected', last_error = ? WHERE seq = ?",
+                        "UPDATE outbox SET status = 'failed', outcome = 'rejected', last_error = ?, in_doubt = 0"
+                        " WHERE seq = ?",
                         (_reason(result), item.seq),
                     )
                     notices.append(self._notice(db, "rejected", item, _rejection_message(item, result)))
             self._requeue(db, retry, delay)
         return Settled(notices, len(retry))
+
+    def in_doubt_movements(self) -> int:
+        """How many of this device's stock movements were sent without a final answer yet."""
+        row = self._db.execute(f"SELECT count(*) FROM outbox WHERE in_doubt = 1 AND {_MOVEMENT}").fetchone()
+        return int(row[0])
 
     def _notice(self, db: sqlite3.Connection, kind: str, item: OutboxItem, message: str) -> Notice:
         notice = Notice(datetime.now(UTC), kind, str(item.operation.entity_id), message)
@@ -255,15 +309,19 @@ class LocalStore:
 
     @property
     def checkpoint(self) -> str | None:
-        """The checkpoint the last pulled page ended at (None before the first download)."""
+        """The checkpoint the last pulled page ended at (None before the first download completes)."""
         return self.get_meta("checkpoint")
 
     def apply_page(self, page: ChangeFeedPage) -> None:
-        """Apply one page of other devices' changes, then move the checkpoint past it: both in one
-        transaction, so the checkpoint never covers a change the store does not hold."""
+        """Apply one page of the change feed, then move the checkpoint past it: both in one transaction,
+        so the checkpoint never covers a change the store does not hold. A movement not held before
+        adds to its product's confirmed level; one held already adds nothing."""
         with self._transaction() as db:
             for change in page.changes:
-                _apply_change(db, change)
+                if change.product is not None:
+                    _put_product(db, change.product)
+                elif change.movement is not None:
+                    _add_movement(db, change.movement)
             _set_meta(db, "checkpoint", page.checkpoint)
 
     def pull_finished(self) -> None:
@@ -271,80 +329,140 @@ class LocalStore:
         with self._transaction() as db:
             db.execute("UPDATE outbox SET awaiting_pull = 0 WHERE awaiting_pull = 1")
 
-    def reset_server_data(self) -> None:
-        """Forget the pulled data and checkpoint for a full download; the outbox is kept whole."""
+    def forget_checkpoint(self) -> None:
+        """The feed cannot resume from the checkpoint (``RESET_REQUIRED``): the next pull downloads a
+        snapshot. What the store shows stays until the snapshot's first page replaces it."""
         with self._transaction() as db:
-            db.execute("DELETE FROM products")
-            db.execute("DELETE FROM movements")
-            db.execute("DELETE FROM meta WHERE key = 'checkpoint'")
+            db.execute("DELETE FROM meta WHERE key IN ('checkpoint', 'snapshot')")
+
+    def snapshot_progress(self) -> SnapshotProgress | None:
+        """The first download under way (stored with each of its pages), if one is."""
+        saved = self.get_meta("snapshot")
+        if saved is None:
+            return None
+        data = json.loads(saved)
+        return SnapshotProgress(data["checkpoint"], data["cursor"], data["done"], data["total"])
+
+    def store_snapshot_page(self, page: SnapshotPage, resumed: SnapshotProgress | None) -> SnapshotProgress:
+        """Store one page of a snapshot and where the snapshot stands now, in one transaction.
+
+        The first page (``resumed`` None) first forgets the server copy: every product (those with
+        queued changes come back with their page, or from a queued create), every movement the feed
+        brought, every level; the changes already applied are inside the snapshot's levels, so they
+        stop being shown on top. This device's queued changes stay, with their effect. After the last
+        page the feed checkpoint becomes the snapshot's checkpoint C.
+        """
+        with self._transaction() as db:
+            if resumed is None:
+                _forget_server_copy(db)
+            for item in page.items:
+                _put_product(db, item)
+            db.executemany(
+                "INSERT INTO levels (product_id, confirmed) VALUES (?, ?)"
+                " ON CONFLICT (product_id) DO UPDATE SET confirmed = excluded.confirmed",
+                [(str(item.id), item.stock_level) for item in page.items],
+            )
+            done = (resumed.done if resumed else 0) + len(page.items)
+            announced = resumed.total if resumed else page.total_products
+            now = SnapshotProgress(page.checkpoint, page.next_cursor, done, max(done, announced or 0))
+            if now.cursor is None:
+                _set_meta(db, "checkpoint", now.checkpoint)
+                db.execute("DELETE FROM meta WHERE key = 'snapshot'")
+            else:
+                progress = {"checkpoint": now.checkpoint, "cursor": now.cursor, "done": now.done, "total": now.total}
+                _set_meta(db, "snapshot", json.dumps(progress))
+        return now
+
+    def abandon_snapshot(self) -> None:
+        """Start the snapshot again from its first page at the next pull (its cursor is no use)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM meta WHERE key = 'snapshot'")
 
     # --- what the user sees --------------------------------------------------------------------
 
     def products(self, *, include_deleted: bool = False) -> list[LocalProduct]:
         """Every product as this device shows it, by name."""
-        base = {
-            UUID(row["id"]): LocalProduct.of_state(ProductState.model_validate_json(row["state"]))
-            for row in self._db.execute("SELECT state, id FROM products")
-        }
-        shown = self._shown_operations()
-        ids = set(base) | {_product_key(op) for op in shown}
-        levels = self._levels(shown)
+        confirmed = dict(self._db.execute("SELECT product_id, confirmed FROM levels").fetchall())
+        base = {row[0]: row[1] for row in self._db.execute("SELECT id, state FROM products")}
+        queued: dict[str, list[dict[str, Any]]] = {}
+        for row in self._db.execute(
+            f"SELECT entity_id, body FROM outbox WHERE entity_type = 'product' AND {_SHOWN} ORDER BY seq"
+        ):
+            queued.setdefault(row[0], []).append(json.loads(row[1]))
+        pending = self._pending()
         products = []
-        for product_id in ids:
-            product = rebase(base.get(product_id), [op for op in shown if op.entity_id == product_id])
+        for product_id in base.keys() | queued.keys():
+            state = base.get(product_id)
+            product = rebase(LocalProduct.of_wire(json.loads(state)) if state else None, queued.get(product_id, ()))
             if product is None or (product.deleted and not include_deleted):
                 continue
-            products.append(_with_level(product, levels.get(product_id, 0)))
+            level = confirmed.get(product_id, 0) + pending.get(product_id, 0)
+            products.append(_with_level(product, level))
         return sorted(products, key=lambda p: ((p.name or "").casefold(), str(p.id)))
 
     def product(self, product_id: UUID) -> LocalProduct | None:
         """One product as this device shows it (None if unknown or deleted)."""
-        row = self._db.execute("SELECT state FROM products WHERE id = ?", (str(product_id),)).fetchone()
-        base = LocalProduct.of_state(ProductState.model_validate_json(row["state"])) if row else None
-        shown = [op for op in self._shown_operations() if _product_key(op) == product_id]
-        product = rebase(base, [op for op in shown if op.entity_id == product_id])
+        key = str(product_id)
+        row = self._db.execute("SELECT state FROM products WHERE id = ?", (key,)).fetchone()
+        queued = [
+            json.loads(op[0])
+            for op in self._db.execute(
+                f"SELECT body FROM outbox WHERE entity_type = 'product' AND entity_id = ? AND {_SHOWN} ORDER BY seq",
+                (key,),
+            )
+        ]
+        product = rebase(LocalProduct.of_wire(json.loads(row[0])) if row else None, queued)
         if product is None or product.deleted:
             return None
-        return _with_level(product, self._levels(shown).get(product_id, 0))
+        level = self._db.execute("SELECT confirmed FROM levels WHERE product_id = ?", (key,)).fetchone()
+        return _with_level(product, (level[0] if level else 0) + self._pending(key).get(key, 0))
 
     def history(self, product_id: UUID) -> list[LocalMovement]:
-        """A product's movements, newest first, the unconfirmed ones included."""
+        """A product's movements this device holds, newest first: those the feed brought (after the
+        snapshot) and this device's own, ``queued`` until a pull brings them back (those a snapshot
+        covered are shown as confirmed; refused ones are not shown)."""
+        key = str(product_id)
         movements = [
-            _movement(StockMovementState.model_validate_json(row["state"])) for row in self._movement_rows(product_id)
+            _movement(json.loads(row[0]))
+            for row in self._db.execute("SELECT state FROM movements WHERE product_id = ?", (key,))
         ]
-        known = {m.id for m in movements}
-        for op in self._shown_operations():
-            if (
-                isinstance(op, RecordStockMovement)
-                and op.payload.product_id == product_id
-                and op.entity_id not in known
-            ):
-                movements.append(queued_movement(op))
+        known = {str(m.id) for m in movements}
+        for movement_id, body, confirmed in self._db.execute(
+            f"SELECT entity_id, body, NOT {_SHOWN} FROM outbox"
+            f" WHERE {_MOVEMENT} AND product_id = ? AND status <> 'failed' ORDER BY seq",
+            (key,),
+        ):
+            if movement_id not in known:
+                own = queued_movement(json.loads(body))
+                movements.append(dataclasses.replace(own, queued=False) if confirmed else own)
         return sorted(movements, key=lambda m: m.occurred_at, reverse=True)
 
-    def _movement_rows(self, product_id: UUID | None = None) -> list[sqlite3.Row]:
-        if product_id is None:
-            return self._db.execute("SELECT id, product_id, state FROM movements").fetchall()
-        return self._db.execute(
-            "SELECT id, product_id, state FROM movements WHERE product_id = ?", (str(product_id),)
-        ).fetchall()
+    def _pending(self, product_id: str | None = None) -> dict[str, int]:
+        """Per product, what this device's shown movements add that no pull has brought back yet."""
+        query = f"SELECT entity_id, product_id, body FROM outbox WHERE {_MOVEMENT} AND {_SHOWN}"
+        rows = (
+            self._db.execute(query + " AND product_id = ?", (product_id,)).fetchall()
+            if product_id is not None
+            else self._db.execute(query).fetchall()
+        )
+        if not rows:
+            return {}
+        received = self._held([row[0] for row in rows])
+        pending: dict[str, int] = {}
+        for movement_id, product, body in rows:
+            if movement_id not in received:
+                payload = json.loads(body)["payload"]
+                pending[product] = pending.get(product, 0) + signed(payload["kind"], payload["quantity"])
+        return pending
 
-    def _shown_operations(self) -> list[Operation]:
-        rows = self._db.execute(f"SELECT body FROM outbox WHERE {_SHOWN} ORDER BY seq").fetchall()
-        return [parse_operation(json.loads(row["body"])) for row in rows]
-
-    def _levels(self, shown: Sequence[Operation]) -> dict[UUID, int]:
-        levels: dict[UUID, int] = {}
-        known: set[UUID] = set()
-        for row in self._movement_rows():
-            movement = _movement(StockMovementState.model_validate_json(row["state"]))
-            known.add(movement.id)
-            levels[movement.product_id] = levels.get(movement.product_id, 0) + movement.signed_quantity
-        for op in shown:
-            if isinstance(op, RecordStockMovement) and op.entity_id not in known:
-                movement = queued_movement(op)
-                levels[movement.product_id] = levels.get(movement.product_id, 0) + movement.signed_quantity
-        return levels
+    def _held(self, movement_ids: Sequence[str]) -> set[str]:
+        """Which of these movements the feed has brought (only these few ids are looked up)."""
+        held: set[str] = set()
+        for start in range(0, len(movement_ids), _IDS_PER_QUERY):
+            chunk = movement_ids[start : start + _IDS_PER_QUERY]
+            marks = ", ".join("?" * len(chunk))
+            held.update(row[0] for row in self._db.execute(f"SELECT id FROM movements WHERE id IN ({marks})", chunk))
+        return held
 
     # --- status and notices --------------------------------------------------------------------
 
@@ -385,6 +503,11 @@ class LocalStore:
         ).fetchall()
         return [Notice(datetime.fromisoformat(r["at"]), r["kind"], r["entity_id"], r["message"]) for r in rows]
 
+    def download_progress(self) -> SyncProgress | None:
+        """A first download under way, as the status shows it (products stored of how many)."""
+        snapshot = self.snapshot_progress()
+        return None if snapshot is None else SyncProgress("snapshot", snapshot.done, snapshot.total)
+
     def save_status(self, state: SyncState, last_error: str | None, synced_at: datetime | None) -> None:
         """Keep the engine's view of syncing, for ``stockzen status`` in another process."""
         with self._transaction() as db:
@@ -403,6 +526,38 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Create the schema, or bring a database of an earlier version up to it (in one transaction)."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    had_levels = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'levels'").fetchone()
+    columns = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
+    if columns and "in_doubt" not in columns:
+        db.execute("ALTER TABLE outbox ADD COLUMN in_doubt INTEGER NOT NULL DEFAULT 0")
+        # A change left ``processing`` may have reached the server: its fate is unknown.
+        db.execute("UPDATE outbox SET in_doubt = 1 WHERE status = 'processing'")
+    for statement in _statements(SCHEMA):
+        db.execute(statement)
+    if version < SCHEMA_VERSION and not had_levels:
+        # An older database holds every movement since its first pull: its levels are their sums, once.
+        db.execute(
+            "INSERT INTO levels (product_id, confirmed)"
+            " SELECT product_id, sum(CASE json_extract(state, '$.kind') WHEN 'entry' THEN 1 ELSE -1 END"
+            " * json_extract(state, '$.quantity')) FROM movements GROUP BY product_id"
+        )
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _forget_server_copy(db: sqlite3.Connection) -> None:
+    # Every product goes, those with queued changes too: the snapshot and the feed bring back each one
+    # the server holds, and the queued changes are replayed on top (a queued create shows its product
+    # meanwhile). A copy kept instead would outlive a delete made before C: the feed never says it again.
+    db.execute("DELETE FROM products")
+    db.execute("DELETE FROM movements")
+    db.execute("DELETE FROM levels")
+    db.execute("UPDATE outbox SET awaiting_pull = 0 WHERE awaiting_pull = 1")
+    db.execute("DELETE FROM meta WHERE key IN ('checkpoint', 'snapshot')")
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -415,36 +570,39 @@ def _set_meta(db: sqlite3.Connection, key: str, value: str | None) -> None:
 
 
 def _put_product(db: sqlite3.Connection, state: ProductState) -> None:
+    # A snapshot's ProductView carries its level too; the level lives in ``levels``, not in the state.
     db.execute(
         "INSERT INTO products (id, state) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state",
-        (str(state.id), state.model_dump_json(by_alias=True)),
+        (str(state.id), state.model_dump_json(by_alias=True, exclude={"stock_level"})),
     )
 
 
-def _apply_change(db: sqlite3.Connection, change: Change) -> None:
-    if change.entity_type is EntityType.PRODUCT and change.product is not None:
-        _put_product(db, change.product)
-    elif change.movement is not None:
+def _add_movement(db: sqlite3.Connection, movement: StockMovementState) -> None:
+    product_id = str(movement.product_id)
+    added = db.execute(
+        "INSERT OR IGNORE INTO movements (id, product_id, state) VALUES (?, ?, ?)",
+        (str(movement.id), product_id, movement.model_dump_json(by_alias=True)),
+    ).rowcount
+    if added:
         db.execute(
-            "INSERT OR REPLACE INTO movements (id, product_id, state) VALUES (?, ?, ?)",
-            (str(change.movement.id), str(change.movement.product_id), change.movement.model_dump_json(by_alias=True)),
+            "INSERT INTO levels (product_id, confirmed) VALUES (?, ?)"
+            " ON CONFLICT (product_id) DO UPDATE SET confirmed = confirmed + excluded.confirmed",
+            (product_id, signed(movement.kind, movement.quantity)),
         )
 
 
-def _movement(state: StockMovementState) -> LocalMovement:
+def _movement(state: dict[str, Any]) -> LocalMovement:
+    from stockzen_contracts import MovementKind
+
     return LocalMovement(
-        id=state.id,
-        product_id=state.product_id,
-        kind=state.kind,
-        quantity=state.quantity,
-        reason=state.reason,
-        occurred_at=state.occurred_at,
+        id=UUID(state["id"]),
+        product_id=UUID(state["productId"]),
+        kind=MovementKind(state["kind"]),
+        quantity=state["quantity"],
+        reason=state.get("reason"),
+        occurred_at=datetime.fromisoformat(state["occurredAt"]),
         queued=False,
     )
-
-
-def _product_key(op: Operation) -> UUID:
-    return op.payload.product_id if isinstance(op, RecordStockMovement) else op.entity_id
 
 
 def _with_level(product: LocalProduct, level: int) -> LocalProduct:
@@ -457,6 +615,8 @@ def _reason(result: ItemResult) -> str:
 
 
 def _describe(item: OutboxItem) -> str:
+    from stockzen_contracts import RecordStockMovement
+
     op = item.operation
     if isinstance(op, RecordStockMovement):
         return f"stock {op.payload.kind.value} of {op.payload.quantity} for product {op.payload.product_id}"
@@ -465,7 +625,8 @@ def _describe(item: OutboxItem) -> str:
 
 def _complete(db: sqlite3.Connection, item: OutboxItem, outcome: str, *, awaiting_pull: bool) -> None:
     db.execute(
-        "UPDATE outbox SET status = 'completed', outcome = ?, awaiting_pull = ?, last_error = NULL WHERE seq = ?",
+        "UPDATE outbox SET status = 'completed', outcome = ?, awaiting_pull = ?, last_error = NULL, in_doubt = 0"
+        " WHERE seq = ?",
         (outcome, int(awaiting_pull), item.seq),
     )
 

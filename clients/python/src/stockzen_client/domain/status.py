@@ -50,6 +50,31 @@ class Notice:
     message: str
 
 
+_PHASES = {"upload": "sent", "snapshot": "products", "feed": "changes"}
+
+
+@dataclass(frozen=True, slots=True)
+class SyncProgress:
+    """How far the running sync is: ``done`` of about ``total``, in one phase.
+
+    ``upload``: changes sent of those queued; ``snapshot``: products stored of the first download's
+    total; ``feed``: changes stored in this pull of (at most) those stored plus those the server says
+    remain.
+    """
+
+    phase: str  # "upload" | "snapshot" | "feed"
+    done: int
+    total: int
+
+    def describe(self) -> str:
+        """``products 1,200 of 2,000``."""
+        return f"{_PHASES.get(self.phase, self.phase)} {self.done:,} of {self.total:,}"
+
+    def to_json(self) -> dict[str, object]:
+        """The machine-readable form."""
+        return {"phase": self.phase, "done": self.done, "total": self.total}
+
+
 @dataclass(frozen=True, slots=True)
 class SyncStatus:
     """Everything a UI needs to show about syncing, in one immutable value (PowerSync's ``SyncStatus``)."""
@@ -62,6 +87,7 @@ class SyncStatus:
     uploading: bool = False
     downloading: bool = False
     notices: tuple[Notice, ...] = field(default=())
+    progress: SyncProgress | None = None  # while a sync runs: how far it is
 
     def describe(self) -> str:
         """One line for people: symbol, word, counts."""
@@ -70,6 +96,8 @@ class SyncStatus:
             parts.append("uploading")
         if self.downloading:
             parts.append("downloading")
+        if self.progress is not None:
+            parts.append(self.progress.describe())
         if self.last_error and self.state is not SyncState.UP_TO_DATE:
             parts.append(f"last error: {self.last_error}")
         return " · ".join(parts)
@@ -84,6 +112,7 @@ class SyncStatus:
             "lastError": self.last_error,
             "uploading": self.uploading,
             "downloading": self.downloading,
+            "progress": self.progress.to_json() if self.progress else None,
             "notices": [
                 {"at": n.at.isoformat(), "kind": n.kind, "entityId": n.entity_id, "message": n.message}
                 for n in self.notices

@@ -226,6 +226,16 @@ async def test_the_feed_shows_current_states_tombstones_and_movements_in_order(
     assert after.changes[0].product.archived is True
 
 
+async def _purge_tombstone(admin: asyncpg.Connection, writer: TenantWriter, product: uuid.UUID) -> None:
+    """Age the product's tombstone past the retention window and let the worker's purge take it."""
+    await admin.execute(
+        "UPDATE products SET deleted_at = now() - interval '31 days' WHERE tenant_id = $1 AND id = $2",
+        writer.tenant_id,
+        product,
+    )
+    await writer.purge_expired_tombstones()
+
+
 async def test_a_checkpoint_past_the_purged_tombstones_must_reset(
     app_pool: asyncpg.Pool,
     reader: PostgresInventoryReader,
@@ -239,12 +249,7 @@ async def test_a_checkpoint_past_the_purged_tombstones_must_reset(
     await writer.delete_product(doomed)
     after_delete = str(await writer.checkpoint())
     await writer.create_product("Later")
-    await admin.execute(
-        "UPDATE products SET deleted_at = now() - interval '31 days' WHERE tenant_id = $1 AND id = $2",
-        tenant_id,
-        doomed,
-    )
-    await writer.purge_expired_tombstones()
+    await _purge_tombstone(admin, writer, doomed)
     async with tenant_transaction(app_pool, tenant_id, readonly=True) as db:
         horizon = await db.fetchval("SELECT feed_horizon FROM tenants WHERE tenant_id = $1", tenant_id)
     assert str(horizon) == after_delete
@@ -420,12 +425,7 @@ async def test_a_snapshot_outliving_the_tombstone_window_must_start_again(
     assert first.next_cursor is not None
     doomed = await writer.create_product("Doomed")
     await writer.delete_product(doomed)
-    await admin.execute(
-        "UPDATE products SET deleted_at = now() - interval '31 days' WHERE tenant_id = $1 AND id = $2",
-        tenant_id,
-        doomed,
-    )
-    await writer.purge_expired_tombstones()
+    await _purge_tombstone(admin, writer, doomed)
     with pytest.raises(ResetRequired, match="retention"):
         await services.snapshot(reader, tenant_id, cursor=first.next_cursor, limit=1)
     with pytest.raises(InvalidCursor):

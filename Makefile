@@ -63,10 +63,11 @@ services: ## make sure Postgres, Redis and RabbitMQ answer (starts local install
 migrate: env services ## create the roles and the database if missing, apply migrations
 	$(BIN)/stockzen-inventory migrate
 
-lint: env ## ruff and mypy --strict
+lint: env $(WEB)/node_modules/.package-lock.json ## ruff and mypy --strict, and ESLint (typescript-eslint) on the browser app
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	cd $(WEB) && npx eslint .
 
 token: env ## mint a development token: make token [TENANT=<uuid>] [USER_ID=<id>]
 	@$(BIN)/python scripts/mint_token.py $(if $(TENANT),--tenant $(TENANT)) $(if $(USER_ID),--user $(USER_ID))
@@ -76,7 +77,8 @@ bench: env services web ## throughput and latency through the real stack, then a
 	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
 	$(BIN)/python -m bench.large_tenant $(LARGE_TENANT_ARGS)
 
-chaos: env services ## long chaos run: devices push through killed workers and cut links; prints lost/doubled/diverged
+chaos: env services web ## long chaos run: devices and real Python and browser clients work through killed workers, cut links and a faulty link; prints lost/doubled/diverged
+	bash scripts/ensure_tools.sh
 	$(BIN)/python chaos/run_chaos.py $(CHAOS_ARGS)
 
 clean: ## remove the virtual environments and the web app's dependencies and build

@@ -14,10 +14,18 @@ shared with other runs on the machine, and cutting every link to a service is, f
 under test, what its restart is. ``real_restarts`` restarts the real broker (``rabbitmqctl
 stop_app``/``start_app``) and the real Postgres cluster (``pg_ctlcluster restart``) instead.
 
+With ``clients`` set, real clients run too, in a tenant of their own (``tests/support/chaos_clients.py``):
+Python ``StockzenClient`` devices and tabs of the browser app, through an HTTP-aware faulty link in
+front of the gateway (``tests/support/faulty_link.py``) that drops answers after the server applied the
+batch, resets connections, answers 503 and 429 itself and, as one more fault of the plan
+(``link_away``), goes away for a while.
+
 Then everything drains and Postgres is read directly: every operation with a final result is
 recorded exactly once, no movement is in the ledger twice (or missing), every stock level equals the
 sum of its movements, and every device, after pulling the change feed to its end, holds exactly the
-server's products and levels. Everything runs on 127.0.0.1 and is bounded in time and count.
+server's products and levels. The real clients' link heals, each is brought to rest, and each one's own
+view, outbox and every change it made are checked against the server (see ``chaos_clients.py``).
+Everything runs on 127.0.0.1 and is bounded in time and count.
 """
 
 from __future__ import annotations
@@ -25,22 +33,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import shutil
+import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 
+from tests.support.chaos_clients import ClientChaosConfig, ClientFleet
 from tests.support.ops import create_product, delete_product, movement, update_product
+from tests.support.processes import free_port
 from tests.support.proxy import CuttableProxy
 from tests.support.services import ServiceUrls
 from tests.support.stack import Stack, delete_redis_keys, queue_counts, user_token
 
 FAULTS = ("worker_killed", "broker_restarted", "redis_flushed", "postgres_restarted", "gateway_broker_cut")
+CLIENT_FAULTS = ("link_away",)
+"""Faults of the plan when real clients run: their link goes away (its other faults come at random)."""
 FINAL_STATUSES = {"applied", "duplicate", "conflict", "rejected"}
 
 
@@ -60,6 +75,11 @@ class ChaosConfig:
     seconds: float = 150.0  # hard bound on the pushing phase
     real_restarts: bool = False
     seed: int | None = None
+    clients: ClientChaosConfig | None = None  # real clients through a faulty link, in a tenant of their own
+
+    @property
+    def faults(self) -> tuple[str, ...]:
+        return FAULTS + (CLIENT_FAULTS if self.clients else ())
 
 
 @dataclass
@@ -80,10 +100,12 @@ class ChaosReport:
     level_mismatches: int = 0
     diverged: int = 0  # devices whose pulled state differs from the server's
     seconds: float = 0.0
+    client_lines: list[str] = field(default_factory=list)  # what the real clients did and what their checks found
+    clients_held: bool = True
 
     @property
     def held(self) -> bool:
-        return not (
+        return self.clients_held and not (
             self.unfinished
             or self.server_errors
             or self.lost
@@ -94,7 +116,8 @@ class ChaosReport:
         )
 
     def lines(self) -> list[str]:
-        faults = ", ".join(f"{name} x{self.faults[name]}" for name in FAULTS)
+        names = FAULTS + tuple(name for name in CLIENT_FAULTS if name in self.faults)
+        faults = ", ".join(f"{name} x{self.faults[name]}" for name in names)
         return [
             f"operations      {self.operations} ({self.movements} movements) in {self.requests} requests,"
             f" {self.raced_batches} batches raced",
@@ -106,6 +129,7 @@ class ChaosReport:
             f"misreported     {self.misreported}",
             f"level != ledger {self.level_mismatches}",
             f"diverged        {self.diverged}",
+            *self.client_lines,
             f"took            {self.seconds:.1f} s",
         ]
 
@@ -166,6 +190,10 @@ class Chaos:
         self._worker_broker = CuttableProxy.for_url(services.amqp_url)
         self._worker_postgres = CuttableProxy.for_url(services.app_url)
         self._inventory_postgres = CuttableProxy.for_url(services.app_url)
+        self._client_home = Path(tempfile.mkdtemp(prefix="stockzen-chaos-clients-"))
+        self.clients = (
+            ClientFleet(config.clients, uuid.uuid4(), self._client_home, config.seed) if config.clients else None
+        )
 
     @property
     def _proxies(self) -> tuple[CuttableProxy, ...]:
@@ -179,27 +207,51 @@ class Chaos:
         for proxy in self._proxies:
             await proxy.start()
         supervisor = asyncio.create_task(self._supervise_worker())
+        clients = self.clients
         try:
-            await self._start_stack()
+            await asyncio.gather(self._start_stack(), clients.start_browser() if clients else asyncio.sleep(0))
+            if clients:
+                await clients.start("127.0.0.1", self.stack.gateway_port, free_port())
             async with httpx.AsyncClient(base_url=self.stack.gateway_url, timeout=30) as client:
                 injector = asyncio.create_task(self._inject_faults(client))
                 devices = [self._device(client, i) for i in range(self.config.devices)]
+                if clients:
+                    real = asyncio.create_task(clients.run(self._faults_done, self._deadline))
                 pulled = await asyncio.gather(*devices)
                 await injector
+                if clients:
+                    await real
+                    await clients.bring_to_rest()
                 await self._drain()
                 await self._check(client, pulled)
+                if clients:
+                    await self._check_clients(clients)
         finally:
             self._stopping = True
             supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await supervisor
+            if clients:
+                await clients.stop()
             await asyncio.to_thread(self.stack.stop_all)
             for proxy in self._proxies:
                 await proxy.cut()
             await self.stack.delete_queues()
             await delete_redis_keys(self.services.redis_url, self.services.redis_prefix)
+            await asyncio.to_thread(shutil.rmtree, self._client_home, True)
         self.report.seconds = time.monotonic() - started
         return self.report
+
+    async def _check_clients(self, clients: ClientFleet) -> None:
+        admin = await asyncpg.connect(self.services.admin_url)
+        try:
+            await clients.check(admin)
+        finally:
+            await admin.close()
+        # Every sync the link carried, for whoever has to find out what broke a promise (kept with the logs).
+        await asyncio.to_thread(clients.write_exchanges, self.stack.log_dir / "faulty-link-exchanges.jsonl")
+        self.report.client_lines = clients.lines()
+        self.report.clients_held = clients.report.held
 
     async def _start_stack(self) -> None:
         await asyncio.to_thread(
@@ -347,7 +399,7 @@ class Chaos:
     # -- faults ------------------------------------------------------------------------------------
 
     async def _inject_faults(self, client: httpx.AsyncClient) -> None:
-        plan = [fault for _ in range(self.config.fault_rounds) for fault in FAULTS]
+        plan = [fault for _ in range(self.config.fault_rounds) for fault in self.config.faults]
         self.random.shuffle(plan)
         try:
             for fault in plan:
@@ -356,6 +408,9 @@ class Chaos:
                 await asyncio.sleep(self.config.gap_seconds * (0.5 + self.random.random()))
                 if fault == "postgres_restarted":
                     await self._postgres_restarted(client)
+                elif fault == "link_away":
+                    assert self.clients is not None
+                    await self.clients.link_away()
                 else:
                     await getattr(self, f"_{fault}")()
                 self.report.faults[fault] += 1

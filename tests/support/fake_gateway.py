@@ -20,6 +20,10 @@ from uuid import UUID
 import httpx
 
 from stockzen_contracts import (
+    CHANGES_PATH,
+    HEALTH_PATH,
+    STREAM_PATH,
+    SYNC_PATH,
     ApplySyncBatch,
     Change,
     ChangeFeedPage,
@@ -27,6 +31,7 @@ from stockzen_contracts import (
     InvalidOperation,
     ItemResult,
     Operation,
+    StreamEvent,
     SyncResponse,
     parse_operation,
 )
@@ -46,7 +51,9 @@ SERVER_URL = "http://stockzen.test"
 class FakeGateway:
     """One tenant's server. ``reachable[device]`` cuts a device off; ``failures`` scripts whole-request
     answers (e.g. 503); ``pending_rate`` holds that share of batches back (202, applied later);
-    ``accepted_token``, when set, is the only bearer token it takes (any other gets 401, as an expired one)."""
+    ``accepted_token``, when set, is the only bearer token it takes (any other gets 401, as an expired one);
+    ``max_operations``, when set, refuses a bigger batch with ``413 TOO_MANY_OPERATIONS`` (as the gateway's
+    ``SYNC_MAX_OPERATIONS`` does)."""
 
     tenant_id: UUID
     rng: random.Random = field(default_factory=lambda: random.Random(0))
@@ -57,13 +64,15 @@ class FakeGateway:
     reset_next_pull: bool = False
     held_back: list[ApplySyncBatch] = field(default_factory=list)
     held_back_total: int = 0
-    pushes: list[list[dict[str, Any]]] = field(default_factory=list)
+    pushes: list[list[dict[str, Any]]] = field(default_factory=list)  # the batches it took
+    refused_pushes: list[int] = field(default_factory=list)  # the size of each batch refused as too big
     requests: list[tuple[str, str]] = field(default_factory=list)  # (device, path), reachable or not
     streams: list[FakeStream] = field(default_factory=list)
     stream_failures: list[httpx.Response] = field(default_factory=list)
     database: MemoryInventoryDatabase = field(default_factory=MemoryInventoryDatabase)
     cache: MemoryResultCache = field(default_factory=MemoryResultCache)
     accepted_token: str | None = None
+    max_operations: int | None = None
     tokens_seen: list[str] = field(default_factory=list)  # the bearer token of each request after /healthz
 
     def transport(self, device: str = "device") -> httpx.MockTransport:
@@ -79,19 +88,23 @@ class FakeGateway:
         return httpx.MockTransport(handle)
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/healthz":
+        if request.url.path == HEALTH_PATH:
             return httpx.Response(200, json={"status": "ok"})
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         self.tokens_seen.append(token)
         if self.accepted_token is not None and token != self.accepted_token:
             return _error(401, Code.UNAUTHORIZED, "the bearer token is invalid or expired")
-        if request.url.path == "/api/sync/stream":  # before ``failures``, which script pushes and pulls
+        if request.url.path == STREAM_PATH:  # before ``failures``, which script pushes and pulls
             return self._stream()
         if self.failures:
             return self.failures.pop(0)
-        if request.url.path == "/api/sync" and request.method == "POST":
-            return await self._push(json.loads(request.content))
-        if request.url.path == "/api/sync/changes":
+        if request.url.path == SYNC_PATH and request.method == "POST":
+            body = json.loads(request.content)
+            if self.max_operations is not None and len(body["operations"]) > self.max_operations:
+                self.refused_pushes.append(len(body["operations"]))
+                return _error(413, Code.TOO_MANY_OPERATIONS, f"at most {self.max_operations} operations")
+            return await self._push(body)
+        if request.url.path == CHANGES_PATH:
             return self._pull(request.url.params.get("checkpoint"), int(request.url.params.get("limit", "100")))
         return _error(404, Code.NOT_FOUND, "no such route")
 
@@ -107,7 +120,7 @@ class FakeGateway:
     def announce(self) -> None:
         """Tell every open stream that the tenant's changes committed (the current checkpoint)."""
         for stream in self.open_streams:
-            stream.send("checkpoint", {"checkpoint": str(self.data.checkpoint)})
+            stream.send(StreamEvent.CHECKPOINT, {"checkpoint": str(self.data.checkpoint)})
 
     def drop_streams(self) -> None:
         """Break every open stream, as a lost connection does."""
@@ -119,7 +132,7 @@ class FakeGateway:
             return self.stream_failures.pop(0)
         stream = FakeStream()
         self.streams.append(stream)
-        stream.send("ready", {})
+        stream.send(StreamEvent.READY, {})
         return httpx.Response(200, headers={"Content-Type": "text/event-stream"}, stream=stream)
 
     async def deliver_held_back(self) -> None:

@@ -42,12 +42,16 @@ class Harness(Protocol):
 
     async def flush_cache(self) -> None: ...
 
+    async def age_tombstone(self, tenant_id: uuid.UUID, product_id: uuid.UUID, age: timedelta) -> None:
+        """Make a product's tombstone ``age`` old: past ``TOMBSTONE_RETENTION``, the tenant's next delete purges it."""
+        ...
+
 
 class MemoryHarness:
     """The in-memory ledger and result cache (``tests/support/memory_inventory.py``)."""
 
     def __init__(self) -> None:
-        self.database = MemoryInventoryDatabase()
+        self.database = MemoryInventoryDatabase(TOMBSTONE_RETENTION)
         self.cache = MemoryResultCache()
 
     async def product(self, tenant_id: uuid.UUID, product_id: uuid.UUID) -> dict[str, Any] | None:
@@ -60,6 +64,9 @@ class MemoryHarness:
 
     async def flush_cache(self) -> None:
         self.cache.flush()
+
+    async def age_tombstone(self, tenant_id: uuid.UUID, product_id: uuid.UUID, age: timedelta) -> None:
+        self.database.age_tombstone(tenant_id, product_id, age)
 
 
 class PostgresHarness:
@@ -88,6 +95,16 @@ class PostgresHarness:
 
     async def flush_cache(self) -> None:
         await delete_redis_keys(self._redis_url, self.prefix)
+
+    async def age_tombstone(self, tenant_id: uuid.UUID, product_id: uuid.UUID, age: timedelta) -> None:
+        aged = await self._admin.execute(
+            "UPDATE products SET deleted_at = now() - $3::interval "
+            "WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NOT NULL",
+            tenant_id,
+            product_id,
+            age,
+        )
+        assert aged == "UPDATE 1", "only a tombstone ages"
 
 
 def command(tenant_id: uuid.UUID, ops: list[dict[str, Any]], *, received_at: datetime | None = None) -> ApplySyncBatch:

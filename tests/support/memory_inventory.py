@@ -10,7 +10,7 @@ import copy
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -32,6 +32,15 @@ from stockzen_sync_worker.ports import MovementToRecord, ProductDecision, Produc
 
 MAX_NAME = 200  # the database's CHECK constraints, which a real ledger enforces
 MAX_REASON = 500
+TOMBSTONE_RETENTION = timedelta(days=30)  # the worker's default (TOMBSTONE_RETENTION_DAYS)
+
+
+@dataclass(frozen=True)
+class PurgedProduct:
+    """A product whose tombstone was purged (``purged_products``): the tombstone's time and checkpoint."""
+
+    modified_at: datetime
+    checkpoint: int
 
 
 @dataclass
@@ -41,14 +50,17 @@ class TenantData:
     movements: dict[UUID, dict[str, Any]] = field(default_factory=dict)
     levels: dict[UUID, int] = field(default_factory=dict)
     applied: dict[UUID, StoredResult] = field(default_factory=dict)
+    purged: dict[UUID, PurgedProduct] = field(default_factory=dict)
+    feed_horizon: int = 0
 
 
 class MemoryTenantTransaction:
     """One tenant's 'transaction' over a copy of its data, swapped in on commit."""
 
-    def __init__(self, data: TenantData, purges: list[int]) -> None:
+    def __init__(self, data: TenantData, purges: list[int], retention: timedelta = TOMBSTONE_RETENTION) -> None:
         self.data = data
         self._purges = purges
+        self._retention = retention
 
     async def stored_results(self, operation_ids: Sequence[UUID]) -> dict[UUID, StoredResult]:
         return {op: self.data.applied[op] for op in operation_ids if op in self.data.applied}
@@ -79,12 +91,23 @@ class MemoryTenantTransaction:
             }
         )
 
+    def _purged_state(self, product_id: UUID) -> ProductState:
+        """A purged product as a late create's answer shows it: a tombstone with no fields."""
+        purged = self.data.purged[product_id]
+        row = {"id": product_id, "deleted": True, "modified_at": purged.modified_at, "checkpoint": purged.checkpoint}
+        return self._state(row)
+
     async def merge_product(
         self, product_id: UUID, changes: dict[str, Any], version: Version, *, create: bool
     ) -> Effect:
         if len(changes.get("name") or "") > MAX_NAME:
             raise WriteRefused("value too long for name")
         row = self.data.products.get(product_id)
+        if row is None and product_id in self.data.purged:
+            # Its tombstone was purged: a late create meets it as a tombstone, an edit is refused for good.
+            if create:
+                return ProductWasDeleted(self._purged_state(product_id))
+            return MissingEntity(f"product {product_id} was deleted")
         if row is None:
             if not create:
                 return UnknownProduct(product_id)
@@ -118,12 +141,19 @@ class MemoryTenantTransaction:
         return effects
 
     async def delete_product(self, product_id: UUID, version: Version) -> Effect:
+        if product_id not in self.data.products and product_id in self.data.purged:
+            return ProductDeleted(self._purged_state(product_id))  # deleted long ago: nothing changes
         row = self.data.products.setdefault(
             product_id,
             {"id": product_id, "deleted": False, "versions": {}, "modified_at": version.modified_at, "archived": False},
         )
         if not row["deleted"]:
-            row.update(deleted=True, checkpoint=self._next(), modified_at=max(row["modified_at"], version.modified_at))
+            row.update(
+                deleted=True,
+                deleted_at=now(),
+                checkpoint=self._next(),
+                modified_at=max(row["modified_at"], version.modified_at),
+            )
         return ProductDeleted(self._state(row))
 
     async def record_movement(self, operation: RecordStockMovement, occurred_at: datetime) -> Effect:
@@ -133,6 +163,8 @@ class MemoryTenantTransaction:
         product = self.data.products.get(payload.product_id)
         if operation.entity_id in self.data.movements:
             return RefusedByRule(f"stock movement {operation.entity_id} was already recorded by another operation")
+        if product is None and payload.product_id in self.data.purged:
+            return MissingEntity(f"product {payload.product_id} was deleted")
         if product is None:
             return UnknownProduct(payload.product_id)
         if product["deleted"]:
@@ -164,8 +196,8 @@ class MemoryTenantTransaction:
         """While recording a movement, its product as the creates and deletes before it in its batch
         left it (see MovementToRecord: the batch's product writes come after its movements)."""
         row = self.data.products.get(product_id)
-        if after is None or (after == "create" and row is not None):  # a create keeps a row as it is
-            yield
+        if after is None or (after == "create" and (row is not None or product_id in self.data.purged)):
+            yield  # a create keeps a row (or a purged tombstone) as it is
             return
         self.data.products[product_id] = {"deleted": after == "delete"}  # stands in for that row
         try:
@@ -185,8 +217,28 @@ class MemoryTenantTransaction:
             await self.remember(operation, message_id, result, fingerprint)
 
     async def purge_expired_tombstones(self) -> None:
-        # Expiry is a matter of wall-clock time, covered against Postgres; here only the call counts.
+        """Tombstones older than the retention window go; their ids are kept in ``purged``, and the
+        feed horizon moves past them (as ``_PURGE_TOMBSTONES`` does in Postgres)."""
         self._purges.append(self.data.checkpoint)
+        expired = [
+            product_id
+            for product_id, row in self.data.products.items()
+            if row["deleted"] and row.get("deleted_at", now()) < now() - self._retention
+        ]
+        for product_id in expired:
+            row = self.data.products.pop(product_id)
+            self.data.purged.setdefault(product_id, PurgedProduct(row["modified_at"], row["checkpoint"]))
+            self.data.feed_horizon = max(self.data.feed_horizon, row["checkpoint"])
+
+    async def product_states(self, product_ids: Sequence[UUID]) -> dict[UUID, ProductState]:
+        states = {}
+        for product_id in product_ids:
+            row = self.data.products.get(product_id)
+            if row is not None:
+                states[product_id] = self._state(row)
+            elif product_id in self.data.purged:
+                states[product_id] = self._purged_state(product_id)
+        return states
 
     async def checkpoint(self) -> int:
         return self.data.checkpoint
@@ -195,20 +247,32 @@ class MemoryTenantTransaction:
 class MemoryInventoryDatabase:
     """Tenants' data in dicts; a transaction works on a copy and commits by swapping it in."""
 
-    def __init__(self) -> None:
+    def __init__(self, tombstone_retention: timedelta = TOMBSTONE_RETENTION) -> None:
         self.tenants: dict[UUID, TenantData] = {}
         self.transactions = 0
         self.purges: list[int] = []
+        self.retention = tombstone_retention
 
     @asynccontextmanager
     async def for_tenant(self, tenant_id: UUID) -> AsyncIterator[MemoryTenantTransaction]:
         self.transactions += 1
         working = copy.deepcopy(self.tenants.get(tenant_id, TenantData()))
-        yield MemoryTenantTransaction(working, self.purges)
+        yield MemoryTenantTransaction(working, self.purges, self.retention)
         self.tenants[tenant_id] = working
+
+    def age_tombstone(self, tenant_id: UUID, product_id: UUID, age: timedelta) -> None:
+        """Make a product's tombstone ``age`` old (a test's way to let time pass; the next delete purges it
+        once it is past the retention window)."""
+        row = self.tenants[tenant_id].products[product_id]
+        assert row["deleted"], "only a tombstone ages"
+        row["deleted_at"] = now() - age
 
     async def read_checkpoint(self, tenant_id: UUID) -> int:
         return self.tenants.get(tenant_id, TenantData()).checkpoint
+
+    async def product_states(self, tenant_id: UUID, product_ids: Sequence[UUID]) -> dict[UUID, ProductState]:
+        reader = MemoryTenantTransaction(self.tenants.get(tenant_id, TenantData()), [], self.retention)
+        return await reader.product_states(product_ids)
 
 
 class MemoryResultCache:

@@ -1,10 +1,12 @@
-/** The app: sign in, open the tenant's local database, start syncing, route between screens. */
+/** The app: sign in, open the tenant's local database, sync (one tab leads, see sync/tabs.ts), route between screens. */
 import { HttpGateway } from "./api/http";
 import { loadSession, saveSession, sessionFromToken, type Session } from "./session";
-import { LocalDb } from "./sync/db";
+import { DexieStore, LAST_SYNC_KEY, LocalDb, type SyncStore } from "./sync/db";
 import { SyncEngine, type SyncNotice, type SyncStatus } from "./sync/engine";
 import { LiveUpdates } from "./sync/live";
 import { LocalActions } from "./sync/local";
+import { STUCK_AFTER } from "./sync/states";
+import { TabSync, type Leadership } from "./sync/tabs";
 import { h, replace } from "./ui/dom";
 import { failedScreen, productScreen, productsScreen, type Screen, type ScreenContext } from "./ui/screens";
 import { StatusIndicator } from "./ui/status";
@@ -21,7 +23,7 @@ const isOnline = () => navigator.onLine;
 
 function notify(notice: SyncNotice): void {
   // Brief and non-blocking: it goes away by itself and never takes the focus.
-  const text = notice.kind === "conflict" ? "Updated from another device" : `A change was refused: ${notice.message}`;
+  const text = notice.kind === "conflict" ? "Updated from another device" : `A change was refused and undone here: ${notice.message}`;
   const element = h("div", { class: "notice", "data-kind": notice.kind }, text);
   notices.append(element);
   setTimeout(() => element.remove(), 6000);
@@ -54,22 +56,69 @@ function signIn(): void {
   replace(main, form);
 }
 
+/** What the leading tab runs: the engine, and the live stream while online. */
+function leadership(store: SyncStore, gateway: HttpGateway): Leadership {
+  const engine = new SyncEngine({ store, gateway, isOnline });
+  const live = new LiveUpdates(
+    gateway,
+    () => engine.requestSync(),
+    () => engine.serverAnswered(),
+  );
+  return {
+    onStatus: (listener) => engine.onStatus(listener),
+    onNotice: (listener) => engine.onNotice(listener),
+    start: () => {
+      void engine.start();
+      if (isOnline()) live.start();
+    },
+    changed: () => engine.changed(),
+    setOnline: (online) => {
+      engine.setOnline(online);
+      if (online) live.start();
+      else live.stop();
+    },
+    stop: async () => {
+      live.stop();
+      await engine.stop();
+    },
+  };
+}
+
+/** What a tab shows until the leading tab has said where things stand. */
+async function provisionalStatus(store: SyncStore): Promise<SyncStatus> {
+  const [counts, lastSyncAt] = await Promise.all([store.outboxCounts(STUCK_AFTER), store.getMeta(LAST_SYNC_KEY)]);
+  const state = isOnline() ? "syncing" : "offline";
+  return { state, queued: counts.queued, failed: counts.failed, lastSyncAt, lastError: null, uploading: false, downloading: false, progress: null };
+}
+
 function start(session: Session): void {
-  const db = new LocalDb(`stockzen-${session.tenantId}-${session.userId}`);
+  const name = `stockzen-${session.tenantId}-${session.userId}`;
+  const db = new LocalDb(name);
+  const store = new DexieStore(db);
   const gateway = new HttpGateway(location.origin, () => session.token);
-  const engine = new SyncEngine({ db, gateway, isOnline });
-  const actions = new LocalActions(db, engine, session.tenantId);
-  const live = new LiveUpdates(gateway, () => engine.requestSync());
+  const sync = new TabSync({
+    name,
+    // Web Locks exist in secure contexts only (https, localhost): elsewhere each tab syncs alone.
+    locks: (navigator as Partial<Navigator>).locks,
+    channel: (channelName) => new BroadcastChannel(channelName),
+    lead: () => leadership(store, gateway),
+    provisional: () => provisionalStatus(store),
+  });
+  const actions = new LocalActions(store, sync, session.tenantId);
   const syncedListeners = new Set<() => void>();
   let lastSync: string | null = null;
-  engine.onStatus((status: SyncStatus) => {
+  sync.onStatus((status: SyncStatus) => {
     indicator.show(status);
     if (status.lastSyncAt !== lastSync) {
       lastSync = status.lastSyncAt;
       for (const listener of syncedListeners) listener();
     }
   });
-  engine.onNotice(notify);
+  sync.onNotice(notify);
+  sync.onRole((role) => {
+    // Which tab syncs (for people debugging it, and for the browser tests).
+    document.documentElement.dataset.syncRole = role;
+  });
   const context: ScreenContext = {
     db,
     actions,
@@ -84,8 +133,7 @@ function start(session: Session): void {
   const signOut = h("button", { type: "button" }, "Sign out");
   signOut.addEventListener("click", () => {
     saveSession(null);
-    live.stop();
-    void engine.stop();
+    void sync.stop();
     location.hash = "#/";
     location.reload();
   });
@@ -104,17 +152,10 @@ function start(session: Session): void {
     // A new screen: move focus to it, as a page load would, so keyboard and screen-reader users follow.
     main.focus();
   });
-  window.addEventListener("online", () => {
-    engine.setOnline(true);
-    live.start();
-  });
-  window.addEventListener("offline", () => {
-    engine.setOnline(false);
-    live.stop();
-  });
+  window.addEventListener("online", () => sync.setOnline(true));
+  window.addEventListener("offline", () => sync.setOnline(false));
   route();
-  void engine.start();
-  if (isOnline()) live.start();
+  sync.start();
 }
 
 if ("serviceWorker" in navigator) {

@@ -117,3 +117,37 @@ async def test_watch_syncs_changes_another_process_queues_and_stops_cleanly_on_c
     states = [json.loads(line)["state"] for line in out.decode().splitlines()]
     assert "syncing" in states
     assert states[-1] == "upToDate"
+
+
+async def test_a_change_the_server_refuses_for_good_is_listed_and_can_be_discarded(
+    stack: Stack, tmp_path: Path, tenant_id: uuid.UUID
+) -> None:
+    cli = Cli(tmp_path)
+    for profile in ("shop", "van"):
+        token = user_token(tenant_id, f"{profile}-user")
+        await cli.json("login", "--server", stack.gateway_url, "--token", token, "--profile", profile)
+    product = (await cli.json("product", "add", "Mug", "--profile", "shop"))["id"]
+    await cli.json("sync", "--profile", "shop")
+    await cli.json("sync", "--profile", "van")
+    await cli.json("product", "rm", product, "--profile", "shop")
+    await cli.json("sync", "--profile", "shop")
+    movement = (await cli.json("stock", "in", product, "3", "--profile", "van"))["id"]  # not heard of the delete
+
+    synced = await cli.json("sync", "--profile", "van")  # refused changes wait for the user, not the server
+
+    assert (synced["state"], synced["queued"], synced["failed"]) == ("upToDate", 0, 1)
+    [refused] = await cli.json("failed", "--profile", "van")
+    assert (refused["entityId"], refused["productId"], refused["code"]) == (movement, product, "NOT_FOUND")
+    plain = await cli.run("failed", "--profile", "van")
+    assert plain.stdout.startswith(f"{refused['operationId']}\tNOT_FOUND\tstock movement {movement}")
+    nothing = await cli.run("discard", "--profile", "van")
+    assert nothing.returncode == 1
+    assert "--all" in nothing.stderr
+
+    discarded = await cli.json("discard", refused["operationId"], "--profile", "van")
+
+    assert discarded == {"discarded": [refused["operationId"]]}
+    assert await cli.json("failed", "--profile", "van") == []
+    status = await cli.json("status", "--profile", "van")
+    assert (status["state"], status["queued"], status["failed"], status["failedChanges"]) == ("upToDate", 0, 0, [])
+    assert await cli.json("product", "ls", "--profile", "van") == []

@@ -19,7 +19,7 @@ from tests.support.stack import Stack, gateway_client, user_token
 
 
 def operation_ids(client: StockzenClient) -> list[str]:
-    return [str(op) for op, _ in client.store.outbox()]
+    return [str(op) for op in client.store.operation_ids()]
 
 
 def listing(client: StockzenClient) -> dict[uuid.UUID, tuple[object, ...]]:

@@ -82,6 +82,18 @@ async def test_a_new_device_shows_every_level_of_a_year_of_history_without_downl
         assert status.state is SyncState.UP_TO_DATE, status.describe()
         assert _shown(client) == await server_levels(database.admin_url, tenant_id)
         assert _held_movements(client) == 0  # the ledger stayed on the server
+
+        # History: online, the newest page comes from the read API, this device's unsent movement on top;
+        # offline, the device shows what it holds (its own movement only).
+        product = client.products()[0].id
+        mine = client.stock_in(product, 4)
+        online, from_server = await client.recent_history(product, 20)
+        assert from_server
+        assert len(online) == 20
+        assert online[0].id == mine
+        assert online[0].queued
+        assert all(not m.queued for m in online[1:])
+        assert [m.id for m in client.history(product)] == [mine]
     finally:
         await client.aclose()
 

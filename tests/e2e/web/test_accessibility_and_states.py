@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -51,15 +52,22 @@ async def test_each_status_state_is_announced_with_icon_and_text_and_every_scree
     await _shot(page, "upToDate", out)
     await _no_violations(page, "products, up to date")
 
+    pushed = asyncio.Event()
+
     async def slow(route: Route) -> None:
         # Held until the test has seen "syncing"; then it goes on to the real gateway.
         await expect(indicator).to_have_attribute("data-state", "syncing")
         await _shot(page, "syncing", out)
         await route.continue_()
+        pushed.set()
 
     await context.route("**/api/sync", slow)
     await product_row(page, "Coffee beans").get_by_role("button", name="Stock entry of 1 for Coffee beans").click()
+    # The click returns before the change is queued (the indicator still says "Up to date" then): wait
+    # for its push, then for the sync to end.
+    await asyncio.wait_for(pushed.wait(), timeout=15)
     await expect(indicator).to_have_attribute("data-state", "upToDate")
+    await expect(indicator).not_to_contain_text("queued")
     await context.unroute("**/api/sync")
 
     await context.set_offline(True)

@@ -17,11 +17,12 @@ from stockzen_platform.postgres import tenant_transaction
 from tests.support.proxy import CuttableProxy
 from tests.support.services import ServiceUrls
 
-TENANT_TABLES = ("tenants", "products", "stock_movements", "stock_levels", "applied_operations")
+TENANT_TABLES = ("tenants", "products", "stock_movements", "stock_levels", "applied_operations", "purged_products")
 
 
 async def _seed_tenant(pool: asyncpg.Pool, tenant: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID]:
-    """One tenant with a product, a movement and an applied operation; returns (product, movement)."""
+    """One tenant with a product, a movement, an applied operation and a purged product id; returns (product,
+    movement)."""
     product, movement, op = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     async with tenant_transaction(pool, tenant) as db:
         await db.execute("INSERT INTO tenants (tenant_id) VALUES ($1)", tenant)
@@ -46,6 +47,11 @@ async def _seed_tenant(pool: asyncpg.Pool, tenant: uuid.UUID) -> tuple[uuid.UUID
             op,
             movement,
             {"status": "applied"},
+        )
+        await db.execute(
+            "INSERT INTO purged_products (tenant_id, product_id, modified_at, checkpoint) VALUES ($1, $2, now(), 1)",
+            tenant,
+            uuid.uuid4(),
         )
     return product, movement
 

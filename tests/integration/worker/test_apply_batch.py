@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from stockzen_contracts import Code, ItemStatus, parse_operation
 from stockzen_sync_worker.services import apply_sync_batch
-from tests.support.harness import T0, Harness, apply, command, statuses
+from tests.support.harness import T0, TOMBSTONE_RETENTION, Harness, apply, command, statuses
 from tests.support.ops import create_product, delete_product, movement, op, update_product
 
 
@@ -108,6 +108,124 @@ async def test_what_does_not_exist_is_not_found(harness: Harness) -> None:
     assert [(r.status, r.code) for r in outcome.applied.results] == [(ItemStatus.REJECTED, Code.NOT_FOUND)] * 3
     # Never seen: its create may be late, so retry. Deleted: final.
     assert [r.retryable for r in outcome.applied.results] == [True, True, False]
+
+
+async def test_a_change_for_a_product_whose_tombstone_was_purged_gets_a_final_answer(harness: Harness) -> None:
+    """Not the retryable NOT_FOUND of a product never seen: its client would retry it forever."""
+    tenant, gone, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await apply(
+        harness,
+        tenant,
+        [
+            create_product(tenant, gone, "Old mug", T0),
+            movement(tenant, gone, "entry", 3),
+            delete_product(tenant, gone, T0 + timedelta(minutes=1)),
+        ],
+    )
+    await harness.age_tombstone(tenant, gone, TOMBSTONE_RETENTION + timedelta(hours=1))
+    # The tenant's next delete purges the expired tombstone.
+    purging = await apply(
+        harness, tenant, [create_product(tenant, other, "Cup", T0), delete_product(tenant, other, T0)]
+    )
+    assert await harness.product(tenant, gone) is None
+
+    later = T0 + timedelta(days=40)
+    edit = update_product(tenant, gone, later, priceCents=250)
+    sale = movement(tenant, gone, "exit", 1)
+    late_create = create_product(tenant, gone, "Old mug again", later)
+    delete_again = delete_product(tenant, gone, later)
+    outcome = await apply(harness, tenant, [edit, sale, late_create, delete_again])
+
+    results = outcome.applied.results
+    assert [(r.status, r.code, r.retryable) for r in results] == [
+        (ItemStatus.REJECTED, Code.NOT_FOUND, False),  # final: the product was deleted
+        (ItemStatus.REJECTED, Code.NOT_FOUND, False),
+        (ItemStatus.CONFLICT, Code.CONFLICT_RESOLVED, False),  # as a create on a tombstone: deletes win
+        (ItemStatus.APPLIED, None, None),  # as deleting a tombstone: nothing changes
+    ]
+    tombstone = results[2].server_state
+    assert tombstone is not None
+    assert (tombstone.id, tombstone.deleted) == (gone, True)
+    assert outcome.applied.checkpoint == purging.applied.checkpoint  # nothing was written
+    assert await harness.product(tenant, gone) is None  # nothing came back
+    assert await harness.level(tenant, gone) == 3
+
+    # Stored: a retry gets the same answers, from Redis and from Postgres alone.
+    for flushed in (False, True):
+        if flushed:
+            await harness.flush_cache()
+        again = await apply(harness, tenant, [edit, sale, late_create, delete_again])
+        assert statuses(again) == ["rejected", "rejected", "duplicate", "duplicate"]
+        assert [r.retryable for r in again.applied.results[:2]] == [False, False]
+
+    # A late create with a sale after it in one batch: the sale meets the tombstone too.
+    create_then_sell = await apply(
+        harness, tenant, [create_product(tenant, gone, "Again", later), movement(tenant, gone, "exit", 2)]
+    )
+    assert [(r.status, r.code, r.retryable) for r in create_then_sell.applied.results] == [
+        (ItemStatus.CONFLICT, Code.CONFLICT_RESOLVED, False),
+        (ItemStatus.REJECTED, Code.NOT_FOUND, False),
+    ]
+    assert await harness.product(tenant, gone) is None
+    assert await harness.level(tenant, gone) == 3
+
+    # Item by item too (a movement the ledger refuses sends its batch down the slow path).
+    live = uuid.uuid4()
+    refused = parse_operation(movement(tenant, live, "entry", 1, reason="fine"))
+    refused.payload.__dict__["reason"] = "x" * 600
+    slow = command(
+        tenant,
+        [
+            create_product(tenant, live, "Live", later),
+            update_product(tenant, gone, later, name="x"),
+            movement(tenant, gone, "entry", 1),
+            create_product(tenant, gone, "Again", later),
+        ],
+    )
+    slow = slow.model_copy(update={"operations": [slow.operations[0], refused, *slow.operations[1:]]})
+    one_by_one = await apply_sync_batch(slow, "m-slow", harness.database, harness.cache)
+    assert [(r.status, r.code, r.retryable) for r in one_by_one.applied.results] == [
+        (ItemStatus.APPLIED, None, None),
+        (ItemStatus.REJECTED, Code.VALIDATION_ERROR, False),
+        (ItemStatus.REJECTED, Code.NOT_FOUND, False),
+        (ItemStatus.REJECTED, Code.NOT_FOUND, False),
+        (ItemStatus.CONFLICT, Code.CONFLICT_RESOLVED, False),
+    ]
+    assert await harness.product(tenant, gone) is None
+
+
+async def test_a_duplicate_of_a_conflict_carries_the_product_as_it_stands_now(harness: Harness) -> None:
+    """Not as it stood when the conflict was settled: a device retrying after a lost answer may have
+    pulled newer states since (a tombstone even), and puts the answer's state over what it holds."""
+    tenant, product = uuid.uuid4(), uuid.uuid4()
+    await apply(harness, tenant, [create_product(tenant, product, "Mug", T0)])
+    await apply(harness, tenant, [update_product(tenant, product, T0 + timedelta(minutes=2), name="Winner")])
+    loser = update_product(tenant, product, T0 + timedelta(minutes=1), name="Loser")
+    first = await apply(harness, tenant, [loser], message_id="m-first")
+    (conflict,) = first.applied.results
+    assert conflict.status is ItemStatus.CONFLICT
+    assert conflict.server_state is not None
+    assert (conflict.server_state.name, conflict.server_state.deleted) == ("Winner", False)
+
+    await apply(harness, tenant, [update_product(tenant, product, T0 + timedelta(minutes=3), priceCents=5)])
+    renamed = await apply(harness, tenant, [loser])  # answered from Redis
+    (again,) = renamed.applied.results
+    assert (again.status, again.code) == (ItemStatus.DUPLICATE, Code.CONFLICT_RESOLVED)
+    assert again.server_state is not None
+    assert (again.server_state.name, again.server_state.price_cents) == ("Winner", 5)
+    assert again.server_state.checkpoint == renamed.applied.checkpoint
+
+    await apply(harness, tenant, [delete_product(tenant, product, T0 + timedelta(minutes=4))])
+    for flushed in (False, True):  # from Redis, then from Postgres alone
+        if flushed:
+            await harness.flush_cache()
+        deleted = await apply(harness, tenant, [loser])
+        (late,) = deleted.applied.results
+        assert late.server_state is not None
+        assert (late.status, late.server_state.deleted) == (ItemStatus.DUPLICATE, True)
+    # The same message delivered again still gets its original result, for the request that waits on it.
+    redelivered = await apply(harness, tenant, [loser], message_id="m-first")
+    assert redelivered.applied.results == first.applied.results
 
 
 async def test_an_edit_or_movement_that_overtook_its_create_applies_once_the_create_lands(harness: Harness) -> None:

@@ -1,4 +1,5 @@
-"""What only Postgres and Redis can show: tombstones expiring by the clock, the cache's Redis keys.
+"""What only Postgres and Redis can show: tombstones expiring by the clock (and the ids of purged
+products kept under row-level security, by the purge and by migration 0004), the cache's Redis keys.
 
 The scenarios every ledger must pass run on Postgres too, in ``test_apply_batch.py``.
 """
@@ -14,10 +15,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from stockzen_contracts import Code, ItemResult, ItemStatus, ProductState, SyncBatchApplied
+from stockzen_inventory.adapters.migrations import bundled_migrations
+from stockzen_platform.postgres import tenant_transaction
 from stockzen_sync_worker.domain.outcomes import StoredResult
 from tests.support.harness import T0, PostgresHarness, apply
 from tests.support.harness import TOMBSTONE_RETENTION as RETENTION
-from tests.support.ops import create_product, delete_product
+from tests.support.ops import create_product, delete_product, movement, update_product
 
 
 @pytest.fixture
@@ -56,6 +59,105 @@ async def test_expired_tombstones_are_purged_and_move_the_feed_horizon(
     assert fresh_row is not None
     assert fresh_row["deleted"]
     assert await admin.fetchval("SELECT feed_horizon FROM tenants WHERE tenant_id = $1", tenant) == old_checkpoint
+
+
+async def test_the_purge_keeps_the_ids_of_purged_products_each_under_its_tenant(
+    harness: PostgresHarness, admin: asyncpg.Connection, app_pool: asyncpg.Pool
+) -> None:
+    tenant, stranger, product = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await apply(harness, stranger, [create_product(stranger, uuid.uuid4(), "Theirs", T0)])
+    await apply(harness, tenant, [create_product(tenant, product, "Old", T0), delete_product(tenant, product, T0)])
+    tombstone = await admin.fetchrow(
+        "SELECT modified_at, checkpoint FROM products WHERE tenant_id = $1 AND id = $2", tenant, product
+    )
+    assert tombstone is not None
+    await harness.age_tombstone(tenant, product, RETENTION + timedelta(hours=1))
+    other = uuid.uuid4()
+    await apply(harness, tenant, [create_product(tenant, other, "Other", T0), delete_product(tenant, other, T0)])
+
+    # Moved in the purge's own statement: gone from products, its id (and its tombstone's time and
+    # checkpoint) kept; the fresh tombstone stays where it is.
+    assert await harness.product(tenant, product) is None
+    kept = await admin.fetch(
+        "SELECT product_id, modified_at, checkpoint FROM purged_products WHERE tenant_id = $1", tenant
+    )
+    assert [tuple(r) for r in kept] == [(product, tombstone["modified_at"], tombstone["checkpoint"])]
+
+    # The pattern of every tenant table: forced row-level security, keys led by tenant_id, and the
+    # services' role may read and add rows only.
+    table = await admin.fetchrow(
+        "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = 'purged_products'"
+    )
+    assert table is not None
+    assert tuple(table) == (True, True)
+    key = await admin.fetchval(
+        "SELECT array_agg(a.attname::text ORDER BY k.n) FROM pg_index AS i "
+        "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k (attnum, n) "
+        "JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+        "WHERE i.indrelid = 'purged_products'::regclass AND i.indisprimary"
+    )
+    assert key == ["tenant_id", "product_id"]
+    async with tenant_transaction(app_pool, stranger, readonly=True) as theirs:
+        assert await theirs.fetchval("SELECT count(*) FROM purged_products WHERE tenant_id = $1", tenant) == 0
+    async with tenant_transaction(app_pool, tenant, readonly=True) as own:
+        assert await own.fetchval("SELECT count(*) FROM purged_products") == 1
+    for statement, args in (
+        (
+            "INSERT INTO purged_products (tenant_id, product_id, modified_at, checkpoint) VALUES ($1, $2, now(), 1)",
+            (stranger, uuid.uuid4()),
+        ),
+        ("DELETE FROM purged_products WHERE product_id = $1", (product,)),
+        ("UPDATE purged_products SET checkpoint = 0 WHERE product_id = $1", (product,)),
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with tenant_transaction(app_pool, tenant) as own:
+                await own.execute(statement, *args)
+    assert await admin.fetchval("SELECT count(*) FROM purged_products WHERE tenant_id = $1", tenant) == 1
+
+
+async def test_migration_0004_remembers_products_purged_before_it_and_can_run_again(
+    harness: PostgresHarness, admin: asyncpg.Connection
+) -> None:
+    tenant, purged, refused, live = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await apply(
+        harness,
+        tenant,
+        [
+            create_product(tenant, purged, "Old", T0),
+            delete_product(tenant, purged, T0),
+            create_product(tenant, live, "Live", T0),
+        ],
+    )
+    # As a purge before this migration left it: the row gone, no id kept, the horizon moved past it.
+    await admin.execute("DELETE FROM products WHERE tenant_id = $1 AND id = $2", tenant, purged)
+    await admin.execute("UPDATE tenants SET feed_horizon = 2 WHERE tenant_id = $1", tenant)
+    # A product operation refused for good never had a row: it names no purged product.
+    await admin.execute(
+        "INSERT INTO applied_operations (tenant_id, operation_id, message_id, entity_type, entity_id, result) "
+        "VALUES ($1, $2, 'm', 'product', $3, $4)",
+        tenant,
+        uuid.uuid4(),
+        refused,
+        json.dumps({"status": "rejected", "code": "VALIDATION_ERROR", "retryable": False}),
+    )
+
+    (migration,) = [m for m in bundled_migrations() if m.version == "0004"]
+    for _ in range(2):
+        async with admin.transaction():
+            await admin.execute("SET LOCAL ROLE stockzen_owner")
+            await admin.execute(migration.sql)
+        rows = await admin.fetch("SELECT product_id, checkpoint FROM purged_products WHERE tenant_id = $1", tenant)
+        assert [tuple(r) for r in rows] == [(purged, 2)]
+    forced = await admin.fetch(
+        "SELECT relname FROM pg_class WHERE relforcerowsecurity AND relname = ANY($1::text[])",
+        ["applied_operations", "products", "tenants", "purged_products"],
+    )
+    assert len(forced) == 4
+
+    outcome = await apply(
+        harness, tenant, [update_product(tenant, purged, T0, name="x"), movement(tenant, purged, "entry", 1)]
+    )
+    assert [(r.code, r.retryable) for r in outcome.applied.results] == [(Code.NOT_FOUND, False)] * 2
 
 
 async def test_the_cache_keeps_results_answers_the_gateway_and_only_moves_checkpoints_forward(

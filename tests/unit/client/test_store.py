@@ -173,7 +173,12 @@ def test_a_change_is_in_doubt_from_its_sending_until_a_final_answer_or_a_sure_re
     retried = [i for i in items if i.operation_id in (pending, unanswered)]
     store.defer(retried, "no answer", lambda attempt: 0.0)  # unreachable, or a failing server: still unknown
     assert store.in_doubt_movements() == 2
-    store.defer(retried, "429", lambda attempt: 0.0, stored=False)  # refused before it was read: nothing stored
+    again = [i for i in sent(store) if i.operation_id in (pending, unanswered)]  # sent again: in doubt before
+    store.defer(again, "429", lambda attempt: 0.0, stored=False)  # this request was not read; the first may be
+    assert store.in_doubt_movements() == 2
+    store.release(again)  # a whole-request 4xx before a split: the same
+    assert store.in_doubt_movements() == 2
+    store.defer(retried, "429", lambda attempt: 0.0, stored=False)  # refused before it was read, on its first send
     assert store.in_doubt_movements() == 0
 
 
@@ -260,3 +265,77 @@ def test_an_older_database_gets_its_levels_and_its_doubt_once(tmp_path: Path) ->
             assert store.checkpoint == "2"
         finally:
             store.close()
+
+
+VERSION_1_SCHEMA = (
+    OLD_SCHEMA.replace(
+        "awaiting_pull INTEGER NOT NULL DEFAULT 0, created_at",
+        "awaiting_pull INTEGER NOT NULL DEFAULT 0, in_doubt INTEGER NOT NULL DEFAULT 0, created_at",
+    )
+    + "CREATE TABLE levels (product_id TEXT PRIMARY KEY, confirmed INTEGER NOT NULL DEFAULT 0);"
+)
+
+
+def test_a_database_of_version_1_keeps_the_codes_of_its_refusals(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite3"
+    mug = uuid.uuid4()
+    refused = movement_operation(mug, 2)
+    with sqlite3.connect(path) as old:
+        old.executescript(VERSION_1_SCHEMA)
+        old.execute(
+            "INSERT INTO outbox (operation_id, entity_type, entity_id, product_id, body, status, last_error,"
+            " created_at) VALUES (?, 'stockMovement', ?, ?, ?, 'failed', 'VALIDATION_ERROR: too long', 'x')",
+            (str(refused.operation_id), str(refused.entity_id), str(mug), json.dumps(refused.to_wire())),
+        )
+        old.execute("INSERT INTO notices (at, kind, entity_id, message) VALUES (?, 'rejected', ?, 'refused')",
+                    (NOW.isoformat(), str(refused.entity_id)))  # fmt: skip
+        old.execute("PRAGMA user_version = 1")
+    old.close()
+
+    store = LocalStore(path, clock=lambda: 0.0)
+    try:
+        [failed] = store.failed()
+        assert (failed.operation_id, failed.code, failed.reason) == (
+            refused.operation_id, "VALIDATION_ERROR", "VALIDATION_ERROR: too long",
+        )  # fmt: skip
+        [notice] = store.notices()
+        assert (notice.kind, notice.product_id) == ("rejected", None)
+        assert store._db.execute("PRAGMA user_version").fetchone()[0] == 2
+    finally:
+        store.close()
+
+
+def test_stamps_keep_increasing_across_reopening_and_a_clock_that_goes_back(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    times = iter([10.0, 10.0, 4.0])
+    stamps = []
+    for _ in range(3):
+        store = LocalStore(path, clock=lambda: next(times))
+        store.enqueue(movement_operation(uuid.uuid4(), 1))
+        stamps.append(json.loads(store._db.execute("SELECT body FROM outbox ORDER BY seq DESC").fetchone()[0]))
+        store.close()
+    assert [s["modifiedAt"] for s in stamps] == [
+        "1970-01-01T00:00:10.000000Z", "1970-01-01T00:00:10.001000Z", "1970-01-01T00:00:10.002000Z",
+    ]  # fmt: skip
+
+
+def test_only_refused_changes_can_be_discarded(store: LocalStore) -> None:
+    mug = uuid.uuid4()
+    for quantity in (1, 2, 3):
+        store.enqueue(movement_operation(mug, quantity))
+    first, second, third = sent(store)
+    store.settle(
+        [first, second, third],
+        [
+            ItemResult.rejected(first.operation_id, Code.VALIDATION_ERROR, "no"),
+            ItemResult.rejected(second.operation_id, Code.OPERATION_ID_REUSED, "no"),
+            ItemResult.pending(third.operation_id),
+        ],
+        lambda attempt: 1.0,
+    )
+    assert [(e.status, e.code) for e in store.outbox()] == [
+        ("failed", "VALIDATION_ERROR"), ("failed", "OPERATION_ID_REUSED"), ("queued", None),
+    ]  # fmt: skip
+    assert store.discard([third.operation_id, second.operation_id]) == [second.operation_id]
+    assert store.discard() == [first.operation_id]
+    assert [e.operation_id for e in store.outbox()] == [third.operation_id]

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from stockzen_client.client import StockzenClient
     from stockzen_client.domain.status import SyncProgress, SyncStatus
+    from stockzen_client.domain.view import LocalMovement
     from stockzen_client.engine import EngineSettings
 
 # Plain help (click's): typer's rich help would load rich, markdown and pygments for every --help.
@@ -278,10 +279,20 @@ def stock_out(
 
 
 @app.command()
-def history(product_id: UUID, profile: ProfileName = DEFAULT_PROFILE, as_json: Json = False) -> None:
-    """A product's stock movements, newest first."""
+def history(
+    product_id: UUID,
+    profile: ProfileName = DEFAULT_PROFILE,
+    as_json: Json = False,
+    limit: Annotated[int, typer.Option(min=1, max=200, help="how many of the newest movements")] = 50,
+    offline: Annotated[bool, typer.Option("--offline", help="only what this device holds, no request")] = False,
+) -> None:
+    """A product's stock movements, newest first: from the server when it answers (a device holds only
+    the history since its first sync), else what this device holds."""
     with _command(as_json) as out:
-        movements = _local(profile, lambda client: client.history(product_id))
+        if offline:
+            movements = _local(profile, lambda client: client.history(product_id))[:limit]
+        else:
+            movements = _with_client(profile, lambda client: _recent(client, product_id, limit))
         if out.as_json:
             out.result([m.to_json() for m in movements], "")
             return
@@ -289,6 +300,10 @@ def history(product_id: UUID, profile: ProfileName = DEFAULT_PROFILE, as_json: J
             sign = "+" if m.signed_quantity > 0 else "-"
             queued = "  (queued)" if m.queued else ""
             out.result(None, f"{m.occurred_at:%Y-%m-%d %H:%M:%S}  {sign}{m.quantity}  {m.reason or ''}{queued}")
+
+
+async def _recent(client: StockzenClient, product_id: UUID, limit: int) -> list[LocalMovement]:
+    return (await client.recent_history(product_id, limit))[0]
 
 
 @app.command()
@@ -361,16 +376,76 @@ def status(profile: ProfileName = DEFAULT_PROFILE, as_json: Json = False) -> Non
         current, failed = _local(
             profile, lambda client: (stored_status(client.store, engine_running=running), client.store.failed())
         )
-        data = {**current.to_json(), "failedChanges": [{"operationId": str(op), "reason": why} for op, why in failed]}
+        data = {
+            **current.to_json(),
+            "failedChanges": [{"operationId": str(f.operation_id), "code": f.code, "reason": f.reason} for f in failed],
+        }
         lines = [current.describe()]
         lines.append(
             f"last sync: {current.last_synced_at:%Y-%m-%d %H:%M:%S %Z}"
             if current.last_synced_at
             else "last sync: never"
         )
-        lines += [f"failed {op}: {why}" for op, why in failed]
+        lines += [f"failed {f.operation_id}: {f.reason}" for f in failed]
+        if failed:
+            lines.append("(`stockzen failed` lists them; `stockzen discard ID` or `--all` lets them go)")
         lines += [f"notice ({n.at:%H:%M:%S}): {n.message}" for n in current.notices]
         out.result(data, "\n".join(lines))
+
+
+@app.command()
+def failed(profile: ProfileName = DEFAULT_PROFILE, as_json: Json = False) -> None:
+    """The changes the server refused for good, oldest first, with the server's code and reason.
+
+    They are not shown (each product shows the server's state instead), and stay until discarded.
+    """
+    with _command(as_json) as out:
+        Profile.load(profile_directory(profile))
+        refused = _local(profile, lambda client: client.failed())
+        if out.as_json:
+            out.result([entry.to_json() for entry in refused], "")
+            return
+        if not refused:
+            out.result(None, "No refused changes.")
+            return
+        out.result(
+            None, "\n".join(f"{e.operation_id}\t{e.code or ''}\t{e.describe()}\t{e.reason or ''}" for e in refused)
+        )
+
+
+@app.command()
+def discard(
+    operation_ids: Annotated[
+        list[UUID] | None, typer.Argument(help="the refused changes to let go of (`stockzen failed` lists them)")
+    ] = None,
+    discard_all: Annotated[bool, typer.Option("--all", help="let go of every refused change")] = False,
+    profile: ProfileName = DEFAULT_PROFILE,
+    as_json: Json = False,
+) -> None:
+    """Let go of changes the server refused for good (queued changes stay: the server settles them)."""
+    with _command(as_json) as out:
+        Profile.load(profile_directory(profile))
+        wanted = list(operation_ids or [])
+        if not wanted and not discard_all:
+            raise Failure("give the ids of the refused changes to discard (see `stockzen failed`), or --all")
+        if wanted and discard_all:
+            raise Failure("give either operation ids or --all, not both")
+
+        def let_go(client: StockzenClient) -> list[UUID]:
+            if discard_all:
+                return client.discard()
+            refused = {entry.operation_id for entry in client.failed()}
+            unknown = [str(op) for op in wanted if op not in refused]
+            if unknown:
+                raise Failure(
+                    f"no refused change with id {', '.join(unknown)} (`stockzen failed` lists them); nothing discarded",
+                    "NOT_REFUSED",
+                    {"operationIds": unknown},
+                )
+            return client.discard(wanted)
+
+        gone = _local(profile, let_go)
+        out.result({"discarded": [str(op) for op in gone]}, f"Discarded {len(gone)} refused change(s).")
 
 
 @app.command()

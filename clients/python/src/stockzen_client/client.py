@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from stockzen_client.adapters.store import LocalStore
+from stockzen_client.domain.outbox import OutboxEntry
 from stockzen_client.domain.status import SyncStatus
 from stockzen_client.domain.view import LocalMovement, LocalProduct
 from stockzen_client.profile import Profile, ProfileToken
@@ -163,7 +163,7 @@ class StockzenClient:
             "entityId": str(entity_id),
             "operationType": kind,
             "tenantId": str(self.profile.tenant_id),
-            "modifiedAt": _utc_now(),
+            "modifiedAt": _EPOCH,  # the store stamps it as it queues it (a clock that never ties)
             "payload": payload,
         }
         try:
@@ -185,8 +185,47 @@ class StockzenClient:
         return self.store.product(product_id)
 
     def history(self, product_id: UUID) -> list[LocalMovement]:
-        """A product's movements, newest first, unconfirmed ones included."""
+        """A product's movements this device holds, newest first, unconfirmed ones included (offline)."""
         return self.store.history(product_id)
+
+    async def recent_history(self, product_id: UUID, limit: int = 50) -> tuple[list[LocalMovement], bool]:
+        """A product's newest ``limit`` movements: from the server's read API when it answers (a new
+        device holds none of the history before its snapshot), with this device's own movements the
+        server has not recorded yet on top; the device's own copy when it does not. Returns the
+        movements and whether they came from the server."""
+        from stockzen_client.adapters.api import ApiFailure
+
+        local = self.store.history(product_id)
+        try:
+            page = await self.api.movements(product_id, limit)
+        except ApiFailure:
+            return local[:limit], False
+        if page is None:  # not a live product on the server (yet): what the device holds
+            return local[:limit], False
+        served = [LocalMovement.of_state(m) for m in page.items]
+        known = {m.id for m in served}
+        oldest = served[-1].occurred_at if len(served) == limit else None
+        own = [m for m in local if m.queued and m.id not in known and (oldest is None or m.occurred_at >= oldest)]
+        return sorted(served + own, key=lambda m: m.occurred_at, reverse=True)[:limit], True
+
+    # --- the outbox ----------------------------------------------------------------------------
+
+    def outbox(self) -> list[OutboxEntry]:
+        """The changes this device still holds, oldest first: ``queued`` ones and ``failed`` ones."""
+        return self.store.outbox()
+
+    def failed(self) -> list[OutboxEntry]:
+        """The changes the server refused for good, oldest first, each with its code and reason. They
+        are not shown (the device shows the server's state instead) and wait for the user."""
+        return self.store.failed()
+
+    def discard(self, operation_ids: list[UUID] | None = None) -> list[UUID]:
+        """Let go of refused changes: these, or every one when None; returns those discarded. A queued
+        change cannot be discarded: the server settles it."""
+        gone = self.store.discard(operation_ids)
+        if self._engine is not None:
+            self._engine.refresh()
+        return gone
 
 
 def _camel(fields: dict[str, Any]) -> dict[str, Any]:
@@ -194,8 +233,4 @@ def _camel(fields: dict[str, Any]) -> dict[str, Any]:
     return {parts[n][0] + "".join(p.title() for p in parts[n][1:]): v for n, v in fields.items()}
 
 
-def _utc_now() -> str:
-    """Now as the contract writes timestamps: ISO-8601 UTC with microseconds and ``Z``."""
-    from stockzen_contracts import format_utc
-
-    return format_utc(datetime.now(UTC))
+_EPOCH = "1970-01-01T00:00:00.000000Z"

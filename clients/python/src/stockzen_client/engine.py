@@ -19,19 +19,23 @@ from pathlib import Path
 
 import filelock
 
-from stockzen_client.adapters.api import (
+from stockzen_client.domain.backoff import Backoff
+from stockzen_client.domain.outbox import OutboxItem
+from stockzen_client.domain.status import StateMachine, SyncProgress, SyncState, SyncStatus
+from stockzen_client.live import LiveUpdates
+from stockzen_client.ports import (
     ApiFailure,
-    GatewayApi,
+    Clock,
+    Delay,
+    Gateway,
     RateLimited,
     Refused,
     ResetRequired,
     ServerFailing,
+    SyncStore,
+    Unauthorized,
     Unreachable,
 )
-from stockzen_client.adapters.store import LocalStore
-from stockzen_client.domain.backoff import Backoff
-from stockzen_client.domain.status import SyncProgress, SyncState, SyncStatus, settled_state
-from stockzen_client.live import LiveUpdates
 from stockzen_client.status_hub import StatusHub
 
 log = logging.getLogger(__name__)
@@ -45,11 +49,12 @@ Progress = Callable[[SyncProgress], None]
 class EngineSettings:
     """How often the engine looks at things; the defaults suit a person at a terminal."""
 
-    batch_size: int = 100  # operations per request (the server takes up to 500 and 1 MiB)
+    batch_size: int = 100  # operations per request (the server takes up to 500 and 1 MiB; a 413 splits it)
     sync_every: float = 30.0  # a periodic sync while online covers what the live stream missed
     probe_every: float = 2.0  # while offline, a light request to notice the connection returning
     tick: float = 1.0  # how often the loop looks for changes queued by other processes
     stuck_after: int = 3  # attempts after which a queued change that keeps failing means `error`
+    error_after: int = 3  # syncs in a row failing with an answer after which the state is `error`
     lock_wait: float = 30.0  # how long a sync waits for another process's sync on the profile
     live: bool = True  # listen to the gateway's live stream while online, and sync when it announces changes
 
@@ -80,13 +85,13 @@ class SyncEngine:
 
     def __init__(
         self,
-        store: LocalStore,
-        api: GatewayApi,
+        store: SyncStore,
+        api: Gateway,
         *,
         lock_path: Path | None = None,
         backoff: Backoff | None = None,
         settings: EngineSettings | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = time.time,
         warning: Callable[[], str | None] = lambda: None,
     ) -> None:
         """``warning`` says what the status must show whatever the syncs do (a login the engine will
@@ -98,15 +103,17 @@ class SyncEngine:
         self._clock = clock
         self._lock = filelock.FileLock(lock_path) if lock_path else None
         self._inflight: asyncio.Task[SyncStatus] | None = None
-        self._state = SyncState.OFFLINE
+        # A device starts `syncing`: its first sync starts at once (and says `offline` if nothing answers).
+        self._machine = StateMachine(error_after=self.settings.error_after, stuck_after=self.settings.stuck_after)
+        self._batch_size = self.settings.batch_size  # smaller once the server says the batch has too many operations
         self._last_error: str | None = store.get_meta("last_error")
         synced = store.get_meta("last_synced_at")
         self._last_synced_at = datetime.fromisoformat(synced) if synced else None
         self._uploading = self._downloading = False
         self._progress: SyncProgress | None = None
         self._report_to: Progress | None = None
-        self._failures = 0
         self._successes = 0
+        self._retry_after: float | None = None  # the last failing sync's Retry-After
         self._warning = warning
         self.hub = StatusHub(self._compose())
 
@@ -141,7 +148,7 @@ class SyncEngine:
                 if live is not None and synced:
                     live.resume()  # a stream refused for its token may open again: the token now works
                 if live is not None and not stop.is_set():
-                    await live.follow(online=self._state is not SyncState.OFFLINE)
+                    await live.follow(online=self._machine.state is not SyncState.OFFLINE)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(loop.wake.wait(), self.settings.tick)
                 loop.wake.clear()
@@ -165,7 +172,7 @@ class SyncEngine:
 
     async def _due(self, loop: _LoopMarks) -> bool:
         now = time.monotonic()
-        if self._state is SyncState.OFFLINE and loop.head >= 0:
+        if self._machine.state is SyncState.OFFLINE and loop.head >= 0:
             # Offline, only the light probe goes out; its success makes every queued change due.
             if now < loop.next_probe:
                 return False
@@ -190,12 +197,19 @@ class SyncEngine:
             pass  # another process is syncing the profile; it does the work
         except Exception as exc:  # a bug or a local fault must not stop the engine; say it and retry later
             log.exception("sync failed unexpectedly")
-            self._failed(SyncState.ERROR, f"unexpected failure: {exc}")
+            self._failed(f"unexpected failure: {exc}", at_once=True)
 
     def _pause_after(self) -> float:
-        if self._state is SyncState.ERROR:
-            return min(self.settings.sync_every, self.backoff.delay(self._failures))
-        return self.settings.sync_every
+        """How long the loop waits for its next sync (changes queued meanwhile, or coming due, end it
+        sooner): the periodic sync's pause, or after a failing sync its backoff, at least the server's
+        ``Retry-After`` (capped)."""
+        failures = self._machine.failures
+        if not failures:
+            return self.settings.sync_every
+        pause = min(self.settings.sync_every, self.backoff.delay(failures))
+        if self._retry_after:
+            pause = max(pause, min(self._retry_after, self.backoff.retry_after_cap))
+        return pause
 
     async def _sync_exclusively(self, progress: Progress | None) -> SyncStatus:
         async with self._profile_lock():
@@ -222,16 +236,18 @@ class SyncEngine:
 
     async def _sync_once(self, progress: Progress | None) -> SyncStatus:
         self._report_to, self._progress = progress, None
-        self._set(SyncState.SYNCING, uploading=True)
+        self._set(uploading=True)
         try:
             await self._push()
             self._progress = None
-            self._set(SyncState.SYNCING, downloading=True)
+            self._set(downloading=True)
             downloaded = await self._pull()
         except Unreachable as exc:
-            self._failed(SyncState.OFFLINE, str(exc))
+            self._offline(str(exc))
+        except Unauthorized as exc:
+            self._failed(str(exc), at_once=True)
         except ApiFailure as exc:
-            self._failed(SyncState.ERROR, str(exc))
+            self._failed(str(exc), retry_after=exc.retry_after)
         else:
             self._succeeded(downloaded=downloaded)
         finally:
@@ -239,24 +255,49 @@ class SyncEngine:
         return self.hub.current
 
     async def _push(self) -> None:
+        """Send every queued change that is due, oldest first, in batches; each goes out at most once
+        per sync (no rapid retry loop), and a product's later changes wait behind its earlier ones
+        that are not sent now (backing off, or already sent in this sync and queued again)."""
         total, done = self.store.counts()[0], 0
-        sent: set[int] = set()  # each change goes out at most once per sync: no rapid retry loop
-        while batch := [i for i in self.store.sendable(self.settings.batch_size + len(sent)) if i.seq not in sent]:
-            batch = batch[: self.settings.batch_size]
+        sent: set[int] = set()
+        while batch := self.store.sendable(self._batch_size, exclude=sent):
             sent.update(item.seq for item in batch)
-            self.store.mark_sending(batch)
-            try:
-                answer = await self.api.push(self.store.checkpoint, [item.body for item in batch])
-            except ApiFailure as exc:
-                self.store.defer(batch, str(exc), self._delay_honouring(exc.retry_after), stored=_stored(exc))
-                raise
-            self.store.settle(batch, answer.response.results, self.backoff.delay)
-            done += len(batch)
+            done += await self._send(batch)
             self._report("upload", done, max(total, done))
 
-    def _delay_honouring(self, retry_after: float | None) -> Callable[[int], float]:
+    async def _send(self, batch: list[OutboxItem]) -> int:
+        """Push one batch and settle its answer; how many changes it carried.
+
+        A whole request refused with a 4xx that is not 401, 408, 409 or 429 (413 too many operations or
+        too large, 422, ...) says the server read none of it and cannot take this batch: it is split in
+        halves and each is sent again, now; a change refused so on its own is refused for good, with the
+        server's code. Any other failure keeps the batch queued with backoff and ends the sync.
+        """
+        batch = self.store.still_queued(batch)  # a refused create may have failed its product's later changes
+        if not batch:
+            return 0
+        self.store.mark_sending(batch)
+        try:
+            answer = await self.api.push(self.store.checkpoint, [item.body for item in batch])
+        except Refused as exc:
+            self.store.release(batch)
+            if len(batch) == 1:
+                self.store.refuse(batch[0], exc.code or str(exc.status), str(exc))
+                return 1
+            if exc.status == 413 and exc.code == "TOO_MANY_OPERATIONS":
+                # The server takes fewer: later batches of this engine are no bigger than that.
+                self._batch_size = max(1, min(self._batch_size, len(batch) - 1))
+            half = len(batch) // 2
+            return await self._send(batch[:half]) + await self._send(batch[half:])
+        except ApiFailure as exc:
+            self.store.defer(batch, str(exc), self._delay_honouring(exc.retry_after), stored=_stored(exc))
+            raise
+        self.store.settle(batch, answer.response.results, self.backoff.delay)
+        return len(batch)
+
+    def _delay_honouring(self, retry_after: float | None) -> Delay:
         def delay(attempt: int) -> float:
-            return max(self.backoff.delay(attempt), retry_after or 0.0)
+            return self.backoff.delay(attempt, retry_after)
 
         return delay
 
@@ -327,40 +368,47 @@ class SyncEngine:
         if self._report_to is not None:
             self._report_to(self._progress)
 
-    def _set(self, state: SyncState, *, uploading: bool = False, downloading: bool = False) -> None:
-        self._state, self._uploading, self._downloading = state, uploading, downloading
+    def _set(self, *, uploading: bool = False, downloading: bool = False) -> None:
+        """A sync runs: ``syncing`` (unless the device is in ``error``: that stays until a sync succeeds)."""
+        if self._machine.state is not SyncState.ERROR:
+            self._machine.state = SyncState.SYNCING
+        self._uploading, self._downloading = uploading, downloading
         self.refresh()
 
-    def _failed(self, state: SyncState, error: str) -> None:
-        self._failures += 1
+    def _end(self, error: str | None) -> None:
         self._last_error = error
         self._progress = None
-        self._set(state)
-        self.store.save_status(self.status.state, self.status.last_error, None)
+        self._uploading = self._downloading = False
+        self.refresh()
+        self.store.save_status(self.status.state, self.status.last_error, self._last_synced_at)
+
+    def _offline(self, error: str) -> None:
+        self._machine.unreachable()
+        self._end(error)
+
+    def _failed(self, error: str, *, at_once: bool = False, retry_after: float | None = None) -> None:
+        self._machine.failed(at_once=at_once, attempts=self.store.max_attempts())
+        self._retry_after = retry_after
+        self._end(error)
 
     def _succeeded(self, *, downloaded: bool) -> None:
-        self._failures = 0
         self._successes += 1
         queued = self.store.counts()[0]
-        stuck = self.store.max_attempts() >= self.settings.stuck_after
-        state = settled_state(queued=queued, stuck=stuck)
-        self._last_error = None if queued == 0 else self.store.last_queued_error()
+        self._machine.succeeded(queued=queued, attempts=self.store.max_attempts(), caught_up=downloaded)
+        error = None if queued == 0 else self.store.last_queued_error()
         if downloaded:
             self._last_synced_at = datetime.now(UTC)
         else:  # the first download waits for answers to changes already sent: retried with their backoff
-            state = SyncState.ERROR if stuck else SyncState.SYNCING
-            self._last_error = "the download waits for the server's final answer to stock movements already sent" + (
-                f" ({self._last_error})" if self._last_error else ""
+            error = "the download waits for the server's final answer to stock movements already sent" + (
+                f" ({error})" if error else ""
             )
-        self._progress = None
-        self._set(state)
-        self.store.save_status(self.status.state, self.status.last_error, self._last_synced_at)
+        self._end(error)
 
     def _compose(self) -> SyncStatus:
         queued, failed, _ = self.store.counts()
         warning = self._warning()
         return SyncStatus(
-            state=SyncState.ERROR if warning else self._state,
+            state=self._machine.shown(queued=queued, warning=bool(warning)),
             queued=queued,
             failed=failed,
             last_synced_at=self._last_synced_at,
@@ -379,7 +427,7 @@ async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
 
 def _stored(failure: ApiFailure) -> bool | None:
     """Whether a push that failed as a whole stored anything: False when the server refused it before
-    reading it (401, 429, another 4xx), None when nobody knows (no answer, a failing server)."""
+    reading it (401, 429), None when nobody knows (no answer, a failing server)."""
     if isinstance(failure, Unreachable) or (
         isinstance(failure, ServerFailing) and not isinstance(failure, RateLimited)
     ):

@@ -12,12 +12,13 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from stockzen_client.adapters.api import ApiFailure, GatewayApi, Unauthorized
 from stockzen_client.domain.backoff import Backoff
+from stockzen_client.ports import ApiFailure, Gateway, Unauthorized
+from stockzen_contracts import StreamEvent
 
 log = logging.getLogger(__name__)
 
-POKING_EVENTS = frozenset({"ready", "checkpoint"})
+POKING_EVENTS = frozenset({StreamEvent.READY.value, StreamEvent.CHECKPOINT.value})
 """``ready``: the stream listens, so one pull catches what committed before it opened; ``checkpoint``:
 the tenant's changes committed."""
 
@@ -27,7 +28,7 @@ class LiveUpdates:
     ``ready`` and ``checkpoint``. A refused token (401) ends the tries until :meth:`resume` (the engine
     calls it when a sync gets through again, with a new login's token)."""
 
-    def __init__(self, api: GatewayApi, backoff: Backoff, poke: Callable[[], None]) -> None:
+    def __init__(self, api: Gateway, backoff: Backoff, poke: Callable[[], None]) -> None:
         self._api = api
         self._backoff = backoff
         self._poke = poke
@@ -81,7 +82,7 @@ class LiveUpdates:
             except Exception:  # a bug must not end live updates for good; say it and try again later
                 log.exception("the live stream failed unexpectedly")
             self._failures += 1
-            await asyncio.sleep(max(self._backoff.delay(self._failures), retry_after))
+            await asyncio.sleep(self._backoff.delay(self._failures, retry_after))
 
     async def _read(self) -> None:
         async with contextlib.aclosing(self._api.live_events()) as events:

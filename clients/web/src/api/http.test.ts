@@ -12,6 +12,13 @@ describe("EventStreamParser", () => {
       ["checkpoint", '{"checkpoint":\n"7"}'],
     ]);
   });
+
+  it("does not dispatch an event without a data line, whatever its type", () => {
+    const events: [string, string][] = [];
+    const parser = new EventStreamParser((kind, data) => events.push([kind, data]));
+    parser.push("event: checkpoint\n\nevent: ready\nid: 4\n\nevent: ready\ndata:\n\n");
+    expect(events).toEqual([["ready", ""]]);
+  });
 });
 
 describe("HttpGateway", () => {
@@ -21,7 +28,7 @@ describe("HttpGateway", () => {
   it("sends the token in the Authorization header, never in the URL", async () => {
     const seen: [string, Headers][] = [];
     const recording = (async (url: string | URL | Request, init?: RequestInit) => {
-      seen.push([String(url), new Headers(init?.headers)]);
+      seen.push([url instanceof Request ? url.url : url.toString(), new Headers(init?.headers)]);
       return new Response(JSON.stringify({ checkpoint: "1", hasMore: false, changes: [] }), { status: 200 });
     }) as typeof fetch;
     await new HttpGateway("http://gw", () => "secret-token", recording).changes("5");
@@ -33,7 +40,7 @@ describe("HttpGateway", () => {
   it("asks for a snapshot page by its cursor, 500 products a page", async () => {
     const seen: string[] = [];
     const recording = (async (url: string | URL | Request) => {
-      seen.push(String(url));
+      seen.push(url instanceof Request ? url.url : url.toString());
       return new Response(JSON.stringify({ checkpoint: "9", items: [], nextCursor: null, totalProducts: 0 }), { status: 200 });
     }) as typeof fetch;
     const gateway = new HttpGateway("http://gw", () => "t", recording);

@@ -1,4 +1,5 @@
 /** The gateway over fetch: sync, snapshot, change feed, movement history and the live checkpoint stream. */
+import { ROUTES, fillPath } from "./routes";
 import type { ChangeFeedPage, MovementPage, Operation, SnapshotPage, SyncResponse } from "./types";
 
 /** The request reached the gateway and it answered with an error (``{code, message}``). */
@@ -85,7 +86,7 @@ export class HttpGateway implements Gateway {
   }
 
   sync(checkpoint: string | null, operations: Operation[]): Promise<SyncResponse> {
-    return this.request<SyncResponse>("/api/sync", {
+    return this.request<SyncResponse>(ROUTES.sync, {
       method: "POST",
       headers: this.headers({ "Content-Type": "application/json" }),
       body: JSON.stringify({ checkpoint, operations }),
@@ -95,19 +96,19 @@ export class HttpGateway implements Gateway {
   changes(checkpoint: string | null): Promise<ChangeFeedPage> {
     const query = new URLSearchParams({ limit: "1000" });
     if (checkpoint !== null) query.set("checkpoint", checkpoint);
-    return this.request<ChangeFeedPage>(`/api/sync/changes?${query}`, { headers: this.headers() });
+    return this.request<ChangeFeedPage>(`${ROUTES.changes}?${query}`, { headers: this.headers() });
   }
 
   snapshot(cursor: string | null): Promise<SnapshotPage> {
     const query = new URLSearchParams({ limit: "500" });
     if (cursor !== null) query.set("cursor", cursor);
-    return this.request<SnapshotPage>(`/api/sync/snapshot?${query}`, { headers: this.headers() });
+    return this.request<SnapshotPage>(`${ROUTES.snapshot}?${query}`, { headers: this.headers() });
   }
 
   movements(productId: string, cursor: string | null): Promise<MovementPage> {
     const query = new URLSearchParams({ limit: "30" });
     if (cursor !== null) query.set("cursor", cursor);
-    return this.request<MovementPage>(`/api/products/${encodeURIComponent(productId)}/movements?${query}`, {
+    return this.request<MovementPage>(`${fillPath(ROUTES.movements, { product_id: productId })}?${query}`, {
       headers: this.headers(),
     });
   }
@@ -123,7 +124,7 @@ export class HttpGateway implements Gateway {
   async stream(onEvent: (kind: string, data: string) => void, signal: AbortSignal): Promise<void> {
     let response: Response;
     try {
-      response = await this.fetchImpl(this.baseUrl + "/api/sync/stream", {
+      response = await this.fetchImpl(this.baseUrl + ROUTES.stream, {
         headers: this.headers({ Accept: "text/event-stream" }),
         cache: "no-store",
         signal,
@@ -173,6 +174,8 @@ export class EventStreamParser {
       if (field === "event") kind = value;
       else if (field === "data") data.push(value);
     }
-    if (data.length > 0 || kind !== "message") this.onEvent(kind, data.join("\n"));
+    // An event without a data line is not dispatched (WHATWG HTML §9.2.6: "If the data buffer is an
+    // empty string, ... return"), whatever its type.
+    if (data.length > 0) this.onEvent(kind, data.join("\n"));
   }
 }

@@ -69,3 +69,38 @@ describe("upgrade from version 1", () => {
     db.close();
   });
 });
+
+describe("upgrade from version 2", () => {
+  it("keeps the server's copy of each product (not of one whose create is still queued), and the code of each refusal", async () => {
+    const name = `test-${crypto.randomUUID()}`;
+    names.push(name);
+    const v2 = new Dexie(name);
+    v2.version(2).stores({
+      products: "id, [sortName+id], *terms",
+      levels: "productId",
+      movements: "id, productId, [productId+occurredAt]",
+      outbox: "++seq, status, productId",
+      meta: "key",
+    });
+    const [synced, local] = [crypto.randomUUID(), crypto.randomUUID()];
+    const at = "2026-01-01T00:00:00.000Z";
+    const base = { sku: null, barcode: null, unit: null, priceCents: null, lowStockThreshold: null, archived: false, deleted: false, modifiedAt: at };
+    await v2.table("products").bulkAdd([
+      storedProduct({ ...base, id: synced, name: "Salt", checkpoint: "4" }),
+      storedProduct({ ...base, id: local, name: "Pepper", checkpoint: null }),
+    ]);
+    const create = { operationId: "o1", entityType: "product", operationType: "create", entityId: local, payload: { name: "Pepper" } };
+    await v2.table("outbox").add({ operation: create, entityId: local, productId: local, status: "queued", attempts: 0, reason: null, sent: false });
+    await v2.table("outbox").add({ operation: { operationId: "o2" }, entityId: "m", productId: synced, status: "failed", attempts: 1, reason: "VALIDATION_ERROR: payload.quantity: too large", sent: false });
+    v2.close();
+
+    const db = new LocalDb(name);
+    expect(await db.server.toArray()).toEqual([{ ...base, id: synced, name: "Salt", checkpoint: "4" }]);
+    expect((await db.outbox.orderBy("seq").toArray()).map((e) => [e.status, e.code])).toEqual([
+      ["queued", null],
+      ["failed", "VALIDATION_ERROR"],
+    ]);
+    expect(await db.products.count()).toBe(2);
+    db.close();
+  });
+});

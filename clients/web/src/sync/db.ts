@@ -1,9 +1,20 @@
-/** The device's copy of the tenant's data, and the outbox of changes not yet confirmed (IndexedDB via Dexie). */
+/**
+ * The device's copy of the tenant's data, and the outbox of changes not yet confirmed (IndexedDB via
+ * Dexie), behind the ``SyncStore`` interface the engine uses (``DexieStore``).
+ */
 import Dexie, { type EntityTable, type Transaction } from "dexie";
-import type { Operation, ProductState, StockMovementState } from "../api/types";
+import {
+  signed,
+  type LevelRow,
+  type LocalMovement,
+  type LocalProduct,
+  type OutboxCounts,
+  type OutboxEntry,
+  type SyncStore,
+  type SyncTx,
+} from "./store";
 
-/** A product as this device shows it: the server's state with this device's queued edits on top. */
-export type LocalProduct = Omit<ProductState, "checkpoint"> & { checkpoint: string | null };
+export * from "./store";
 
 /**
  * A product as stored: with the keys of the list order and of search, always derived from its
@@ -15,41 +26,6 @@ export type StoredProduct = LocalProduct & {
   /** Folded words of the name, and the whole SKU and barcode: search is by prefix of these. */
   terms: string[];
 };
-
-/** A movement; ``checkpoint`` is ``null`` until the feed brought it back, ``failed`` once the server refused it. */
-export type LocalMovement = Omit<StockMovementState, "checkpoint"> & { checkpoint: string | null; failed?: boolean };
-
-/**
- * A product's stock, kept incrementally (never summed from all movements): ``confirmed`` is the
- * snapshot level plus every movement the feed brought after it; ``pending`` is this device's own
- * movements not yet back from the feed and not refused. Shown stock = confirmed + pending.
- */
-export interface LevelRow {
-  productId: string;
-  confirmed: number;
-  pending: number;
-}
-
-export type OutboxStatus = "queued" | "failed";
-
-/** One change waiting for the server's word, in the order the user made it (``seq``). */
-export interface OutboxEntry {
-  seq?: number;
-  operation: Operation;
-  entityId: string;
-  /** The product it concerns (its own id, or a movement's product). */
-  productId: string;
-  status: OutboxStatus;
-  attempts: number;
-  /** Why the server refused it (failed), or why it is still waiting (queued). */
-  reason: string | null;
-  /**
-   * In doubt: sent at least once without a final answer yet (the answer was lost, or ``pending``).
-   * Set before sending, cleared on a final or retryable answer. No snapshot starts while a stock
-   * movement is in doubt: it could be counted twice or never.
-   */
-  sent: boolean;
-}
 
 interface MetaRow {
   key: string;
@@ -94,17 +70,14 @@ export function storedProduct(product: LocalProduct): StoredProduct {
   return { ...product, sortName: fold(product.name ?? "").trim(), terms: [...terms] };
 }
 
-/** The signed effect of a movement on its product's stock. */
-export function signed(movement: { kind: "entry" | "exit"; quantity: number }): number {
-  return movement.kind === "entry" ? movement.quantity : -movement.quantity;
-}
-
 export class LocalDb extends Dexie {
   products!: EntityTable<StoredProduct, "id">;
   levels!: EntityTable<LevelRow, "productId">;
   movements!: EntityTable<LocalMovement, "id">;
   outbox!: EntityTable<OutboxEntry, "seq">;
   meta!: EntityTable<MetaRow, "key">;
+  /** Products as the server last said they are, tombstones included: what a refused change is undone to. */
+  server!: EntityTable<LocalProduct, "id">;
 
   /** One database per tenant and user, so that signing in as someone else never mixes data. */
   constructor(name: string) {
@@ -124,6 +97,16 @@ export class LocalDb extends Dexie {
         meta: "key",
       })
       .upgrade(upgradeToLevels);
+    this.version(3)
+      .stores({
+        products: "id, [sortName+id], *terms",
+        server: "id",
+        levels: "productId",
+        movements: "id, productId, [productId+occurredAt]",
+        outbox: "++seq, status, productId, [status+attempts]",
+        meta: "key",
+      })
+      .upgrade(upgradeToServerCopy);
   }
 
   async getMeta(key: string): Promise<string | null> {
@@ -165,15 +148,145 @@ async function upgradeToLevels(tx: Transaction): Promise<void> {
   await tx.table<LevelRow, string>("levels").bulkPut([...levels.values()]);
 }
 
-export const CHECKPOINT_KEY = "checkpoint";
-export const LAST_SYNC_KEY = "lastSyncAt";
-/** A snapshot under way (JSON of ``SnapshotProgress``); absent when none is. */
-export const SNAPSHOT_KEY = "snapshot";
+/**
+ * From version 2 (no server copy): the server's state of each product is taken to be the one shown,
+ * exact for every product without queued edits; for one with queued edits it includes them until the
+ * feed next brings the product (only a refusal of one of those edits would then show it a little
+ * longer). A product whose create is still queued has no server state. Failed entries get their code
+ * from their reason ("CODE: message").
+ */
+async function upgradeToServerCopy(tx: Transaction): Promise<void> {
+  const outbox = tx.table<OutboxEntry, number>("outbox");
+  const unsent = new Set<string>();
+  await outbox.each((entry) => {
+    if (entry.status === "queued" && entry.operation.entityType === "product" && entry.operation.operationType === "create") unsent.add(entry.entityId);
+  });
+  const states: LocalProduct[] = [];
+  await tx.table<StoredProduct, string>("products").each((product) => {
+    if (unsent.has(product.id)) return;
+    const { sortName: _sortName, terms: _terms, ...state } = product;
+    states.push(state);
+  });
+  await tx.table<LocalProduct, string>("server").bulkPut(states);
+  await outbox.toCollection().modify((entry) => {
+    entry.code = entry.status === "failed" ? (/^([A-Z][A-Z_]*):/.exec(entry.reason ?? "")?.[1] ?? null) : null;
+  });
+}
 
-/** Where an interrupted snapshot resumes: its checkpoint C, the next page's cursor, products stored of the total. */
-export interface SnapshotProgress {
-  checkpoint: string;
-  cursor: string;
-  done: number;
-  total: number | null;
+/**
+ * The ``SyncStore`` over a ``LocalDb``. Inside ``transaction`` every read and write goes through the
+ * tables of that transaction (bound to it explicitly, not through Dexie's zone), so the work may await
+ * plain promises too (an async helper with nothing to do) without the transaction committing under it.
+ */
+export class DexieStore implements SyncStore {
+  constructor(
+    readonly db: LocalDb,
+    private readonly trans: Transaction | null = null,
+  ) {}
+
+  private get tables() {
+    const table = <T, K>(name: string) => (this.trans ? this.trans.table<T, K>(name) : this.db.table<T, K>(name));
+    return {
+      products: table<StoredProduct, string>("products"),
+      server: table<LocalProduct, string>("server"),
+      levels: table<LevelRow, string>("levels"),
+      movements: table<LocalMovement, string>("movements"),
+      outbox: table<OutboxEntry, number>("outbox"),
+      meta: table<MetaRow, string>("meta"),
+    };
+  }
+
+  transaction<T>(work: (tx: SyncTx) => Promise<T>): Promise<T> {
+    if (this.trans) return work(this);
+    const { products, server, levels, movements, outbox, meta } = this.db;
+    return this.db.transaction("rw", [products, server, levels, movements, outbox, meta], (trans) => work(new DexieStore(this.db, trans)));
+  }
+
+  async addEntry(entry: Omit<OutboxEntry, "seq">): Promise<number> {
+    return this.tables.outbox.add(entry);
+  }
+
+  queuedEntries(): Promise<OutboxEntry[]> {
+    return this.tables.outbox.where("status").equals("queued").sortBy("seq");
+  }
+
+  async entriesOf(productIds: readonly string[]): Promise<OutboxEntry[]> {
+    if (productIds.length === 0) return [];
+    return this.tables.outbox.where("productId").anyOf([...productIds]).sortBy("seq");
+  }
+
+  allEntries(): Promise<OutboxEntry[]> {
+    return this.tables.outbox.orderBy("seq").toArray();
+  }
+
+  async updateEntries(changes: readonly { seq: number; changes: Partial<Omit<OutboxEntry, "seq">> }[]): Promise<void> {
+    if (changes.length > 0) await this.tables.outbox.bulkUpdate(changes.map(({ seq, changes }) => ({ key: seq, changes })));
+  }
+
+  async deleteEntries(seqs: readonly number[]): Promise<void> {
+    if (seqs.length > 0) await this.tables.outbox.bulkDelete([...seqs]);
+  }
+
+  async outboxCounts(stuckAfter: number): Promise<OutboxCounts> {
+    const { outbox } = this.tables;
+    const [queued, failed, stuck] = await Promise.all([
+      outbox.where("status").equals("queued").count(),
+      outbox.where("status").equals("failed").count(),
+      outbox.where("[status+attempts]").between(["queued", stuckAfter], ["queued", Dexie.maxKey], true, true).count(),
+    ]);
+    return { queued, failed, stuck };
+  }
+
+  getProducts(ids: readonly string[]): Promise<(LocalProduct | undefined)[]> {
+    return this.tables.products.bulkGet([...ids]);
+  }
+
+  async putProducts(products: readonly LocalProduct[]): Promise<void> {
+    if (products.length > 0) await this.tables.products.bulkPut(products.map(storedProduct));
+  }
+
+  async deleteProducts(ids: readonly string[]): Promise<void> {
+    if (ids.length > 0) await this.tables.products.bulkDelete([...ids]);
+  }
+
+  getServerStates(ids: readonly string[]): Promise<(LocalProduct | undefined)[]> {
+    return this.tables.server.bulkGet([...ids]);
+  }
+
+  async putServerStates(states: readonly LocalProduct[]): Promise<void> {
+    if (states.length > 0) await this.tables.server.bulkPut([...states]);
+  }
+
+  async deleteServerStates(ids: readonly string[]): Promise<void> {
+    if (ids.length > 0) await this.tables.server.bulkDelete([...ids]);
+  }
+
+  getMovements(ids: readonly string[]): Promise<(LocalMovement | undefined)[]> {
+    return this.tables.movements.bulkGet([...ids]);
+  }
+
+  async putMovements(movements: readonly LocalMovement[]): Promise<void> {
+    if (movements.length > 0) await this.tables.movements.bulkPut([...movements]);
+  }
+
+  getLevels(productIds: readonly string[]): Promise<(LevelRow | undefined)[]> {
+    return this.tables.levels.bulkGet([...productIds]);
+  }
+
+  async putLevels(rows: readonly LevelRow[]): Promise<void> {
+    if (rows.length > 0) await this.tables.levels.bulkPut([...rows]);
+  }
+
+  async getMeta(key: string): Promise<string | null> {
+    return (await this.tables.meta.get(key))?.value ?? null;
+  }
+
+  async setMeta(key: string, value: string | null): Promise<void> {
+    await this.tables.meta.put({ key, value });
+  }
+
+  async clearServerCopy(): Promise<void> {
+    const { products, server, movements, levels } = this.tables;
+    await Promise.all([products.clear(), server.clear(), movements.clear(), levels.clear()]);
+  }
 }

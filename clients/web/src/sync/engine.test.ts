@@ -13,9 +13,9 @@ import type {
   SnapshotPage,
   SyncResponse,
 } from "../api/types";
-import { backoffDelay } from "./backoff";
-import { CHECKPOINT_KEY, LocalDb, SNAPSHOT_KEY, storedProduct } from "./db";
-import { SyncEngine, type SyncNotice, type SyncStatus } from "./engine";
+import { RETRY_AFTER_CAP_MS, backoffDelay } from "./backoff";
+import { CHECKPOINT_KEY, DexieStore, LocalDb, SNAPSHOT_KEY, storedProduct } from "./db";
+import { SyncEngine, type SyncNotice, type SyncStatus, type Timers } from "./engine";
 import { LocalActions, shownStock } from "./local";
 import { newId } from "./operations";
 
@@ -117,7 +117,14 @@ async function shown(productId: string): Promise<number> {
 }
 
 let db: LocalDb;
+let store: DexieStore;
 let gateway: FakeGateway;
+/** The delays of the syncs the engine scheduled; none runs by itself (tests say when a sync runs). */
+let scheduled: number[];
+const timers: Timers = {
+  set: (_callback, ms) => scheduled.push(ms),
+  clear: () => undefined,
+};
 let engine: SyncEngine;
 let actions: LocalActions;
 let online: boolean;
@@ -132,21 +139,23 @@ async function settle(): Promise<void> {
   }
 }
 
-/** An engine that never retries by itself within a test (retries at once would race the script). */
-async function quietEngine(): Promise<SyncEngine> {
+/** A new engine on the same database, as after a reload. */
+async function newEngine(): Promise<SyncEngine> {
   await engine.stop();
-  const quiet = new SyncEngine({ db, gateway, isOnline: () => online, random: () => 1, backoff: { baseMs: 3_600_000, maxMs: 3_600_000 }, periodMs: 3_600_000 });
-  quiet.onStatus((s) => statuses.push(s));
-  quiet.onNotice((n) => notices.push(n));
-  return quiet;
+  const fresh = new SyncEngine({ store, gateway, isOnline: () => online, random: () => 1, periodMs: 60_000, timers });
+  fresh.onStatus((s) => statuses.push(s));
+  fresh.onNotice((n) => notices.push(n));
+  return fresh;
 }
 
 beforeEach(async () => {
   db = new LocalDb(`test-${crypto.randomUUID()}`);
+  store = new DexieStore(db);
   gateway = new FakeGateway();
   online = true;
-  engine = new SyncEngine({ db, gateway, isOnline: () => online, random: () => 0, periodMs: 60_000 });
-  actions = new LocalActions(db, { changed: () => undefined }, TENANT);
+  scheduled = [];
+  engine = new SyncEngine({ store, gateway, isOnline: () => online, random: () => 1, periodMs: 60_000, timers });
+  actions = new LocalActions(store, { changed: () => undefined }, TENANT);
   statuses = [];
   notices = [];
   engine.onStatus((s) => statuses.push(s));
@@ -179,13 +188,17 @@ describe("push", () => {
     expect(gateway.sent.flat()).toHaveLength(1);
   });
 
-  it("keeps queued items and reports error while the server fails, then syncs them once it recovers", async () => {
+  it("keeps queued items while the server fails, says error from the third failure in a row, then syncs them once it recovers", async () => {
     const id = await actions.createProduct({ name: "A" });
-    gateway.syncAnswers.push(() => new HttpError(503, "UNAVAILABLE", "down", 5));
+    gateway.syncAnswers.push(...[1, 2, 3].map(() => () => new HttpError(503, "UNAVAILABLE", "down", 5)));
     await engine.syncNow();
-    expect(engine.current.state).toBe("error");
-    expect(engine.current.queued).toBe(1);
+    expect(engine.current).toMatchObject({ state: "syncing", queued: 1 }); // one failure is not yet a problem
     expect(engine.current.lastError).toContain("UNAVAILABLE");
+    await engine.syncNow();
+    expect(engine.current.state).toBe("syncing");
+    await engine.syncNow();
+    expect(engine.current).toMatchObject({ state: "error", queued: 1 });
+    expect(scheduled.slice(-3)).toEqual([5000, 5000, 5000]); // at least Retry-After
     await actions.recordMovement(id, "entry", 1); // the user keeps working
     await settle();
     expect(engine.current.state).toBe("upToDate");
@@ -196,12 +209,44 @@ describe("push", () => {
     await actions.createProduct({ name: "A" });
     gateway.syncAnswers.push(() => new HttpError(503, "UNAVAILABLE", "down", 60));
     await engine.syncNow();
-    const realEngineActions = new LocalActions(db, engine, TENANT);
+    const realEngineActions = new LocalActions(store, engine, TENANT);
     await realEngineActions.createProduct({ name: "B" });
     engine.requestSync();
     await engine.idle();
     expect(gateway.sent).toHaveLength(1); // the next attempt waits for the backoff (Retry-After 60 s)
-    await vi.waitFor(() => expect(engine.current).toMatchObject({ state: "error", queued: 2 }));
+    expect(scheduled).toEqual([60_000]);
+    await vi.waitFor(() => expect(engine.current).toMatchObject({ state: "syncing", queued: 2 }));
+  });
+
+  it("backs off up to 60 s, and honours Retry-After up to 300 s only", async () => {
+    await actions.createProduct({ name: "A" });
+    gateway.syncAnswers.push(...Array.from({ length: 8 }, () => () => new HttpError(503, "UNAVAILABLE", "down", null)));
+    for (let i = 0; i < 8; i++) await engine.syncNow();
+    expect(scheduled).toEqual([1000, 2000, 4000, 8000, 16_000, 32_000, 60_000, 60_000]);
+    gateway.syncAnswers.push(() => new HttpError(429, "RATE_LIMITED", "slow down", 86_400));
+    await engine.syncNow();
+    expect(scheduled.at(-1)).toBe(RETRY_AFTER_CAP_MS);
+    expect(RETRY_AFTER_CAP_MS).toBe(300_000);
+  });
+
+  it("says error at once on 401, keeping everything queued", async () => {
+    await actions.createProduct({ name: "A" });
+    gateway.syncAnswers.push(() => new HttpError(401, "UNAUTHORIZED", "expired", null));
+    await engine.syncNow();
+    expect(engine.current).toMatchObject({ state: "error", queued: 1 });
+    expect(engine.current.lastError).toContain("sign in again");
+  });
+
+  it("is offline when a request gets no answer while the platform says online, and comes back when the server answers", async () => {
+    await actions.createProduct({ name: "A" });
+    gateway.syncAnswers.push(() => new TransportError("connection refused"));
+    await engine.syncNow();
+    expect(engine.current).toMatchObject({ state: "offline", queued: 1 });
+    expect((await db.outbox.toArray())[0]?.sent).toBe(true); // in doubt: sent again with the same id
+    engine.serverAnswered(); // the live stream opened: a sync at once
+    await engine.idle();
+    expect(engine.current).toMatchObject({ state: "upToDate", queued: 0 });
+    expect(gateway.sent[1]!.map((op) => op.operationId)).toEqual(gateway.sent[0]!.map((op) => op.operationId));
   });
 
   it("is offline, not in error, when the connection drops mid-sync", async () => {
@@ -228,9 +273,10 @@ describe("push", () => {
     await settle();
     const failed = await db.outbox.where("status").equals("failed").toArray();
     expect(failed.map((e) => e.entityId)).toEqual([bad]);
-    expect(failed[0]!.reason).toBe("VALIDATION_ERROR: name: too long");
+    expect(failed[0]).toMatchObject({ code: "VALIDATION_ERROR", reason: "VALIDATION_ERROR: name: too long" });
     expect(engine.current).toMatchObject({ failed: 1, queued: 0, state: "upToDate" });
-    expect(notices).toEqual([{ kind: "failed", productId: bad, message: "VALIDATION_ERROR: name: too long" }]);
+    expect(notices).toEqual([{ kind: "rejected", productId: bad, message: "VALIDATION_ERROR: name: too long" }]);
+    expect(await db.products.get(bad)).toBeUndefined(); // a refused create: the product goes
     expect(gateway.sent.flat().filter((op) => op.entityId === good)).toHaveLength(1);
   });
 
@@ -248,6 +294,7 @@ describe("push", () => {
     await settle();
     const failed = await db.outbox.where("status").equals("failed").toArray();
     expect(failed.map((e) => e.entityId).sort()).toEqual([id, movement].sort());
+    expect(failed.find((e) => e.entityId === movement)).toMatchObject({ code: "VALIDATION_ERROR" });
     expect(failed.find((e) => e.entityId === movement)?.reason).toContain("creation was refused");
     expect(await db.products.get(id)).toBeUndefined();
     expect((await db.movements.get(movement))?.failed).toBe(true);
@@ -292,6 +339,98 @@ describe("push", () => {
     const product = await db.products.get(id);
     expect(product).toMatchObject({ name: "theirs", unit: "kg", sku: "SKU-LOCAL" });
     expect(notices).toEqual([{ kind: "conflict", productId: id, message: "updated from another device" }]);
+  });
+});
+
+describe("settling", () => {
+  it("applies the server's state carried by a duplicate that replays a conflict (the first answer was lost)", async () => {
+    await db.setMeta(CHECKPOINT_KEY, "1");
+    const id = await actions.createProduct({ name: "mine" });
+    await actions.updateProduct(id, { unit: "box" });
+    gateway.syncAnswers.push(() => new TransportError("the answer was lost"));
+    await engine.syncNow();
+    gateway.syncAnswers.push((ops) =>
+      respond([
+        { operationId: ops[0]!.operationId, status: "applied" },
+        { operationId: ops[1]!.operationId, status: "duplicate", code: "CONFLICT_RESOLVED", serverState: serverProduct(id, { name: "theirs", unit: "kg" }) },
+      ]),
+    );
+    await engine.syncNow();
+    expect(await db.products.get(id)).toMatchObject({ name: "theirs", unit: "kg" });
+    expect(await db.outbox.count()).toBe(0);
+    expect(notices).toEqual([{ kind: "conflict", productId: id, message: "updated from another device" }]);
+  });
+
+  it("undoes an edit refused for good: the server's state with the other queued edits on top; dismissing changes nothing shown", async () => {
+    await db.setMeta(CHECKPOINT_KEY, "1");
+    const id = await actions.createProduct({ name: "Salt" });
+    await settle(); // applied: the server holds it
+    await actions.updateProduct(id, { priceCents: 10 ** 17 });
+    await actions.updateProduct(id, { unit: "kg" });
+    expect(await db.products.get(id)).toMatchObject({ priceCents: 10 ** 17, unit: "kg" });
+    gateway.syncAnswers.push((ops) =>
+      respond([
+        { operationId: ops[0]!.operationId, status: "rejected", code: "VALIDATION_ERROR", message: "payload.priceCents: too large", retryable: false },
+        { operationId: ops[1]!.operationId, status: "pending", retryable: true },
+      ]),
+    );
+    await engine.syncNow();
+    expect(await db.products.get(id)).toMatchObject({ name: "Salt", priceCents: null, unit: "kg" });
+    const [failed] = await db.outbox.where("status").equals("failed").toArray();
+    await actions.dismissFailed(failed!.seq!);
+    expect(await db.products.get(id)).toMatchObject({ name: "Salt", priceCents: null, unit: "kg" });
+  });
+
+  it("removes a product whose change is refused NOT_FOUND for good (deleted, its tombstone purged)", async () => {
+    await db.setMeta(CHECKPOINT_KEY, "1");
+    const id = await actions.createProduct({ name: "Gone" });
+    await settle();
+    await actions.updateProduct(id, { sku: "X" });
+    gateway.syncAnswers.push((ops) =>
+      respond([{ operationId: ops[0]!.operationId, status: "rejected", code: "NOT_FOUND", message: "deleted", retryable: false }]),
+    );
+    await engine.syncNow();
+    expect(await db.products.get(id)).toBeUndefined();
+    expect(await db.server.get(id)).toMatchObject({ deleted: true }); // kept as a tombstone, never shown
+    expect(engine.current).toMatchObject({ state: "upToDate", failed: 1 });
+  });
+
+  it("keeps a queued create hidden under a server tombstone", async () => {
+    await db.setMeta(CHECKPOINT_KEY, "1");
+    const id = await actions.createProduct({ name: "Late" });
+    gateway.syncAnswers.push(answerAll("pending"));
+    gateway.feed.push({ checkpoint: "2", hasMore: false, changes: [productChange(serverProduct(id, { deleted: true, checkpoint: "2" }))] });
+    await engine.syncNow();
+    expect(await db.products.get(id)).toBeUndefined();
+    await actions.updateProduct(id, { sku: "still hidden" });
+    expect(await db.products.get(id)).toBeUndefined();
+  });
+
+  it("splits a batch the server refuses whole (413) and fails the single operation it refuses, then still pulls", async () => {
+    await db.setMeta(CHECKPOINT_KEY, "1");
+    const ids = [await actions.createProduct({ name: "a" }), await actions.createProduct({ name: "b" }), await actions.createProduct({ name: "c" })];
+    gateway.syncAnswers.push(
+      () => new HttpError(413, "TOO_MANY_OPERATIONS", "too many", null),
+      () => new HttpError(413, "TOO_MANY_OPERATIONS", "too many", null),
+      () => new HttpError(413, "PAYLOAD_TOO_LARGE", "too large", null),
+    );
+    await engine.syncNow();
+    expect(gateway.sent.map((ops) => ops.length)).toEqual([3, 2, 1, 1, 1]);
+    expect((await db.outbox.toArray()).map((e) => [e.entityId, e.status, e.code])).toEqual([[ids[0], "failed", "PAYLOAD_TOO_LARGE"]]);
+    expect(gateway.checkpointsAsked).toEqual(["1"]);
+    expect(engine.current).toMatchObject({ state: "upToDate", failed: 1 });
+  });
+
+  it("holds a product's later changes behind its earlier one still waiting, within one sync", async () => {
+    await db.setMeta(CHECKPOINT_KEY, "1");
+    const engine2 = new SyncEngine({ store, gateway, isOnline: () => online, timers, batchSize: 1 });
+    const id = await actions.createProduct({ name: "a" });
+    await actions.updateProduct(id, { sku: "1" });
+    const other = await actions.createProduct({ name: "b" });
+    gateway.syncAnswers.push(answerAll("pending"));
+    await engine2.syncNow();
+    expect(gateway.sent.map((ops) => ops.map((op) => op.entityId))).toEqual([[id], [other]]);
+    await engine2.stop();
   });
 });
 
@@ -350,7 +489,7 @@ describe("pull", () => {
     await db.setMeta(CHECKPOINT_KEY, "2");
     const stale = crypto.randomUUID();
     await db.products.put(storedProduct(serverProduct(stale)));
-    gateway.syncAnswers.push((ops) => new HttpError(503, "UNAVAILABLE", "down", null));
+    gateway.syncAnswers.push(() => new HttpError(503, "UNAVAILABLE", "down", null));
     const queued = await actions.createProduct({ name: "queued" });
     await engine.syncNow(); // fails: the create stays queued
     gateway.feedErrors.push(new HttpError(409, "RESET_REQUIRED", "too old", null));
@@ -368,7 +507,7 @@ describe("pull", () => {
 
 describe("snapshot", () => {
   beforeEach(async () => {
-    engine = await quietEngine();
+    engine = await newEngine();
   });
 
   it("downloads the products with their levels as of C, then the feed from C, counting each movement once", async () => {
@@ -481,10 +620,10 @@ describe("snapshot", () => {
       new TransportError("Failed to fetch"),
     );
     await engine.syncNow();
-    expect(engine.current.state).toBe("error");
+    expect(engine.current.state).toBe("offline"); // no answer: offline, not error
     expect(JSON.parse((await db.getMeta(SNAPSHOT_KEY)) ?? "null")).toEqual({ checkpoint: "30", cursor: "c1", done: 1, total: 2 });
     expect(await db.getMeta(CHECKPOINT_KEY)).toBeNull();
-    engine = await quietEngine(); // as after a reload
+    engine = await newEngine(); // as after a reload
     gateway.snapshots.push({ checkpoint: "30", items: [productView(b, 2)], nextCursor: null, totalProducts: null });
     await engine.syncNow();
     expect(gateway.cursorsAsked).toEqual([null, "c1", "c1"]);
@@ -513,7 +652,7 @@ describe("snapshot", () => {
 describe("levels", () => {
   let p: string;
   beforeEach(async () => {
-    engine = await quietEngine();
+    engine = await newEngine();
     p = crypto.randomUUID();
     gateway.snapshots.push({ checkpoint: "5", items: [productView(p, 10, { name: "Pepper" })], nextCursor: null, totalProducts: 1 });
     await engine.syncNow();
@@ -564,6 +703,21 @@ describe("levels", () => {
 });
 
 describe("local actions", () => {
+  it("stamp strictly increasing times, kept in the database for the next tab or reload", async () => {
+    const at = (iso: string) => () => new Date(iso);
+    const id = await new LocalActions(store, { changed: () => undefined }, TENANT, at("2026-05-01T10:00:00.000Z")).createProduct({ name: "Salt" });
+    const other = new LocalDb(db.name); // another tab, or the page reloaded with its clock set back an hour
+    const reloaded = new LocalActions(new DexieStore(other), { changed: () => undefined }, TENANT, at("2026-05-01T09:00:00.000Z"));
+    await reloaded.updateProduct(id, { sku: "S" });
+    await reloaded.recordMovement(id, "entry", 1);
+    expect((await db.outbox.orderBy("seq").toArray()).map((e) => e.operation.modifiedAt)).toEqual([
+      "2026-05-01T10:00:00.000Z",
+      "2026-05-01T10:00:00.001Z",
+      "2026-05-01T10:00:00.002Z",
+    ]);
+    other.close();
+  });
+
   it("reads the product inside the write, so two edits at once both stay", async () => {
     const id = await actions.createProduct({ name: "Salt" });
     await Promise.all([actions.updateProduct(id, { sku: "S-1" }), actions.updateProduct(id, { unit: "kg" })]);

@@ -33,6 +33,14 @@ describe("LiveUpdates", () => {
     calls[0]!.onEvent("message", "ignored");
     expect(onChange).toHaveBeenCalledTimes(2);
 
+    const onOpen = vi.fn();
+    const opening = new LiveUpdates({ stream }, onChange, onOpen);
+    opening.start();
+    calls[1]!.onEvent("ready", "{}");
+    expect([onOpen.mock.calls.length, onChange.mock.calls.length]).toEqual([1, 2]); // "ready" tells the server answers
+    opening.stop();
+    calls.splice(1, 1);
+
     calls[0]!.end(new HttpError(503, "UNAVAILABLE", "restarting", null));
     await vi.runAllTimersAsync();
     expect(calls).toHaveLength(2);

@@ -1,6 +1,7 @@
 /** Live updates: keep the checkpoint stream open while online, and sync when it says so. */
 import { HttpError, type HttpGateway } from "../api/http";
-import { backoffDelay } from "./backoff";
+import { STREAM_EVENTS } from "../api/routes";
+import { DEFAULT_BACKOFF, backoffDelay } from "./backoff";
 
 export class LiveUpdates {
   private controller: AbortController | null = null;
@@ -9,7 +10,10 @@ export class LiveUpdates {
 
   constructor(
     private readonly gateway: Pick<HttpGateway, "stream">,
+    /** A new checkpoint was announced: pull. */
     private readonly onChange: () => void,
+    /** The stream is listening (the server answers): pull once to catch what committed before it opened. */
+    private readonly onOpen: () => void = onChange,
   ) {}
 
   /** Open the stream (again); a stream already open is kept. */
@@ -20,8 +24,8 @@ export class LiveUpdates {
     this.gateway
       .stream((kind) => {
         this.failures = 0;
-        // "ready": the stream is listening, so pull once to catch what committed before it opened.
-        if (kind === "ready" || kind === "checkpoint") this.onChange();
+        if (kind === STREAM_EVENTS.ready) this.onOpen();
+        else if (kind === STREAM_EVENTS.checkpoint) this.onChange();
       }, controller.signal)
       .catch((error: unknown) => {
         if (error instanceof HttpError && error.status === 401) this.failures = 100; // wait long: signed out
@@ -32,7 +36,7 @@ export class LiveUpdates {
         if (controller.signal.aborted) return;
         // Dropped (network, proxy, gateway restart): reconnect with backoff; the periodic pull covers the gap.
         this.failures += 1;
-        this.retry = setTimeout(() => this.start(), backoffDelay(this.failures, { baseMs: 1000, maxMs: 30_000 }));
+        this.retry = setTimeout(() => this.start(), backoffDelay(this.failures, DEFAULT_BACKOFF));
       });
   }
 

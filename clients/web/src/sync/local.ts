@@ -1,82 +1,86 @@
 /**
- * What the user does, written locally first: the local copy changes and the operation joins the
- * outbox in one IndexedDB transaction, so nothing waits for the network and nothing is lost.
+ * What the user does, written locally first: the operation joins the outbox, stamped by this device's
+ * clock, and the local copy changes, in one IndexedDB transaction, so nothing waits for the network and
+ * nothing is lost. Any tab may do this; the tab that syncs is told through ``changed``.
  */
 import type { MovementKind, Operation, ProductCreate, ProductPatch } from "../api/types";
-import { signed, storedProduct, type LocalDb, type LocalMovement } from "./db";
-import type { SyncEngine } from "./engine";
-import {
-  applyProductOperation,
-  createProductOp,
-  deleteProductOp,
-  movementOp,
-  newId,
-  updateProductOp,
-} from "./operations";
+import { nextStamp } from "./clock";
+import { createProductOp, deleteProductOp, movementOp, newId, updateProductOp } from "./operations";
+import { reshow } from "./rebase";
+import { STAMP_KEY, signed, type LocalMovement, type SyncStore, type SyncTx } from "./store";
+
+/** Who hears that a change was queued: the sync engine, or the tab that leads the syncing. */
+export interface ChangeListener {
+  changed(): void;
+}
 
 export class LocalActions {
   constructor(
-    private readonly db: LocalDb,
-    private readonly engine: Pick<SyncEngine, "changed">,
+    private readonly store: SyncStore,
+    private readonly listener: ChangeListener,
     private readonly tenantId: string,
     private readonly now: () => Date = () => new Date(),
   ) {}
 
-  private async queue(operation: Operation, productId: string): Promise<void> {
-    await this.db.outbox.add({ operation, entityId: operation.entityId, productId, status: "queued", attempts: 0, reason: null, sent: false });
+  /**
+   * Queue the operation ``make`` builds with the next stamp, and apply it with ``apply``, all in one
+   * transaction: the stamp, the product and the outbox are read there, so an edit made meanwhile by a
+   * sync or another tab is never overwritten and no two changes share a stamp.
+   */
+  private async record(make: (stamp: string) => Operation, productId: string, apply: (tx: SyncTx, operation: Operation) => Promise<void>): Promise<void> {
+    await this.store.transaction(async (tx) => {
+      const stamp = nextStamp(this.now(), await tx.getMeta(STAMP_KEY));
+      await tx.setMeta(STAMP_KEY, stamp);
+      const operation = make(stamp);
+      await tx.addEntry({ operation, entityId: operation.entityId, productId, status: "queued", attempts: 0, code: null, reason: null, sent: false });
+      await apply(tx, operation);
+    });
+    this.listener.changed();
   }
 
-  /**
-   * A product operation: queued, and applied to the product as it is *inside* the same transaction
-   * (read there, so an edit made meanwhile by a sync or another tab is never overwritten).
-   */
-  private async productChange(operation: Operation): Promise<void> {
-    const id = operation.entityId;
-    await this.db.transaction("rw", this.db.outbox, this.db.products, async () => {
-      await this.queue(operation, id);
-      const next = applyProductOperation(await this.db.products.get(id), operation);
-      if (next) await this.db.products.put(storedProduct(next));
-      else await this.db.products.delete(id);
-    });
-    this.engine.changed();
+  /** A product operation: the product shown again as the server holds it with the queued operations on top (a tombstone stays one). */
+  private productChange(make: (stamp: string) => Operation, id: string): Promise<void> {
+    return this.record(make, id, (tx) => reshow(tx, [id]));
   }
 
   /** A new product (its id is made here and kept forever); returns the id. */
   async createProduct(fields: ProductCreate): Promise<string> {
     const id = newId();
-    await this.productChange(createProductOp(this.tenantId, id, fields, this.now()));
+    await this.productChange((stamp) => createProductOp(this.tenantId, id, fields, stamp), id);
     return id;
   }
 
   /** Change some fields of a product. */
   async updateProduct(id: string, patch: ProductPatch): Promise<void> {
-    await this.productChange(updateProductOp(this.tenantId, id, patch, this.now()));
+    await this.productChange((stamp) => updateProductOp(this.tenantId, id, patch, stamp), id);
   }
 
   async deleteProduct(id: string): Promise<void> {
-    await this.productChange(deleteProductOp(this.tenantId, id, this.now()));
+    await this.productChange((stamp) => deleteProductOp(this.tenantId, id, stamp), id);
   }
 
   /** Record an entry or exit of ``quantity`` units: queued, held, and counted as pending in one transaction. */
   async recordMovement(productId: string, kind: MovementKind, quantity: number, reason?: string): Promise<string> {
     const id = newId();
-    const at = this.now();
-    const payload = { productId, kind, quantity, reason: reason || null, occurredAt: at.toISOString() };
+    const payload = { productId, kind, quantity, reason: reason || null, occurredAt: this.now().toISOString() };
     const movement: LocalMovement = { id, ...payload, checkpoint: null };
-    await this.db.transaction("rw", this.db.outbox, this.db.movements, this.db.levels, async () => {
-      await this.queue(movementOp(this.tenantId, id, payload, at), productId);
-      await this.db.movements.put(movement);
-      const level = (await this.db.levels.get(productId)) ?? { productId, confirmed: 0, pending: 0 };
-      await this.db.levels.put({ ...level, pending: level.pending + signed(movement) });
-    });
-    this.engine.changed();
+    await this.record(
+      (stamp) => movementOp(this.tenantId, id, payload, stamp),
+      productId,
+      async (tx) => {
+        await tx.putMovements([movement]);
+        const [level] = await tx.getLevels([productId]);
+        const row = level ?? { productId, confirmed: 0, pending: 0 };
+        await tx.putLevels([{ ...row, pending: row.pending + signed(movement) }]);
+      },
+    );
     return id;
   }
 
-  /** A failed change the user has read and let go of. */
+  /** A failed change the user has read and let go of (it was undone on the device when it was refused). */
   async dismissFailed(seq: number): Promise<void> {
-    await this.db.outbox.delete(seq);
-    this.engine.changed();
+    await this.store.deleteEntries([seq]);
+    this.listener.changed();
   }
 }
 

@@ -3,7 +3,7 @@ import "fake-indexeddb/auto";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { Gateway } from "../api/http";
 import type { ProductState } from "../api/types";
-import { LocalDb, storedProduct } from "../sync/db";
+import { DexieStore, LocalDb, storedProduct } from "../sync/db";
 import { LocalActions } from "../sync/local";
 import { productScreen, productsScreen, type ScreenContext } from "./screens";
 
@@ -44,7 +44,7 @@ beforeEach(() => {
   document.body.replaceChildren(main);
   context = {
     db,
-    actions: new LocalActions(db, { changed: () => undefined }, TENANT),
+    actions: new LocalActions(new DexieStore(db), { changed: () => undefined }, TENANT),
     gateway: offlineGateway,
     isOnline: () => false,
     onSynced: () => () => undefined,
@@ -129,5 +129,18 @@ describe("product screen", () => {
     await context.actions.recordMovement(salt.id, "exit", 1);
     await vi.waitFor(() => expect(main.querySelector("#stock-level")?.textContent).toBe("4"));
     await vi.waitFor(() => expect(main.querySelectorAll(".history li[data-movement-id]")).toHaveLength(1));
+  });
+
+  it("keeps what the user typed when a sync changes the product underneath", async () => {
+    const salt = product("Salt");
+    await db.products.put(storedProduct(salt));
+    undo = productScreen(salt.id)(main, context);
+    const input = (name: string) => main.querySelector<HTMLInputElement>(`form[aria-label="Edit product"] input[name="${name}"]`);
+    await vi.waitFor(() => expect(input("name")?.value).toBe("Salt"));
+    input("priceCents")!.value = "250";
+    input("priceCents")!.dispatchEvent(new Event("input", { bubbles: true }));
+    await db.products.put(storedProduct({ ...salt, unit: "kg", checkpoint: "2" })); // the feed brought it back
+    await vi.waitFor(() => expect(input("unit")?.value).toBe("kg"));
+    expect(input("priceCents")?.value).toBe("250");
   });
 });

@@ -30,13 +30,18 @@ function isLow(product: LocalProduct, stock: number): boolean {
   return product.lowStockThreshold !== null && stock <= product.lowStockThreshold;
 }
 
+/** A form field's text, trimmed (a file field has none). */
+function textOf(value: FormDataEntryValue | null): string {
+  return typeof value === "string" ? value.trim() : "";
+}
+
 function numberOrNull(value: FormDataEntryValue | null): number | null {
-  const text = String(value ?? "").trim();
+  const text = textOf(value);
   return text === "" ? null : Number(text);
 }
 
 function textOrNull(value: FormDataEntryValue | null): string | null {
-  const text = String(value ?? "").trim();
+  const text = textOf(value);
   return text === "" ? null : text;
 }
 
@@ -88,7 +93,7 @@ export const productsScreen: Screen = (main, { db, actions }) => {
     event.preventDefault();
     const data = new FormData(addForm);
     void actions.createProduct({
-      name: String(data.get("name")).trim(),
+      name: textOf(data.get("name")),
       sku: textOrNull(data.get("sku")),
       lowStockThreshold: numberOrNull(data.get("lowStockThreshold")),
     });
@@ -331,13 +336,21 @@ export function productScreen(productId: string): Screen {
       history.element,
     );
     let drawnFor: string | null = null;
+    // What the user typed since the last save: kept when the product changes underneath (a sync
+    // brought it back), so typing is never lost; the other fields show the product as it now is.
+    const typed = new Map<string, string>();
+    editForm.addEventListener("input", (event) => {
+      const target = event.target;
+      if (target instanceof HTMLInputElement) typed.set(target.name, target.value);
+    });
     const fill = (product: LocalProduct) => {
-      // Redraw the form only when the product changed elsewhere, so typing is never interrupted.
+      // Redraw the form only when the product changed elsewhere.
       const key = JSON.stringify(product);
       if (key === drawnFor) return;
       drawnFor = key;
+      const focused = document.activeElement instanceof HTMLInputElement && editForm.contains(document.activeElement) ? document.activeElement.name : null;
       const field = (label: string, name: keyof ProductPatch, value: string | number | null, type = "text") =>
-        h("label", {}, label, h("input", { name, type, value: value ?? "", ...(type === "number" ? { min: 0, inputmode: "numeric" } : {}) }));
+        h("label", {}, label, h("input", { name, type, value: typed.get(name) ?? value ?? "", ...(type === "number" ? { min: 0, inputmode: "numeric" } : {}) }));
       replace(
         editForm,
         field("Name", "name", product.name),
@@ -348,14 +361,16 @@ export function productScreen(productId: string): Screen {
         field("Low stock at", "lowStockThreshold", product.lowStockThreshold, "number"),
         h("button", { type: "submit", class: "primary" }, "Save"),
       );
+      if (focused !== null) (editForm.elements.namedItem(focused) as HTMLInputElement | null)?.focus();
     };
     editForm.addEventListener("submit", (event) => {
       event.preventDefault();
       const data = new FormData(editForm);
+      typed.clear();
       void db.products.get(productId).then((current) => {
         if (!current) return;
         const next: ProductPatch = {
-          name: String(data.get("name")).trim(),
+          name: textOf(data.get("name")),
           sku: textOrNull(data.get("sku")),
           barcode: textOrNull(data.get("barcode")),
           unit: textOrNull(data.get("unit")),
@@ -391,7 +406,13 @@ export function productScreen(productId: string): Screen {
 
 export const failedScreen: Screen = (main, { db, actions }) => {
   const list = h("ul", { class: "failed-list" });
-  replace(main, h("p", {}, h("a", { href: "#/" }, "← All products")), h("h1", {}, "Changes the server refused"), list);
+  replace(
+    main,
+    h("p", {}, h("a", { href: "#/" }, "← All products")),
+    h("h1", {}, "Changes the server refused"),
+    h("p", { class: "muted" }, "Each was undone on this device, which shows what the server holds. Dismiss one once you have read it."),
+    list,
+  );
   const describe = (entry: OutboxEntry) => {
     const op = entry.operation;
     const what = op.entityType === "stockMovement" ? "Stock movement" : `Product ${op.operationType}`;

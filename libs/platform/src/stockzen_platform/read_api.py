@@ -16,7 +16,19 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
-from stockzen_contracts import ChangeFeedPage, MovementPage, ProductPage, ProductView, SnapshotPage, WireModel
+from stockzen_contracts import (
+    CHANGES_PATH,
+    MOVEMENTS_PATH,
+    PRODUCT_PATH,
+    PRODUCTS_PATH,
+    SNAPSHOT_PATH,
+    ChangeFeedPage,
+    MovementPage,
+    ProductPage,
+    ProductView,
+    SnapshotPage,
+    WireModel,
+)
 
 from .read_params import (
     FEED_PAGE_DEFAULT,
@@ -115,7 +127,7 @@ class ReadRoute:
 
 LIST_PRODUCTS = ReadRoute(
     name="list_products",
-    path="/api/products",
+    path=PRODUCTS_PATH,
     summary="List live products with their stock",
     description="The tenant's live products, ordered by name (case-insensitive), then id.",
     tag="products",
@@ -125,7 +137,7 @@ LIST_PRODUCTS = ReadRoute(
 )
 GET_PRODUCT = ReadRoute(
     name="get_product",
-    path="/api/products/{product_id}",
+    path=PRODUCT_PATH,
     summary="One product with its stock",
     description="A live product of the tenant; deleted or unknown ids answer 404 ``NOT_FOUND``.",
     tag="products",
@@ -135,7 +147,7 @@ GET_PRODUCT = ReadRoute(
 )
 MOVEMENT_HISTORY = ReadRoute(
     name="movement_history",
-    path="/api/products/{product_id}/movements",
+    path=MOVEMENTS_PATH,
     summary="A product's stock movements, newest first",
     description="Movements ordered by ``occurredAt`` then checkpoint, newest first. The cursor is a position,\n"
     "not an offset: movements recorded while scrolling never repeat or hide older ones.",
@@ -146,7 +158,7 @@ MOVEMENT_HISTORY = ReadRoute(
 )
 CHANGE_FEED = ReadRoute(
     name="change_feed",
-    path="/api/sync/changes",
+    path=CHANGES_PATH,
     summary="Every change of the tenant after a checkpoint",
     description="Product states (upserts and tombstones) and movements after ``checkpoint``, in checkpoint order.\n\n"
     "The checkpoint is the one ``POST /api/sync`` returns. Pull again from the returned ``checkpoint``\n"
@@ -162,7 +174,7 @@ CHANGE_FEED = ReadRoute(
 
 SNAPSHOT = ReadRoute(
     name="snapshot",
-    path="/api/sync/snapshot",
+    path=SNAPSHOT_PATH,
     summary="A first download: every live product with its stock as of one checkpoint",
     description="For a device with no checkpoint (a new device, or after ``409 RESET_REQUIRED``): the tenant's\n"
     "live products ordered by id, each with ``stockLevel`` as of the snapshot's ``checkpoint`` C, which is\n"

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
-from stockzen_contracts import ItemResult, Operation, RecordStockMovement, SyncBatchApplied
+from stockzen_contracts import ItemResult, Operation, ProductState, RecordStockMovement, SyncBatchApplied
 
 from .domain.lww import Version
 from .domain.outcomes import Effect, StoredResult
@@ -92,7 +92,12 @@ class TenantTransaction(Protocol):
         ...
 
     async def purge_expired_tombstones(self) -> None:
-        """Drop tombstones past the retention window and move the feed horizon past them."""
+        """Drop tombstones past the retention window (keeping their ids) and move the feed horizon past them."""
+        ...
+
+    async def product_states(self, product_ids: Sequence[UUID]) -> dict[UUID, ProductState]:
+        """The products as they stand now (one whose tombstone was purged: a tombstone with no fields);
+        a product never seen is left out."""
         ...
 
     async def checkpoint(self) -> int:
@@ -109,6 +114,10 @@ class InventoryDatabase(Protocol):
 
     async def read_checkpoint(self, tenant_id: UUID) -> int:
         """The tenant's current checkpoint (0 for a tenant never seen)."""
+        ...
+
+    async def product_states(self, tenant_id: UUID, product_ids: Sequence[UUID]) -> dict[UUID, ProductState]:
+        """:meth:`TenantTransaction.product_states`, read in a transaction of its own."""
         ...
 
 

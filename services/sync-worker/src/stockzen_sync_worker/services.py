@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from uuid import UUID
 
 from stockzen_contracts import (
@@ -15,7 +16,9 @@ from stockzen_contracts import (
     DeleteProduct,
     InvalidOperation,
     ItemResult,
+    ItemStatus,
     Operation,
+    ProductState,
     RawSyncBatch,
     RecordStockMovement,
     SyncBatchApplied,
@@ -106,12 +109,14 @@ async def apply_sync_batch(
     if todo:
         async with database.for_tenant(command.tenant_id) as tenant:
             applied = await _apply_in_order(_Batch(command, fingerprints, message_id), tenant, todo)
+            results.update(applied.results)
+            await _carry_current_states(results, tenant.product_states)
             checkpoint = await tenant.checkpoint()
     else:
+        await _carry_current_states(results, partial(database.product_states, command.tenant_id))
         checkpoint = (
             cached_checkpoint if cached_checkpoint is not None else await database.read_checkpoint(command.tenant_id)
         )
-    results.update(applied.results)
     answer = SyncBatchApplied(
         request_id=command.request_id,
         checkpoint=str(checkpoint),
@@ -119,6 +124,27 @@ async def apply_sync_batch(
     )
     await cache.deliver(command.tenant_id, applied.fresh, checkpoint, command.reply_to, answer)
     return BatchOutcome(answer, cache_hits=len(ids) - len(todo), database_hits=applied.database_hits)
+
+
+async def _carry_current_states(
+    results: dict[int, ItemResult],
+    read: Callable[[list[UUID]], Awaitable[dict[UUID, ProductState]]],
+) -> None:
+    """A ``duplicate`` replaying a conflict carries the product as it stands now, not as it stood when
+    the conflict was settled: the device retrying after a lost answer may have pulled newer states
+    since (a tombstone even), and puts the answer's state over what it holds. (The same message
+    delivered again keeps its original result: that answer goes to the request that waits for it.)"""
+    replayed = {
+        i: result.server_state.id
+        for i, result in results.items()
+        if result.status is ItemStatus.DUPLICATE and result.server_state is not None
+    }
+    if not replayed:
+        return
+    current = await read(sorted(set(replayed.values())))
+    for i, product_id in replayed.items():
+        if product_id in current:
+            results[i] = results[i].model_copy(update={"server_state": current[product_id]})
 
 
 def _in_message_order(results: list[ItemResult], unreadable: Mapping[int, ItemResult]) -> list[ItemResult]:

@@ -8,16 +8,54 @@ Every failure becomes one of a few exceptions the engine can act on; the transpo
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
+from uuid import UUID
 
 import httpx
 from pydantic import ValidationError
 
 from stockzen_client.adapters.sse import ServerSentEvent, server_sent_events
-from stockzen_contracts import FEED_PAGE_MAX, SNAPSHOT_PAGE_MAX, ChangeFeedPage, Code, SnapshotPage, SyncResponse
+from stockzen_client.ports import (
+    ApiFailure,
+    PushAnswer,
+    RateLimited,
+    Refused,
+    ResetRequired,
+    ServerFailing,
+    Unauthorized,
+    Unreachable,
+)
+from stockzen_contracts import (
+    CHANGES_PATH,
+    FEED_PAGE_MAX,
+    HEALTH_PATH,
+    MOVEMENTS_PATH,
+    SNAPSHOT_PAGE_MAX,
+    SNAPSHOT_PATH,
+    STREAM_PATH,
+    SYNC_PATH,
+    ChangeFeedPage,
+    Code,
+    MovementPage,
+    SnapshotPage,
+    SyncResponse,
+)
 
-_Answer = TypeVar("_Answer", SyncResponse, ChangeFeedPage, SnapshotPage)
+__all__ = [
+    "ApiFailure",
+    "BearerToken",
+    "GatewayApi",
+    "PushAnswer",
+    "RateLimited",
+    "Refused",
+    "ResetRequired",
+    "ServerFailing",
+    "TokenProvider",
+    "Unauthorized",
+    "Unreachable",
+]
+
+_Answer = TypeVar("_Answer", SyncResponse, ChangeFeedPage, SnapshotPage, MovementPage)
 
 TokenProvider = Callable[[], str]
 """Returns the bearer token to send now; called before every request, so a new login is used at once."""
@@ -33,48 +71,6 @@ class BearerToken(httpx.Auth):
         """Set ``Authorization`` from the provider, once per request (streams included)."""
         request.headers["Authorization"] = f"Bearer {self._token()}"
         yield request
-
-
-class ApiFailure(Exception):
-    """A request did not give the engine an answer it can use; ``str()`` is one sentence for people."""
-
-    retry_after: float | None = None
-
-
-class Unreachable(ApiFailure):
-    """No answer from the server at all (refused, reset, timed out): the device is offline."""
-
-
-class ServerFailing(ApiFailure):
-    """The server answered, but with a failure that may pass (5xx, 503 ``UNAVAILABLE``, a bad answer)."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class RateLimited(ServerFailing):
-    """429 ``RATE_LIMITED``: wait ``retry_after`` seconds."""
-
-
-class Unauthorized(ApiFailure):
-    """401: the token is missing, invalid or expired; only a new login helps."""
-
-
-class Refused(ApiFailure):
-    """Another 4xx for the whole request: something this client sent is wrong."""
-
-
-class ResetRequired(ApiFailure):
-    """409 ``RESET_REQUIRED``: the feed cannot resume from the checkpoint, or a snapshot from its cursor."""
-
-
-@dataclass(frozen=True, slots=True)
-class PushAnswer:
-    """The answer to a push: 200 (every result final) or 202 (some still ``pending``)."""
-
-    status_code: int
-    response: SyncResponse
 
 
 class GatewayApi:
@@ -96,12 +92,16 @@ class GatewayApi:
         # that is a dead connection (a half-open socket never ends by itself).
         self._stream_timeout = httpx.Timeout(timeout, read=stream_silence)
         provider = token if callable(token) else _fixed(token)
+        base_url = server_url.rstrip("/")
         self._http = httpx.AsyncClient(
-            base_url=server_url.rstrip("/"),
+            base_url=base_url,
             auth=BearerToken(provider),
             headers={"User-Agent": "stockzen-client/0.1"},
             transport=transport,
             timeout=timeout,
+            # Loading the CA bundle costs a fifth of a CLI command's run (py-spy): only a server reached
+            # over TLS needs it. The client never follows redirects, so plain HTTP stays plain HTTP.
+            verify=not base_url.startswith("http://"),
         )
 
     async def aclose(self) -> None:
@@ -116,9 +116,7 @@ class GatewayApi:
         into ``422 IDEMPOTENCY_KEY_REUSED`` and, with the server's Redis away, into 503s instead of
         ``pending`` answers.
         """
-        response = await self._send(
-            "POST", "/api/sync", json={"checkpoint": checkpoint, "operations": list(operations)}
-        )
+        response = await self._send("POST", SYNC_PATH, json={"checkpoint": checkpoint, "operations": list(operations)})
         if response.status_code not in (200, 202):
             raise _failure(response, "the sync request")
         return PushAnswer(response.status_code, _parse(SyncResponse, response, "the sync answer"))
@@ -128,7 +126,7 @@ class GatewayApi:
         params: dict[str, str | int] = {"limit": limit}
         if checkpoint is not None:
             params["checkpoint"] = checkpoint
-        response = await self._send("GET", "/api/sync/changes", params=params)
+        response = await self._send("GET", CHANGES_PATH, params=params)
         if response.status_code == 409 and _code(response) == Code.RESET_REQUIRED.value:
             raise ResetRequired("the server cannot resume from this device's checkpoint; downloading a snapshot")
         if response.status_code != 200:
@@ -141,12 +139,21 @@ class GatewayApi:
         params: dict[str, str | int] = {"limit": limit}
         if cursor is not None:
             params["cursor"] = cursor
-        response = await self._send("GET", "/api/sync/snapshot", params=params)
+        response = await self._send("GET", SNAPSHOT_PATH, params=params)
         if response.status_code == 409 and _code(response) == Code.RESET_REQUIRED.value:
             raise ResetRequired("the server cannot go on with this snapshot; starting it again")
         if response.status_code != 200:
             raise _failure(response, "the snapshot")
         return _parse(SnapshotPage, response, "the snapshot")
+
+    async def movements(self, product_id: UUID, limit: int) -> MovementPage | None:
+        """The newest ``limit`` movements of a product from the read API (``None``: no such live product)."""
+        response = await self._send("GET", MOVEMENTS_PATH.format(product_id=product_id), params={"limit": limit})
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise _failure(response, "the movement history")
+        return _parse(MovementPage, response, "the movement history")
 
     async def live_events(self) -> AsyncGenerator[ServerSentEvent, None]:
         """``GET /api/sync/stream``: the tenant's announcements as they come (``ready`` once, then a
@@ -156,7 +163,7 @@ class GatewayApi:
         connection; failures are raised as the other calls raise them (401 is :class:`Unauthorized`).
         """
         try:
-            async with self._http.stream("GET", "/api/sync/stream", timeout=self._stream_timeout) as response:
+            async with self._http.stream("GET", STREAM_PATH, timeout=self._stream_timeout) as response:
                 if response.status_code != 200:
                     await response.aread()
                     raise _failure(response, "the live stream")
@@ -170,7 +177,7 @@ class GatewayApi:
     async def probe(self) -> bool:
         """Whether the server answers at all (``GET /healthz``), to notice the connection returning."""
         try:
-            await self._http.get("/healthz", timeout=3.0)
+            await self._http.get(HEALTH_PATH, timeout=3.0)
         except httpx.TransportError:
             return False
         return True
@@ -182,6 +189,9 @@ class GatewayApi:
             raise Unreachable(f"cannot reach the server at {self._http.base_url} ({type(exc).__name__})") from exc
         except httpx.RequestError as exc:  # an answer came, but not one httpx could read
             raise ServerFailing(f"the server's answer could not be read ({type(exc).__name__})") from exc
+
+
+_CODES = frozenset(code.value for code in Code)
 
 
 def _fixed(token: str) -> TokenProvider:
@@ -227,6 +237,11 @@ def _failure(response: httpx.Response, what: str) -> ApiFailure:
         return Unauthorized("the server refused the token (401); log in again with a new one")
     if status == 429:
         return RateLimited(f"the server asks to slow down: {message}", _retry_after(response))
-    if status >= 500:
+    if status >= 500 or status in (408, 409):
+        # 408: the request timed out on its way; 409: another copy of it still runs. Both may pass.
         return ServerFailing(said, _retry_after(response))
-    return Refused(said)
+    if code not in _CODES:
+        # Not the server's refusal (a proxy's or a captive portal's page, a wrong URL): nothing it says
+        # is about these changes, so they are not refused for it; they wait and are sent again.
+        return ServerFailing(f"{what} got {status} from something that is not the StockZen server: {message}")
+    return Refused(said, status, code)

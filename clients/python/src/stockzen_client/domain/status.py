@@ -46,8 +46,9 @@ class Notice:
 
     at: datetime
     kind: str  # "conflict" | "rejected"
-    entity_id: str
+    entity_id: str  # the product, or the stock movement, the change was about
     message: str
+    product_id: str | None = None  # the product the change touched (a movement's product); None if unknown
 
 
 _PHASES = {"upload": "sent", "snapshot": "products", "feed": "changes"}
@@ -114,7 +115,13 @@ class SyncStatus:
             "downloading": self.downloading,
             "progress": self.progress.to_json() if self.progress else None,
             "notices": [
-                {"at": n.at.isoformat(), "kind": n.kind, "entityId": n.entity_id, "message": n.message}
+                {
+                    "at": n.at.isoformat(),
+                    "kind": n.kind,
+                    "entityId": n.entity_id,
+                    "productId": n.product_id,
+                    "message": n.message,
+                }
                 for n in self.notices
             ],
         }
@@ -126,3 +133,55 @@ def settled_state(*, queued: int, stuck: bool) -> SyncState:
     if queued == 0:
         return SyncState.UP_TO_DATE
     return SyncState.ERROR if stuck else SyncState.SYNCING
+
+
+@dataclass(slots=True)
+class StateMachine:
+    """The four states and what moves a device between them (``docs/sync-states.md``).
+
+    - No answer at all (refused, reset, timed out) → ``offline``.
+    - A sync that fails with an answer → ``syncing`` for the first and second failure in a row,
+      ``error`` from the ``error_after``-th; a refused token (401) → ``error`` at once.
+    - A sync that reaches the server both ways → ``upToDate`` when nothing is queued, else ``syncing``
+      (changes wait for a final answer), or ``error`` if a queued change is stuck (it has had
+      ``stuck_after`` attempts without a final answer).
+    - A device starts ``syncing``: its first sync starts at once.
+
+    ``shown`` is the state the status says: a change queued after an ``upToDate`` sync makes it
+    ``syncing`` (the next sync is due), and a warning (a login the engine will not follow) ``error``.
+    """
+
+    error_after: int = 3
+    stuck_after: int = 3
+    state: SyncState = SyncState.SYNCING
+    failures: int = 0  # syncs in a row that failed with an answer
+
+    def unreachable(self) -> SyncState:
+        """A request got no answer at all."""
+        self.state = SyncState.OFFLINE
+        return self.state
+
+    def failed(self, *, at_once: bool = False, attempts: int = 0) -> SyncState:
+        """A sync failed with an answer (``at_once``: a 401); ``attempts``: the most any queued change had."""
+        self.failures += 1
+        stuck = attempts >= self.stuck_after
+        self.state = SyncState.ERROR if at_once or stuck or self.failures >= self.error_after else SyncState.SYNCING
+        return self.state
+
+    def succeeded(self, *, queued: int, attempts: int, caught_up: bool = True) -> SyncState:
+        """A sync pushed what it could and pulled; ``caught_up`` is False when a first download waits."""
+        self.failures = 0
+        stuck = attempts >= self.stuck_after
+        if caught_up:
+            self.state = settled_state(queued=queued, stuck=stuck)
+        else:
+            self.state = SyncState.ERROR if stuck else SyncState.SYNCING
+        return self.state
+
+    def shown(self, *, queued: int, warning: bool = False) -> SyncState:
+        """The state the status says now."""
+        if warning:
+            return SyncState.ERROR
+        if self.state is SyncState.UP_TO_DATE and queued:
+            return SyncState.SYNCING
+        return self.state

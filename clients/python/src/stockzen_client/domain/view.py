@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 if TYPE_CHECKING:
-    from stockzen_contracts import MovementKind
+    from stockzen_contracts import MovementKind, StockMovementState
 
 PRODUCT_FIELDS = ("name", "sku", "barcode", "unit", "price_cents", "low_stock_threshold", "archived")
 """The contract's product fields (``stockzen_contracts.PRODUCT_FIELDS``; a test keeps the two equal)."""
@@ -96,6 +96,19 @@ class LocalMovement:
     reason: str | None
     occurred_at: datetime
     queued: bool
+
+    @classmethod
+    def of_state(cls, state: StockMovementState) -> LocalMovement:
+        """A movement the server recorded (as the read API returns it)."""
+        return cls(
+            id=state.id,
+            product_id=state.product_id,
+            kind=state.kind,
+            quantity=state.quantity,
+            reason=state.reason,
+            occurred_at=state.occurred_at,
+            queued=False,
+        )
 
     @property
     def signed_quantity(self) -> int:

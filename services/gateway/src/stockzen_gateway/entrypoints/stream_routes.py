@@ -15,6 +15,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 
+from stockzen_contracts import STREAM_PATH, StreamEvent
 from stockzen_gateway.ports import CheckpointAnnouncements
 from stockzen_platform.read_params import error_responses
 
@@ -26,8 +27,8 @@ RECONNECT_MILLISECONDS = 3000
 """The ``retry`` hint sent to clients: how long to wait before reconnecting a dropped stream."""
 
 
-def _event(kind: str, data: dict[str, str]) -> str:
-    return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+def _event(kind: StreamEvent, data: dict[str, str]) -> str:
+    return f"event: {kind.value}\ndata: {json.dumps(data)}\n\n"
 
 
 async def announcement_events(
@@ -38,19 +39,19 @@ async def announcement_events(
     ends_at = time.monotonic() + max_seconds
     async with announcements.subscribe(tenant_id) as subscription:
         # "ready" tells the client it is listening: anything committed before it is in the feed.
-        yield f"retry: {RECONNECT_MILLISECONDS}\n" + _event("ready", {})
+        yield f"retry: {RECONNECT_MILLISECONDS}\n" + _event(StreamEvent.READY, {})
         while not subscription.closed and time.monotonic() < ends_at:
             wait = min(heartbeat_seconds, max(0.0, ends_at - time.monotonic()))
             checkpoint = await subscription.next_checkpoint(wait)
             if checkpoint is not None:
-                yield _event("checkpoint", {"checkpoint": checkpoint})
+                yield _event(StreamEvent.CHECKPOINT, {"checkpoint": checkpoint})
             elif not subscription.closed and time.monotonic() < ends_at:
                 # A comment line: keeps proxies from cutting an idle connection, ignored by clients.
                 yield ": heartbeat\n\n"
 
 
 @router.get(
-    "/api/sync/stream",
+    STREAM_PATH,
     summary="Live announcements of the tenant's new checkpoints (server-sent events)",
     dependencies=[Depends(rate_limit(lambda limits: limits.read))],
     response_class=StreamingResponse,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import ValidationError
 
 from stockzen_contracts import (
+    SYNC_PATH,
     Code,
     EntityType,
     ErrorBody,
@@ -32,7 +33,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post(
-    "/api/sync",
+    SYNC_PATH,
     response_model=SyncResponse,
     responses={202: {"model": SyncResponse, "description": "some items are still pending"}, **_ERRORS},
     dependencies=[Depends(rate_limit(lambda limits: limits.sync))],

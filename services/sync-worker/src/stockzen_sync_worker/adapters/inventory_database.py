@@ -67,6 +67,8 @@ _RECORD_MOVEMENTS = """
                 WHEN 'create' THEN NOT EXISTS (
                     SELECT 1 FROM products p
                     WHERE p.tenant_id = $1 AND p.id = input.product_id AND p.deleted_at IS NOT NULL)
+                  AND NOT EXISTS (
+                    SELECT 1 FROM purged_products g WHERE g.tenant_id = $1 AND g.product_id = input.product_id)
                 ELSE EXISTS (
                     SELECT 1 FROM products p
                     WHERE p.tenant_id = $1 AND p.id = input.product_id AND p.deleted_at IS NULL)
@@ -103,13 +105,34 @@ _REMEMBER_ALL = """
     FROM unnest($3::uuid[], $4::text[], $5::uuid[], $6::text[], $7::text[])
         AS r (operation_id, entity_type, entity_id, result, fingerprint)
 """
+# Expired tombstones leave products and their ids go to purged_products, in one statement: a late
+# change for one of them still gets a final answer (see WRITE_PRODUCTS_SQL and _not_recorded).
 _PURGE_TOMBSTONES = """
     WITH purged AS (
         DELETE FROM products
         WHERE tenant_id = $1 AND deleted_at IS NOT NULL AND deleted_at < now() - $2::interval
-        RETURNING checkpoint)
+        RETURNING id, modified_at, checkpoint),
+    remembered AS (
+        INSERT INTO purged_products (tenant_id, product_id, modified_at, checkpoint)
+        SELECT $1, id, modified_at, checkpoint FROM purged
+        ON CONFLICT (tenant_id, product_id) DO NOTHING)
     UPDATE tenants SET feed_horizon = GREATEST(feed_horizon, (SELECT max(checkpoint) FROM purged))
     WHERE tenant_id = $1 AND EXISTS (SELECT 1 FROM purged)
+"""
+# The products as they stand now; one whose tombstone was purged as a tombstone with no fields.
+_PRODUCT_STATES = """
+    SELECT id, name, sku, barcode, unit, price_cents, low_stock_threshold, archived,
+           deleted_at IS NOT NULL AS deleted, modified_at, checkpoint
+    FROM products WHERE tenant_id = $1 AND id = ANY($2::uuid[])
+    UNION ALL
+    SELECT g.product_id, NULL, NULL, NULL, NULL, NULL, NULL, false, true, g.modified_at, g.checkpoint
+    FROM purged_products AS g
+    WHERE g.tenant_id = $1 AND g.product_id = ANY($2::uuid[])
+      AND NOT EXISTS (SELECT 1 FROM products AS p WHERE p.tenant_id = $1 AND p.id = g.product_id)
+"""
+_PRODUCT_EVER_SEEN = """
+    SELECT EXISTS (SELECT 1 FROM products WHERE tenant_id = $1 AND id = $2)
+        OR EXISTS (SELECT 1 FROM purged_products WHERE tenant_id = $1 AND product_id = $2)
 """
 
 
@@ -123,6 +146,8 @@ def _product_effect(write: ProductWrite, row: asyncpg.Record) -> Effect:
             return ProductWasDeleted(_product_state(row))
         case "deleted":
             return ProductDeleted(_product_state(row))
+        case "purged":
+            return MissingEntity(f"product {write.product_id} was deleted")
     won = set(row["won"])
     return ProductMerged(_product_state(row), requested, tuple(f for f in requested if f in won))
 
@@ -213,8 +238,8 @@ class PostgresTenantTransaction:
         self, operation: RecordStockMovement, after: ProductDecision | None = None, *, id_was_free: bool = False
     ) -> Effect:
         """Why a movement was not recorded: its id taken, its product deleted (before the batch or
-        earlier in it), or never seen. ``id_was_free``: its id was free at its place in the request
-        (only a later movement of the same statement took it)."""
+        earlier in it, its tombstone kept or purged since), or never seen. ``id_was_free``: its id
+        was free at its place in the request (only a later movement of the same statement took it)."""
         movement = operation.payload
         if not id_was_free and await self._db.fetchval(
             "SELECT 1 FROM stock_movements WHERE tenant_id = $1 AND id = $2",
@@ -222,9 +247,7 @@ class PostgresTenantTransaction:
             operation.entity_id,
         ):
             return _id_taken(operation)
-        if after is not None or await self._db.fetchval(
-            "SELECT 1 FROM products WHERE tenant_id = $1 AND id = $2", self._tenant, movement.product_id
-        ):
+        if after is not None or await self._db.fetchval(_PRODUCT_EVER_SEEN, self._tenant, movement.product_id):
             return MissingEntity(f"product {movement.product_id} was deleted")
         return UnknownProduct(movement.product_id)
 
@@ -290,6 +313,9 @@ class PostgresTenantTransaction:
     async def purge_expired_tombstones(self) -> None:
         await self._db.execute(_PURGE_TOMBSTONES, self._tenant, self._retention)
 
+    async def product_states(self, product_ids: Sequence[UUID]) -> dict[UUID, ProductState]:
+        return await _product_states(self._db, self._tenant, product_ids)
+
     async def checkpoint(self) -> int:
         value: int = await self._db.fetchval("SELECT last_checkpoint FROM tenants WHERE tenant_id = $1", self._tenant)
         return value
@@ -317,3 +343,14 @@ class PostgresInventoryDatabase:
         async with tenant_transaction(self._pool, tenant_id, readonly=True) as connection:
             value = await connection.fetchval("SELECT last_checkpoint FROM tenants WHERE tenant_id = $1", tenant_id)
         return int(value or 0)
+
+    async def product_states(self, tenant_id: UUID, product_ids: Sequence[UUID]) -> dict[UUID, ProductState]:
+        async with tenant_transaction(self._pool, tenant_id, readonly=True) as connection:
+            return await _product_states(connection, tenant_id, product_ids)
+
+
+async def _product_states(
+    connection: PooledConnection, tenant_id: UUID, product_ids: Sequence[UUID]
+) -> dict[UUID, ProductState]:
+    rows = await connection.fetch(_PRODUCT_STATES, tenant_id, list(product_ids))
+    return {row["id"]: _product_state(row) for row in rows}

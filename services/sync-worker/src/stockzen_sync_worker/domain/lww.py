@@ -108,23 +108,31 @@ writes AS (
         WITH ORDINALITY AS w (kind, product_id, changes, version, modified_at, operation_id, position)
 ),
 fold AS (
-    -- Step 0: the product's row before this batch, or an absent one.
+    -- Step 0: the product's row before this batch, or an absent one. A product whose tombstone was
+    -- purged (purged_products) stands as a tombstone with no fields: it takes no create and no
+    -- edit, and an edit of it is refused for good ('purged') rather than left to wait for a create.
     SELECT ids.product_id, 0::bigint AS step, 0::bigint AS position, NULL::text AS outcome,
-           p.id IS NOT NULL AS present, p.deleted_at IS NOT NULL AS deleted, false AS changed,
+           p.id IS NOT NULL OR g.product_id IS NOT NULL AS present,
+           p.deleted_at IS NOT NULL OR g.product_id IS NOT NULL AS deleted,
+           g.product_id IS NOT NULL AS purged, false AS changed,
            jsonb_build_object('name', p.name, 'sku', p.sku, 'barcode', p.barcode, 'unit', p.unit,
                               'price_cents', p.price_cents, 'low_stock_threshold', p.low_stock_threshold,
-                              'archived', p.archived) AS fields,
+                              'archived', CASE WHEN g.product_id IS NOT NULL THEN false ELSE p.archived END)
+               AS fields,
            COALESCE(p.field_versions, '{}'::jsonb) AS versions, '{}'::text[] AS won,
-           p.modified_at, p.deleted_at, p.deleted_by, COALESCE(p.checkpoint, 0) AS checkpoint_before
+           COALESCE(p.modified_at, g.modified_at) AS modified_at, p.deleted_at, p.deleted_by,
+           COALESCE(p.checkpoint, g.checkpoint, 0) AS checkpoint_before
     FROM (SELECT DISTINCT product_id FROM writes) AS ids
     LEFT JOIN products AS p ON p.tenant_id = $1 AND p.id = ids.product_id
+    LEFT JOIN purged_products AS g ON p.id IS NULL AND g.tenant_id = $1 AND g.product_id = ids.product_id
   UNION ALL
     -- Step n: write n applied to step n - 1.
     SELECT w.product_id, w.step, w.position,
-           CASE WHEN w.kind = 'delete' THEN 'deleted' WHEN f.deleted THEN 'was_deleted'
-                WHEN does.merges THEN 'merged' ELSE 'unknown' END,
+           CASE WHEN w.kind = 'delete' THEN 'deleted' WHEN f.purged AND w.kind = 'update' THEN 'purged'
+                WHEN f.deleted THEN 'was_deleted' WHEN does.merges THEN 'merged' ELSE 'unknown' END,
            f.present OR does.merges OR does.deletes,
            f.deleted OR does.deletes,
+           f.purged,
            does.deletes OR cardinality(lww.won) > 0,
            CASE WHEN does.deletes AND NOT f.present THEN f.fields || '{"archived": false}'
                 ELSE f.fields || lww.taken END,
@@ -195,5 +203,6 @@ WHERE s.step > 0
 ORDER BY s.position
 """
 """Last-writer-wins as Postgres enforces it, for a batch of product writes at once (see the
-comments in it). ``outcome`` is ``merged``, ``was_deleted`` (an edit of a tombstone), ``deleted``
-or ``unknown`` (an edit of a product never seen); ``won``, the fields a write took."""
+comments in it). ``outcome`` is ``merged``, ``was_deleted`` (an edit or create of a tombstone, or a
+create of a product whose tombstone was purged), ``deleted``, ``purged`` (an edit of a product whose
+tombstone was purged) or ``unknown`` (an edit of a product never seen); ``won``, the fields a write took."""

@@ -143,10 +143,6 @@ class PostgresFeedSnapshot:
         return [_change(row) for row in rows]
 
     async def products_as_of(self, checkpoint: int, after: UUID | None, limit: int) -> list[ProductView]:
-        # A plan for these very values: a prepared statement's generic plan guesses a third of the
-        # ledger above any checkpoint and aggregates it all (seconds at a million movements, seen in
-        # `make bench`), where the real C leaves only the movements since the snapshot began.
-        await self._db.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         rows = await self._db.fetch(_PRODUCTS_AS_OF, self._tenant, checkpoint, after or _NO_PRODUCT, limit)
         return [_product_view(row) for row in rows]
 

@@ -31,9 +31,6 @@ SHORT_CLIENTS = ClientChaosConfig(
     max_actions=10,
     pause_seconds=0.5,
     rates=LinkRates(answer_dropped=0.05, reset=0.03, unavailable=0.03, rate_limited=0.03),
-    # Tabs only add products and move stock here: `make chaos` keeps their edits, where one run in three
-    # showed a tab with an older price than the server's (an open defect; a short run must never flake).
-    browser_edits=False,
     link_outage_seconds=1.5,
     settle_seconds=60,
 )

@@ -77,9 +77,6 @@ class ClientChaosConfig:
     pause_seconds: float = 0.4  # between a device's actions, drawn from 0.5x to 1.5x
     rates: LinkRates = field(default_factory=lambda: LinkRates(0.04, 0.04, 0.04, 0.04))
     link_outage_seconds: float = 2.0
-    # Tabs also edit their products' SKU and price. The long run keeps this on: one of its runs saw a
-    # tab end with an older price than the server's (a web-client convergence defect still open).
-    browser_edits: bool = True
     backoff_cap: float = 2.0  # the Python devices' per-change backoff cap (the contract's 60 s would only slow the run)
     settle_seconds: float = 90.0  # bound on bringing every device to rest, and on their catching up
 
@@ -702,7 +699,7 @@ class BrowserDevice:
                 fleet.owners[product] = tab
                 own.append(product)
                 levels[product], skus[product] = 0, 0
-            elif roll < 0.8 or not config.browser_edits:
+            elif roll < 0.8:
                 product = fleet.random.choice(own)
                 kind = fleet.random.choice(["entry", "entry", "exit"])
                 levels[product] += 1 if kind == "entry" else -1

@@ -11,6 +11,7 @@ import type { Change, ChangeFeedPage, ItemResult, MovementKind, MovementPage, Op
 import { DexieStore, LocalDb } from "./sync/db";
 import { SyncEngine, type SyncNotice, type Timers } from "./sync/engine";
 import { LocalActions, shownStock } from "./sync/local";
+import { blankProduct } from "./sync/rebase";
 
 const SPEC_DIR = new URL("../../spec/", import.meta.url);
 const DEFAULT_CLOCK = "2026-01-01T00:00:00.000Z";
@@ -94,20 +95,7 @@ class Names {
 
 function productState(names: Names, product: NamedProduct, checkpoint: string): ProductState {
   const { id, stockLevel: _stockLevel, ...fields } = product;
-  return {
-    id: names.of(id),
-    name: null,
-    sku: null,
-    barcode: null,
-    unit: null,
-    priceCents: null,
-    lowStockThreshold: null,
-    archived: false,
-    deleted: false,
-    modifiedAt: "2025-12-31T00:00:00.000Z",
-    checkpoint,
-    ...fields,
-  };
+  return { ...blankProduct(names.of(id), "2025-12-31T00:00:00.000Z"), checkpoint, ...fields };
 }
 
 /** The server as the case scripts it: each kind of request takes the next answer of its kind. */

@@ -18,6 +18,7 @@ import { CHECKPOINT_KEY, DexieStore, LocalDb, SNAPSHOT_KEY, storedProduct } from
 import { SyncEngine, type SyncNotice, type SyncStatus, type Timers } from "./engine";
 import { LocalActions, shownStock } from "./local";
 import { newId } from "./operations";
+import { blankProduct } from "./rebase";
 
 const TENANT = "00000000-0000-4000-8000-000000000001";
 
@@ -75,20 +76,7 @@ function applied(operations: Operation[]): SyncResponse {
 }
 
 function serverProduct(id: string, fields: Partial<ProductState> = {}): ProductState {
-  return {
-    id,
-    name: "server",
-    sku: null,
-    barcode: null,
-    unit: null,
-    priceCents: null,
-    lowStockThreshold: null,
-    archived: false,
-    deleted: false,
-    modifiedAt: new Date().toISOString(),
-    checkpoint: "5",
-    ...fields,
-  };
+  return { ...blankProduct(id, new Date().toISOString()), name: "server", checkpoint: "5", ...fields };
 }
 
 function productView(id: string, stockLevel: number, fields: Partial<ProductState> = {}): ProductView {

@@ -7,6 +7,7 @@
 import { HttpError, TransportError, type Gateway } from "../api/http";
 import { DEFAULT_BACKOFF, backoffDelay, retryAfterFloor, type BackoffPolicy } from "./backoff";
 import { Download, type Progress } from "./download";
+import { Listeners } from "./listeners";
 import { Push, type SyncNotice } from "./outbox";
 import { FAILURES_BEFORE_ERROR, STUCK_AFTER, stateOf, type StateFacts, type SyncState } from "./states";
 import { LAST_SYNC_KEY, type SyncStore } from "./store";
@@ -96,8 +97,8 @@ export class SyncEngine {
     downloading: false,
     progress: null,
   };
-  private readonly statusListeners = new Set<(status: SyncStatus) => void>();
-  private readonly noticeListeners = new Set<(notice: SyncNotice) => void>();
+  private readonly statusListeners = new Listeners<SyncStatus>();
+  private readonly noticeListeners = new Listeners<SyncNotice>();
 
   constructor(options: EngineOptions) {
     this.options = options;
@@ -112,14 +113,12 @@ export class SyncEngine {
   }
 
   onStatus(listener: (status: SyncStatus) => void): () => void {
-    this.statusListeners.add(listener);
     listener(this.status);
-    return () => this.statusListeners.delete(listener);
+    return this.statusListeners.add(listener);
   }
 
   onNotice(listener: (notice: SyncNotice) => void): () => void {
-    this.noticeListeners.add(listener);
-    return () => this.noticeListeners.delete(listener);
+    return this.noticeListeners.add(listener);
   }
 
   /** Load counts and the last sync time, then sync (a failure to read them shows at the sync). */
@@ -319,7 +318,7 @@ export class SyncEngine {
   }
 
   private tell(notices: SyncNotice[]): void {
-    for (const notice of notices) for (const listener of this.noticeListeners) listener(notice);
+    for (const notice of notices) this.noticeListeners.tell(notice);
   }
 
   private update(patch: Partial<SyncStatus>): void {
@@ -332,7 +331,7 @@ export class SyncEngine {
         ? `${stuck} queued ${stuck === 1 ? "change has" : "changes have"} had no final answer after ${STUCK_AFTER} attempts`
         : this.failure;
     this.status = next;
-    for (const listener of this.statusListeners) listener(next);
+    this.statusListeners.tell(next);
   }
 
   private stateOf(status: SyncStatus): SyncState {

@@ -46,7 +46,9 @@ interface Settled {
 
 /**
  * The server's answers to ``batch``, applied in one transaction, in the order the changes were made:
- * - ``applied``, ``duplicate``: gone from the outbox; the kept server copy takes a product change;
+ * - ``applied``: gone from the outbox; the kept server copy takes a product change;
+ * - ``duplicate``: gone; the copy stays (the change was applied at an earlier send, and the feed may
+ *   already hold a later edit), the product is shown from it, and the pull that follows brings the change;
  * - ``conflict``, or a ``duplicate`` replaying one (``CONFLICT_RESOLVED`` with ``serverState``): gone;
  *   the product shows the server's state with the other queued edits on top; a ``conflict`` notice;
  * - ``rejected`` for good: ``failed`` with its code, and undone (a refused movement no longer counts;
@@ -77,10 +79,18 @@ export async function settle(tx: SyncTx, batch: readonly OutboxEntry[], answers:
       if (answer.serverState) await servers.set(answer.serverState.id, answer.serverState);
       touched.add(entry.productId);
       notices.push({ kind: "conflict", productId: entry.productId, message: "updated from another device" });
-    } else if (settled) {
-      // Settled. A movement stays pending until the feed brings it back (then it is confirmed).
+    } else if (answer.status === "applied") {
+      // Applied by this very request: the kept copy is older, so it takes the change. A movement stays
+      // pending until the feed brings it back (then it is confirmed).
       await tx.deleteEntries([seq]);
       await servers.fold(entry);
+    } else if (settled) {
+      // A duplicate was applied by an earlier send, at a time the device cannot tell: the feed may
+      // since have brought the product with a later edit from elsewhere, which the change must not
+      // overwrite. The copy stays as the server last said; the pull that follows brings the change if
+      // it is not in it yet.
+      await tx.deleteEntries([seq]);
+      touched.add(entry.productId);
     } else if (answer.status === "pending" || answer.retryable) {
       // Pending: accepted, not applied yet, still in doubt. Retryable: nothing was stored, not in doubt.
       const sent = answer.status === "pending" ? entry.sent : false;

@@ -3,22 +3,10 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { ProductState } from "../api/types";
 import { LocalDb, storedProduct } from "./db";
 import { PAGE_SIZE, productListView, productPage } from "./queries";
+import { blankProduct } from "./rebase";
 
 function product(name: string | null, fields: Partial<ProductState> = {}): ProductState {
-  return {
-    id: crypto.randomUUID(),
-    name,
-    sku: null,
-    barcode: null,
-    unit: null,
-    priceCents: null,
-    lowStockThreshold: null,
-    archived: false,
-    deleted: false,
-    modifiedAt: new Date().toISOString(),
-    checkpoint: "1",
-    ...fields,
-  };
+  return { ...blankProduct(crypto.randomUUID(), new Date().toISOString()), name, checkpoint: "1", ...fields };
 }
 
 let db: LocalDb;

@@ -9,7 +9,8 @@ import type { LocalProduct, OutboxEntry, SyncTx } from "./store";
 
 const PRODUCT_FIELDS = ["name", "sku", "barcode", "unit", "priceCents", "lowStockThreshold", "archived"] as const;
 
-function blank(id: string, modifiedAt: string): LocalProduct {
+/** A product with every field empty: what a create starts from (and tests build on). */
+export function blankProduct(id: string, modifiedAt: string): LocalProduct {
   return {
     id,
     name: null,
@@ -27,7 +28,7 @@ function blank(id: string, modifiedAt: string): LocalProduct {
 
 /** ``product`` deleted: a tombstone, kept and never shown. */
 export function tombstone(id: string, product: LocalProduct | undefined, modifiedAt: string): LocalProduct {
-  return { ...(product ?? blank(id, modifiedAt)), deleted: true };
+  return { ...(product ?? blankProduct(id, modifiedAt)), deleted: true };
 }
 
 /**
@@ -39,7 +40,7 @@ export function applyProductOperation(current: LocalProduct | undefined, operati
   if (operation.entityType !== "product") return current;
   if (operation.operationType === "delete") return undefined;
   if (operation.operationType === "update" && !current) return undefined; // edit of a product deleted here
-  const next: LocalProduct = current ? { ...current } : blank(operation.entityId, operation.modifiedAt);
+  const next: LocalProduct = current ? { ...current } : blankProduct(operation.entityId, operation.modifiedAt);
   const fields = operation.payload as Record<string, unknown>;
   for (const field of PRODUCT_FIELDS) {
     if (field in fields) (next as Record<string, unknown>)[field] = fields[field] ?? null;

@@ -4,6 +4,7 @@ import type { Gateway } from "../api/http";
 import type { ChangeFeedPage, MovementPage, Operation, SnapshotPage, SyncResponse } from "../api/types";
 import { DexieStore, LocalDb } from "./db";
 import { SyncEngine, type SyncNotice, type SyncStatus, type Timers } from "./engine";
+import { Listeners } from "./listeners";
 import { LocalActions } from "./local";
 import { TabSync, type Channel, type Leadership, type Locks } from "./tabs";
 
@@ -80,18 +81,16 @@ const STATUS: SyncStatus = { state: "syncing", queued: 0, failed: 0, lastSyncAt:
 class FakeLeadership implements Leadership {
   readonly calls: string[] = [];
   private status = STATUS;
-  private readonly statusListeners = new Set<(status: SyncStatus) => void>();
-  private readonly noticeListeners = new Set<(notice: SyncNotice) => void>();
+  private readonly statusListeners = new Listeners<SyncStatus>();
+  private readonly noticeListeners = new Listeners<SyncNotice>();
 
   onStatus(listener: (status: SyncStatus) => void): () => void {
-    this.statusListeners.add(listener);
     listener(this.status);
-    return () => this.statusListeners.delete(listener);
+    return this.statusListeners.add(listener);
   }
 
   onNotice(listener: (notice: SyncNotice) => void): () => void {
-    this.noticeListeners.add(listener);
-    return () => this.noticeListeners.delete(listener);
+    return this.noticeListeners.add(listener);
   }
 
   start(): void {
@@ -112,11 +111,11 @@ class FakeLeadership implements Leadership {
 
   say(status: Partial<SyncStatus>): void {
     this.status = { ...this.status, ...status };
-    for (const listener of this.statusListeners) listener(this.status);
+    this.statusListeners.tell(this.status);
   }
 
   tell(notice: SyncNotice): void {
-    for (const listener of this.noticeListeners) listener(notice);
+    this.noticeListeners.tell(notice);
   }
 }
 

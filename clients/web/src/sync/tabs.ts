@@ -11,6 +11,7 @@
  * applies each change once (same ids), but two tabs may send the same entry.
  */
 import type { SyncNotice, SyncStatus } from "./engine";
+import { Listeners } from "./listeners";
 
 /** What the leading tab runs: the sync engine and the live stream. */
 export interface Leadership {
@@ -62,9 +63,9 @@ export class TabSync {
   private status: SyncStatus | null = null;
   private heard = false;
   private resign: (() => void) | null = null;
-  private readonly statusListeners = new Set<(status: SyncStatus) => void>();
-  private readonly noticeListeners = new Set<(notice: SyncNotice) => void>();
-  private readonly roleListeners = new Set<(role: TabRole) => void>();
+  private readonly statusListeners = new Listeners<SyncStatus>();
+  private readonly noticeListeners = new Listeners<SyncNotice>();
+  private readonly roleListeners = new Listeners<TabRole>();
 
   constructor(private readonly options: TabSyncOptions) {}
 
@@ -119,20 +120,17 @@ export class TabSync {
   }
 
   onStatus(listener: (status: SyncStatus) => void): () => void {
-    this.statusListeners.add(listener);
     if (this.status) listener(this.status);
-    return () => this.statusListeners.delete(listener);
+    return this.statusListeners.add(listener);
   }
 
   onNotice(listener: (notice: SyncNotice) => void): () => void {
-    this.noticeListeners.add(listener);
-    return () => this.noticeListeners.delete(listener);
+    return this.noticeListeners.add(listener);
   }
 
   onRole(listener: (role: TabRole) => void): () => void {
-    this.roleListeners.add(listener);
     listener(this.role);
-    return () => this.roleListeners.delete(listener);
+    return this.roleListeners.add(listener);
   }
 
   private lead(role: "leader" | "alone"): void {
@@ -166,15 +164,15 @@ export class TabSync {
 
   private setRole(role: TabRole): void {
     this.role = role;
-    for (const listener of this.roleListeners) listener(role);
+    this.roleListeners.tell(role);
   }
 
   private show(status: SyncStatus): void {
     this.status = status;
-    for (const listener of this.statusListeners) listener(status);
+    this.statusListeners.tell(status);
   }
 
   private tell(notice: SyncNotice): void {
-    for (const listener of this.noticeListeners) listener(notice);
+    this.noticeListeners.tell(notice);
   }
 }

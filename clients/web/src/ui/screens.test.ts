@@ -5,25 +5,13 @@ import type { Gateway } from "../api/http";
 import type { ProductState } from "../api/types";
 import { DexieStore, LocalDb, storedProduct } from "../sync/db";
 import { LocalActions } from "../sync/local";
+import { blankProduct } from "../sync/rebase";
 import { productScreen, productsScreen, type ScreenContext } from "./screens";
 
 const TENANT = "00000000-0000-4000-8000-000000000001";
 
 function product(name: string, fields: Partial<ProductState> = {}): ProductState {
-  return {
-    id: crypto.randomUUID(),
-    name,
-    sku: null,
-    barcode: null,
-    unit: null,
-    priceCents: null,
-    lowStockThreshold: null,
-    archived: false,
-    deleted: false,
-    modifiedAt: new Date().toISOString(),
-    checkpoint: "1",
-    ...fields,
-  };
+  return { ...blankProduct(crypto.randomUUID(), new Date().toISOString()), name, checkpoint: "1", ...fields };
 }
 
 let db: LocalDb;

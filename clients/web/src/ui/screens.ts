@@ -1,11 +1,17 @@
 /** The screens: sign-in, products (list, search, add), one product (edit, stock, history), failed changes. */
 import Dexie, { liveQuery, type Subscription } from "dexie";
 import type { Gateway } from "../api/http";
+import { MOVEMENT_LIMITS, PRODUCT_LIMITS } from "../api/limits";
 import type { ProductPatch, StockMovementState } from "../api/types";
 import type { LocalDb, LocalMovement, LocalProduct, OutboxEntry } from "../sync/db";
 import { shownStock, type LocalActions } from "../sync/local";
 import { PAGE_SIZE, productListView, type ProductListView } from "../sync/queries";
 import { formatCount, formatTime, h, replace } from "./dom";
+
+/** A number input's bounds, as the server validates the field (``src/api/limits.ts``). */
+function numberLimits(limits: { minimum?: number; maximum?: number }): Record<string, string | number> {
+  return { inputmode: "numeric", ...(limits.minimum !== undefined ? { min: limits.minimum } : {}), ...(limits.maximum !== undefined ? { max: limits.maximum } : {}) };
+}
 
 export interface ScreenContext {
   db: LocalDb;
@@ -84,9 +90,9 @@ export const productsScreen: Screen = (main, { db, actions }) => {
   const addForm = h(
     "form",
     { class: "row", "aria-label": "Add a product" },
-    h("label", {}, "Name", h("input", { name: "name", required: true, maxlength: 200 })),
-    h("label", {}, "SKU", h("input", { name: "sku", maxlength: 64 })),
-    h("label", {}, "Low stock at", h("input", { name: "lowStockThreshold", type: "number", min: 0, inputmode: "numeric" })),
+    h("label", {}, "Name", h("input", { name: "name", required: true, maxlength: PRODUCT_LIMITS.name.maxLength })),
+    h("label", {}, "SKU", h("input", { name: "sku", maxlength: PRODUCT_LIMITS.sku.maxLength })),
+    h("label", {}, "Low stock at", h("input", { name: "lowStockThreshold", type: "number", ...numberLimits(PRODUCT_LIMITS.lowStockThreshold) })),
     h("button", { type: "submit", class: "primary" }, "Add product"),
   ) as HTMLFormElement;
   addForm.addEventListener("submit", (event) => {
@@ -297,8 +303,8 @@ export function productScreen(productId: string): Screen {
     const movementForm = h(
       "form",
       { class: "row", "aria-label": "Record stock" },
-      h("label", {}, "Quantity", h("input", { name: "quantity", type: "number", min: 1, value: 1, required: true, inputmode: "numeric" })),
-      h("label", {}, "Reason", h("input", { name: "reason", maxlength: 500 })),
+      h("label", {}, "Quantity", h("input", { name: "quantity", type: "number", value: 1, required: true, ...numberLimits(MOVEMENT_LIMITS.quantity) })),
+      h("label", {}, "Reason", h("input", { name: "reason", maxlength: MOVEMENT_LIMITS.reason.maxLength })),
       h("button", { type: "submit", name: "kind", value: "entry", class: "primary" }, "Stock entry"),
       h("button", { type: "submit", name: "kind", value: "exit" }, "Stock exit"),
     ) as HTMLFormElement;
@@ -336,6 +342,10 @@ export function productScreen(productId: string): Screen {
       history.element,
     );
     let drawnFor: string | null = null;
+    // The product as the form last showed it: a save sends only the fields that differ from it.
+    // Comparing with the stored product instead would send back, as the user's own edit, every
+    // field another device changed between the last redraw and the click.
+    let shown: LocalProduct | null = null;
     // What the user typed since the last save: kept when the product changes underneath (a sync
     // brought it back), so typing is never lost; the other fields show the product as it now is.
     const typed = new Map<string, string>();
@@ -348,17 +358,21 @@ export function productScreen(productId: string): Screen {
       const key = JSON.stringify(product);
       if (key === drawnFor) return;
       drawnFor = key;
+      shown = product;
       const focused = document.activeElement instanceof HTMLInputElement && editForm.contains(document.activeElement) ? document.activeElement.name : null;
-      const field = (label: string, name: keyof ProductPatch, value: string | number | null, type = "text") =>
-        h("label", {}, label, h("input", { name, type, value: typed.get(name) ?? value ?? "", ...(type === "number" ? { min: 0, inputmode: "numeric" } : {}) }));
+      const field = (label: string, name: keyof typeof PRODUCT_LIMITS, value: string | number | null) => {
+        const limits: { maxLength?: number; minimum?: number; maximum?: number } = PRODUCT_LIMITS[name];
+        const bounds = limits.maxLength !== undefined ? { maxlength: limits.maxLength } : { type: "number", ...numberLimits(limits) };
+        return h("label", {}, label, h("input", { name, value: typed.get(name) ?? value ?? "", ...bounds }));
+      };
       replace(
         editForm,
         field("Name", "name", product.name),
         field("SKU", "sku", product.sku),
         field("Barcode", "barcode", product.barcode),
         field("Unit", "unit", product.unit),
-        field("Price (cents)", "priceCents", product.priceCents, "number"),
-        field("Low stock at", "lowStockThreshold", product.lowStockThreshold, "number"),
+        field("Price (cents)", "priceCents", product.priceCents),
+        field("Low stock at", "lowStockThreshold", product.lowStockThreshold),
         h("button", { type: "submit", class: "primary" }, "Save"),
       );
       if (focused !== null) (editForm.elements.namedItem(focused) as HTMLInputElement | null)?.focus();
@@ -367,22 +381,21 @@ export function productScreen(productId: string): Screen {
       event.preventDefault();
       const data = new FormData(editForm);
       typed.clear();
-      void db.products.get(productId).then((current) => {
-        if (!current) return;
-        const next: ProductPatch = {
-          name: textOf(data.get("name")),
-          sku: textOrNull(data.get("sku")),
-          barcode: textOrNull(data.get("barcode")),
-          unit: textOrNull(data.get("unit")),
-          priceCents: numberOrNull(data.get("priceCents")),
-          lowStockThreshold: numberOrNull(data.get("lowStockThreshold")),
-        };
-        // Send only what changed: an edit carries the fields it changes.
-        const changed = Object.fromEntries(
-          Object.entries(next).filter(([k, v]) => (current as Record<string, unknown>)[k] !== v),
-        ) as ProductPatch;
-        if (Object.keys(changed).length > 0) void actions.updateProduct(productId, changed);
-      });
+      const base = shown;
+      if (base === null) return;
+      const next: ProductPatch = {
+        name: textOf(data.get("name")),
+        sku: textOrNull(data.get("sku")),
+        barcode: textOrNull(data.get("barcode")),
+        unit: textOrNull(data.get("unit")),
+        priceCents: numberOrNull(data.get("priceCents")),
+        lowStockThreshold: numberOrNull(data.get("lowStockThreshold")),
+      };
+      // Send only what changed: an edit carries the fields it changes.
+      const changed = Object.fromEntries(
+        Object.entries(next).filter(([k, v]) => (base as Record<string, unknown>)[k] !== v),
+      ) as ProductPatch;
+      if (Object.keys(changed).length > 0) void actions.updateProduct(productId, changed);
     });
     // The product and its level row, each by key: nothing here grows with the ledger.
     const subscription = liveQuery(async () => {

@@ -126,12 +126,8 @@ class GatewayApi:
         params: dict[str, str | int] = {"limit": limit}
         if checkpoint is not None:
             params["checkpoint"] = checkpoint
-        response = await self._send("GET", CHANGES_PATH, params=params)
-        if response.status_code == 409 and _code(response) == Code.RESET_REQUIRED.value:
-            raise ResetRequired("the server cannot resume from this device's checkpoint; downloading a snapshot")
-        if response.status_code != 200:
-            raise _failure(response, "the change feed")
-        return _parse(ChangeFeedPage, response, "the change feed")
+        reset = "the server cannot resume from this device's checkpoint; downloading a snapshot"
+        return await self._page(ChangeFeedPage, CHANGES_PATH, params, "the change feed", reset)
 
     async def snapshot(self, cursor: str | None, limit: int = SNAPSHOT_PAGE_MAX) -> SnapshotPage:
         """One page of a first download (``GET /api/sync/snapshot``): live products with their stock
@@ -139,12 +135,19 @@ class GatewayApi:
         params: dict[str, str | int] = {"limit": limit}
         if cursor is not None:
             params["cursor"] = cursor
-        response = await self._send("GET", SNAPSHOT_PATH, params=params)
+        reset = "the server cannot go on with this snapshot; starting it again"
+        return await self._page(SnapshotPage, SNAPSHOT_PATH, params, "the snapshot", reset)
+
+    async def _page(
+        self, model: type[_Answer], path: str, params: dict[str, str | int], what: str, reset: str
+    ) -> _Answer:
+        """One page of a download; ``409 RESET_REQUIRED`` raises :class:`ResetRequired` (``reset`` says why)."""
+        response = await self._send("GET", path, params=params)
         if response.status_code == 409 and _code(response) == Code.RESET_REQUIRED.value:
-            raise ResetRequired("the server cannot go on with this snapshot; starting it again")
+            raise ResetRequired(reset)
         if response.status_code != 200:
-            raise _failure(response, "the snapshot")
-        return _parse(SnapshotPage, response, "the snapshot")
+            raise _failure(response, what)
+        return _parse(model, response, what)
 
     async def movements(self, product_id: UUID, limit: int) -> MovementPage | None:
         """The newest ``limit`` movements of a product from the read API (``None``: no such live product)."""

@@ -48,6 +48,9 @@ ENV PATH=/app/.venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /app
 USER stockzen
+# Outside production a service listens on 127.0.0.1, unreachable from outside its container: give it
+# a host such as 0.0.0.0 with STOCKZEN_PUBLISH_ADDRESS=127.0.0.1 (what docker-compose.yml does, and
+# then publishes the port on the host's loopback only), or run it with STOCKZEN_ENV=production.
 ENTRYPOINT ["stockzen-service"]
 
 # The gateway also serves the browser app at /app/.

@@ -72,9 +72,10 @@ lint: env $(WEB)/node_modules/.package-lock.json ## ruff and mypy --strict, and 
 token: env ## mint a development token: make token [TENANT=<uuid>] [USER_ID=<id>]
 	@$(BIN)/python scripts/mint_token.py $(if $(TENANT),--tenant $(TENANT)) $(if $(USER_ID),--user $(USER_ID))
 
-bench: env services web ## throughput and latency through the real stack, then a large tenant's first sync and clicks in both clients (minutes)
+bench: env services web ## throughput and latency through the real stack, fairness between tenants, then a large tenant's first sync and clicks in both clients (minutes)
 	bash scripts/ensure_tools.sh
 	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
+	$(BIN)/python -m bench.fairness $(FAIRNESS_ARGS)
 	$(BIN)/python -m bench.large_tenant $(LARGE_TENANT_ARGS)
 
 chaos: env services web ## long chaos run: devices and real Python and browser clients work through killed workers, cut links and a faulty link; prints lost/doubled/diverged

@@ -183,12 +183,30 @@ async def redis_bytes_per_result(redis_url: str, prefix: str, sample: int = 400)
     """Mean ``MEMORY USAGE`` of a cached operation result, and how many results are cached."""
     client = aioredis.Redis.from_url(redis_url)
     try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}result:*", count=1000)]
+        keys = [key async for key in client.scan_iter(match=f"{prefix}r:*", count=1000)]
         sizes = [await client.memory_usage(key, samples=0) for key in keys[:sample]]
         found = [s for s in sizes if s]
         return (statistics.fmean(found) if found else float("nan")), len(keys)
     finally:
         await client.aclose()
+
+
+async def worker_groups(stacks: Sequence[Stack]) -> tuple[float, float, float]:
+    """Group commits so far in these stacks' workers: groups, messages in them, seconds they waited to be grouped."""
+    names = (
+        "stockzen_worker_group_commit_messages_count",
+        "stockzen_worker_group_commit_messages_sum",
+        "stockzen_worker_group_commit_wait_seconds_sum",
+    )
+    totals = dict.fromkeys(names, 0.0)
+    async with httpx.AsyncClient() as client:
+        for stack in stacks:
+            for line in (await client.get(stack.worker_metrics_url)).text.splitlines():
+                name, _, value = line.partition(" ")
+                if name in totals:
+                    totals[name] += float(value)
+    groups, messages, waited = (totals[name] for name in names)
+    return groups, messages, waited
 
 
 @contextmanager
@@ -267,6 +285,7 @@ async def run(plan: Plan) -> None:
             )
 
         loads: dict[tuple[int, int], LoadResult] = {}
+        grouped: dict[tuple[int, int], tuple[float, float, float]] = {}  # group commits during each run
         queue: str | None = None
         try:
             for replicas in (1, 2):
@@ -278,7 +297,11 @@ async def run(plan: Plan) -> None:
                     pids = {name: running[0].processes[name].pid for name in ("worker", "gateway")}
                     for size in plan.sizes:
                         before = {name: profiling.cpu_seconds(pid) for name, pid in pids.items()}
+                        groups_before = await worker_groups(running)
                         loads[replicas, size] = await drive(gateways, fleet, size, plan.seconds)
+                        grouped[replicas, size] = tuple(  # type: ignore[assignment]
+                            b - a for a, b in zip(groups_before, await worker_groups(running), strict=True)
+                        )
                         if replicas == 1:  # the one replica does all the work: its CPU per operation
                             loads[replicas, size].cpu = _used_since(before, pids)
                         print(f"  {replicas} worker + {replicas} gateway, batch {size}: done", flush=True)
@@ -331,6 +354,12 @@ async def run(plan: Plan) -> None:
     for size in plan.sizes:
         one, two = loads[1, size].settled_per_second, loads[2, size].settled_per_second
         print(f"scale-out, batch {size}: 2w+2g / 1w+1g = {two / one:.2f}")
+    for (replicas, size), (groups, messages, waited) in sorted(grouped.items()):
+        if groups:
+            print(
+                f"group commit, {replicas}w+{replicas}g, batch {size}: {messages / groups:.2f} messages per group "
+                f"({groups:.0f} groups), mean wait to be grouped {waited / messages * 1000:.2f} ms"
+            )
     statuses = sum((load.statuses for load in loads.values()), Counter[str]())
     print(f"answers over every run: {dict(statuses)}")
     print()

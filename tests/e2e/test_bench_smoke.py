@@ -23,6 +23,7 @@ async def test_the_bench_runs_end_to_end_and_prints_every_figure(capsys: pytest.
     assert re.search(r"scale-out, batch 10: 2w\+2g / 1w\+1g = \d+\.\d\d", printed), printed
     assert re.search(r"ledger: empty \d+ ops/s, holding \d+ movements \d+ ops/s", printed), printed
     assert re.search(r"redis: \d+ bytes per deduped operation", printed), printed
+    assert re.search(r"group commit, 1w\+1g, batch 1: \d+\.\d\d messages per group", printed), printed
     assert re.search(r"one operation per request: gateway p50 [\d.]+ ms, direct FastAPI -> Postgres p50", printed)
     assert "'pending'" not in printed, printed  # every answer was final
 

@@ -75,7 +75,7 @@ async def test_a_tenant_hears_its_own_checkpoints_only_and_heartbeats_in_between
     ):
         assert my_stream.status_code == 200
         assert my_stream.headers["content-type"].startswith("text/event-stream")
-        assert my_stream.headers["cache-control"].startswith("no-cache")
+        assert my_stream.headers["cache-control"].startswith("no-store")
         my_events, their_events = _events(my_stream), _events(their_stream)
         await _next(my_events, "ready")
         await _next(their_events, "ready")

@@ -95,7 +95,7 @@ async def test_prometheus_scrapes_every_service_and_every_series_infra_uses(
 ) -> None:
     await _sync_traffic(gateway, tenant_id)
     targets = {
-        GATEWAY_JOB: f"127.0.0.1:{stack.gateway_port}",
+        GATEWAY_JOB: f"127.0.0.1:{stack.gateway_metrics_port}",
         INVENTORY_JOB: f"127.0.0.1:{stack.inventory_port}",
         WORKER_JOB: f"127.0.0.1:{stack.worker_metrics_port}",
     }

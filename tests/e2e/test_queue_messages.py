@@ -11,6 +11,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from stockzen_contracts import operation_fingerprint, parse_operation
+from stockzen_sync_worker.adapters.result_cache import result_key
 from tests.support.db import stock_level
 from tests.support.ops import create_product, movement
 from tests.support.raw_batches import apply_raw_batch
@@ -44,7 +45,7 @@ async def test_an_operation_applied_from_a_message_without_fingerprints_is_known
     assert [r["status"] for r in again] == ["duplicate"]
     redis = aioredis.Redis.from_url(database.redis_url)
     try:  # forget what Redis remembers, so that Postgres's fingerprint decides
-        await redis.delete(f"{database.redis_prefix}result:{tenant_id}:{entry['operationId']}")
+        await redis.delete(result_key(database.redis_prefix, tenant_id, uuid.UUID(entry["operationId"])))
     finally:
         await redis.aclose()
     changed = {**entry, "payload": {**entry["payload"], "quantity": 5}}

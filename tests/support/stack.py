@@ -40,6 +40,7 @@ class Stack:
         self.log_dir = log_dir
         self.queue = f"{services.queue_name}.{name}"
         self.gateway_port = free_port()
+        self.gateway_metrics_port = free_port()
         self.inventory_port = free_port()
         self.worker_metrics_port = free_port()
         self.processes: dict[str, ServiceProcess] = {}
@@ -56,6 +57,7 @@ class Stack:
             "AMQP_URL": amqp_url or services.amqp_url,
             "SYNC_QUEUE": self.queue,
             "GATEWAY_PORT": str(self.gateway_port),
+            "GATEWAY_METRICS_PORT": str(self.gateway_metrics_port),
             "INVENTORY_PORT": str(self.inventory_port),
             "INVENTORY_URL": f"http://127.0.0.1:{self.inventory_port}",
             "WORKER_METRICS_PORT": str(self.worker_metrics_port),
@@ -79,6 +81,10 @@ class Stack:
     @property
     def inventory_url(self) -> str:
         return f"http://127.0.0.1:{self.inventory_port}"
+
+    @property
+    def gateway_metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_metrics_port}/metrics"
 
     @property
     def worker_metrics_url(self) -> str:

@@ -1,7 +1,7 @@
 /** The app: sign in, open the tenant's local database, sync (one tab leads, see sync/tabs.ts), route between screens. */
 import { HttpGateway } from "./api/http";
-import { loadSession, saveSession, sessionFromToken, type Session } from "./session";
-import { DexieStore, LAST_SYNC_KEY, LocalDb, type SyncStore } from "./sync/db";
+import { loadSession, onSessionChange, saveSession, sessionFromToken, type Session } from "./session";
+import { DexieStore, LAST_SYNC_KEY, LocalDb, deleteLocalDb, localDbName, type SyncStore } from "./sync/db";
 import { SyncEngine, type SyncNotice, type SyncStatus } from "./sync/engine";
 import { LiveUpdates } from "./sync/live";
 import { LocalActions } from "./sync/local";
@@ -9,6 +9,7 @@ import { STUCK_AFTER } from "./sync/states";
 import { TabSync, type Leadership } from "./sync/tabs";
 import { h, replace } from "./ui/dom";
 import { failedScreen, productScreen, productsScreen, type Screen, type ScreenContext } from "./ui/screens";
+import { signOutScreen } from "./ui/signout";
 import { StatusIndicator } from "./ui/status";
 import "./styles.css";
 
@@ -92,7 +93,7 @@ async function provisionalStatus(store: SyncStore): Promise<SyncStatus> {
 }
 
 function start(session: Session): void {
-  const name = `stockzen-${session.tenantId}-${session.userId}`;
+  const name = localDbName(session.tenantId, session.userId);
   const db = new LocalDb(name);
   const store = new DexieStore(db);
   const gateway = new HttpGateway(location.origin, () => session.token);
@@ -130,21 +131,55 @@ function start(session: Session): void {
     },
   };
 
-  const signOut = h("button", { type: "button" }, "Sign out");
-  signOut.addEventListener("click", () => {
+  /** Leave: every tab of the app hears it (onSessionChange) and goes back to the sign-in form. */
+  const leave = async (clear: ((blocked: () => void) => Promise<void>) | null, blocked: () => void = () => undefined) => {
     saveSession(null);
-    void sync.stop();
+    await sync.stop();
+    if (clear) await clear(blocked);
     location.hash = "#/";
     location.reload();
+  };
+  const signOut: Screen = (screenMain) =>
+    signOutScreen(screenMain, {
+      db,
+      userId: session.userId,
+      keep: () => leave(null),
+      clear: (blocked) => leave((onBlocked) => deleteLocalDb(db, onBlocked), blocked),
+      cancel: () => {
+        location.hash = returnTo;
+      },
+    });
+  // Where Cancel goes back to: the screen the user left for the sign-out choice.
+  let returnTo = "#/";
+  const signOutButton = h("button", { type: "button" }, "Sign out");
+  signOutButton.addEventListener("click", () => {
+    if (location.hash === "#/sign-out") return;
+    returnTo = location.hash || "#/";
+    location.hash = "#/sign-out";
   });
-  replace(account, h("span", { class: "muted" }, session.userId), signOut);
+  replace(account, h("span", { class: "muted" }, session.userId), signOutButton);
+  onSessionChange(() => {
+    if (loadSession()?.token === session.token) return;
+    // Another tab signed out (maybe clearing this data) or in as someone else: let go of the database first.
+    void sync.stop().finally(() => {
+      db.close({ disableAutoOpen: true });
+      location.hash = "#/";
+      location.reload();
+    });
+  });
 
   let undo: (() => void) | null = null;
   const route = () => {
     undo?.();
     const hash = location.hash.replace(/^#/, "") || "/";
     const product = /^\/products\/([0-9a-f-]{36})$/.exec(hash);
-    const screen: Screen = product?.[1] ? productScreen(product[1]) : hash === "/failed" ? failedScreen : productsScreen;
+    const screen: Screen = product?.[1]
+      ? productScreen(product[1])
+      : hash === "/failed"
+        ? failedScreen
+        : hash === "/sign-out"
+          ? signOut
+          : productsScreen;
     undo = screen(main, context);
   };
   window.addEventListener("hashchange", () => {
@@ -165,4 +200,10 @@ if ("serviceWorker" in navigator) {
 
 const session = loadSession();
 if (session) start(session);
-else signIn();
+else {
+  signIn();
+  // Signed in in another tab: this one opens signed in too.
+  onSessionChange(() => {
+    if (loadSession()) location.reload();
+  });
+}

@@ -43,3 +43,15 @@ export function saveSession(session: Session | null): void {
   if (session) localStorage.setItem(STORAGE_KEY, session.token);
   else localStorage.removeItem(STORAGE_KEY);
 }
+
+/**
+ * Calls ``listener`` when another tab of the app signs in or out (the session in storage changed;
+ * a tab never hears its own change). Returns what stops listening.
+ */
+export function onSessionChange(listener: () => void): () => void {
+  const heard = (event: StorageEvent) => {
+    if (event.storageArea === localStorage && (event.key === STORAGE_KEY || event.key === null)) listener();
+  };
+  window.addEventListener("storage", heard);
+  return () => window.removeEventListener("storage", heard);
+}

@@ -76,7 +76,7 @@ async def test_failures_are_one_sentence_and_a_non_zero_exit(tmp_path: Path, ten
     cli = Cli(tmp_path)
     not_logged_in = await cli.run("product", "ls")
     assert not_logged_in.returncode == 1
-    assert not_logged_in.stderr == "Error: not logged in: run `stockzen login --server URL --token TOKEN` first\n"
+    assert not_logged_in.stderr == "Error: not logged in: run `stockzen login --server URL` first\n"
 
     await cli.json("login", "--server", "http://127.0.0.1:9", "--token", user_token(tenant_id))
     unknown = await cli.run("stock", "in", str(uuid.uuid4()), "3", "--json")

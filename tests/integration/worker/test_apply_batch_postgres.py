@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from stockzen_contracts import Code, ItemResult, ItemStatus, ProductState, SyncBatchApplied
 from stockzen_inventory.adapters.migrations import bundled_migrations
 from stockzen_platform.postgres import tenant_transaction
+from stockzen_sync_worker.adapters.result_cache import result_key
 from stockzen_sync_worker.domain.outcomes import StoredResult
 from tests.support.harness import T0, PostgresHarness, apply
 from tests.support.harness import TOMBSTONE_RETENTION as RETENTION
@@ -206,7 +207,7 @@ async def test_cached_results_kept_in_the_earlier_layout_are_still_read(
     )
     # As entries were written before results were encoded once: json.dumps of the model's wire dict.
     earlier = {"messageId": "m-0", "result": conflict.to_wire(), "fingerprint": "f" * 64}
-    await redis_client.set(f"{harness.prefix}result:{tenant}:{old_op}", json.dumps(earlier))
+    await redis_client.set(result_key(harness.prefix, tenant, old_op), json.dumps(earlier))
     renamed = conflict.model_copy(update={"operation_id": new_op})
     stored = StoredResult("m-1", renamed, "e" * 64)
     applied = SyncBatchApplied(request_id="r", checkpoint="12", results=[renamed])
@@ -214,4 +215,4 @@ async def test_cached_results_kept_in_the_earlier_layout_are_still_read(
 
     found, _ = await harness.cache.lookup(tenant, [old_op, new_op])
     assert found == {old_op: StoredResult("m-0", conflict, "f" * 64), new_op: stored}
-    assert 0 < await redis_client.ttl(f"{harness.prefix}result:{tenant}:{new_op}") <= 600
+    assert 0 < await redis_client.ttl(result_key(harness.prefix, tenant, new_op)) <= 600

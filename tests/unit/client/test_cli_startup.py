@@ -117,7 +117,7 @@ def test_a_quick_command_fails_as_typer_does(tmp_path: Path) -> None:
     assert (
         by_main.stderr.split("\n")[0]
         == by_typer.stderr.split("\n")[0]
-        == ("Error: not logged in: run `stockzen login --server URL --token TOKEN` first")
+        == ("Error: not logged in: run `stockzen login --server URL` first")
     )
 
 

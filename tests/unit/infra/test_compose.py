@@ -20,9 +20,9 @@ from pydantic import ValidationError
 from stockzen_gateway.config import GatewaySettings
 from stockzen_inventory.config import InventorySettings
 from stockzen_sync_worker.config import WorkerSettings
+from tests.support.compose import COMPOSE, interpolate, load_compose, service_environment
 from tests.support.prometheus import REPO
 
-COMPOSE = REPO / "docker-compose.yml"
 OUR_SERVICES = {
     # compose service -> (workspace package, console script, Dockerfile, service directory)
     "gateway": ("stockzen-gateway", "stockzen-gateway", "Dockerfile", "services/gateway"),
@@ -38,28 +38,11 @@ def render(dockerfile: str, args: Mapping[str, str]) -> str:
 
 
 BACKING = ("postgres", "redis", "rabbitmq")
-_VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
-
-
-def interpolate(value: str, env: Mapping[str, str]) -> str:
-    """Compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}``, for the tests' purposes."""
-
-    def substitute(match: re.Match[str]) -> str:
-        name, operator, argument = match.group(1), match.group(2), match.group(3)
-        current = env.get(name)
-        if operator in (":-", "-") and not current:
-            return argument
-        if operator in (":?", "?") and not current:
-            raise KeyError(f"{name}: {argument}")
-        return current or ""
-
-    return _VARIABLE.sub(substitute, value)
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    document: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
-    return document
+    return load_compose()
 
 
 def _services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -176,10 +159,6 @@ def test_the_images_of_our_services(compose: dict[str, Any]) -> None:
     assert "**/.git" in ignored
 
 
-def _environment(service: dict[str, Any], variables: Mapping[str, str]) -> dict[str, str]:
-    return {key: interpolate(str(value), variables) for key, value in service.get("environment", {}).items()}
-
-
 @pytest.mark.parametrize(
     ("service", "settings_class"),
     [
@@ -192,7 +171,7 @@ def _environment(service: dict[str, Any], variables: Mapping[str, str]) -> dict[
 def test_the_services_accept_their_compose_settings(
     compose: dict[str, Any], service: str, settings_class: type[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    environment = _environment(_services(compose)[service], variables={})
+    environment = service_environment(_services(compose)[service], variables={})
     for key, value in environment.items():
         monkeypatch.setenv(key, value)
     settings = settings_class()
@@ -210,12 +189,26 @@ def test_the_services_accept_their_compose_settings(
 def test_production_refuses_the_development_defaults(
     compose: dict[str, Any], service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    environment = _environment(_services(compose)[service], variables={"STOCKZEN_ENV": "production"})
+    environment = service_environment(_services(compose)[service], variables={"STOCKZEN_ENV": "production"})
     for key, value in environment.items():
         monkeypatch.setenv(key, value)
     settings_class: type[Any] = GatewaySettings if service == "gateway" else InventorySettings
     with pytest.raises(ValidationError, match="development secret"):
         settings_class()
+
+
+class _NoDuplicateKeys(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys; compose refuses the file. Refuse it here too."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [key.value for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge"]
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        assert not repeated, f"{repeated} given twice at {node.start_mark}"
+        return super().construct_mapping(node, deep=deep)
+
+
+def test_no_key_is_given_twice() -> None:
+    yaml.load(COMPOSE.read_text(), _NoDuplicateKeys)  # noqa: S506 (a SafeLoader)
 
 
 def test_interpolation_helper() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.compose import load_compose
 from tests.support.prometheus import (
     ALERT_RULES,
     INFRA,
@@ -169,7 +170,10 @@ def test_the_scrape_config_for_a_test_stack() -> None:
 def test_the_compose_prometheus_scrapes_every_service_under_the_jobs_alerts_name() -> None:
     config = yaml.safe_load((INFRA / "prometheus/prometheus.yml").read_text())
     jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
-    assert jobs["gateway"] == ["gateway:8000"]
+    # The gateway's metrics listener, which compose gives it (never its public port).
+    gateway_env = load_compose()["services"]["gateway"]["environment"]
+    assert jobs["gateway"] == [f"gateway:{gateway_env['GATEWAY_METRICS_PORT']}"]
+    assert gateway_env["GATEWAY_METRICS_PORT"] != gateway_env["GATEWAY_PORT"]
     assert jobs["inventory"] == ["inventory:8001"]
     assert jobs["sync-worker"] == ["sync-worker:9191"]
     assert jobs["rabbitmq"] == ["rabbitmq:15692"]

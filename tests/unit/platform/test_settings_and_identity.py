@@ -69,12 +69,12 @@ def test_production_wants_long_secrets_and_real_broker_credentials(monkeypatch: 
     monkeypatch.setenv("INTERNAL_TOKEN_SECRET", REAL)
     with pytest.raises(ValidationError, match="at least 32 characters"):
         GatewaySettings()
-    with pytest.raises(ValidationError, match="AMQP_URL must carry real credentials"):
+    with pytest.raises(ValidationError, match="AMQP_URL: the user is a default account"):
         WorkerSettings()
-    monkeypatch.setenv("AMQP_URL", "amqp://sync:s3cret@rabbit:5672/")
-    with pytest.raises(ValidationError, match="DATABASE_URL must carry"):
+    monkeypatch.setenv("AMQP_URL", "amqp://sync:a-broker-password-of-length@rabbit:5672/")
+    with pytest.raises(ValidationError, match="DATABASE_URL: the password is missing"):
         WorkerSettings()
-    monkeypatch.setenv("DATABASE_URL", "postgresql://stockzen_app:pw@db:5432/stockzen")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://stockzen_app:a-database-password-long@db:5432/stockzen")
     assert WorkerSettings().amqp_url.startswith("amqp://sync:")
 
 

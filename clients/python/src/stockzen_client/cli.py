@@ -19,10 +19,12 @@ from uuid import UUID
 
 import typer
 
-from stockzen_client.profile import DEFAULT_PROFILE, Profile, ProfileError, profile_directory
+from stockzen_client.profile import DEFAULT_PROFILE, PRIVATE_FILE, Profile, ProfileError, profile_directory
+from stockzen_client.terminal import printable, printable_lines
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
 
     from stockzen_client.client import StockzenClient
     from stockzen_client.domain.status import SyncProgress, SyncStatus
@@ -46,10 +48,6 @@ ProfileName = Annotated[
     str, typer.Option("--profile", envvar="STOCKZEN_PROFILE", help="which profile under $STOCKZEN_HOME")
 ]
 _T = TypeVar("_T")
-
-# Control characters (but tab and newline, which the plain output uses) never reach the terminal:
-# what is printed may come from the server.
-_UNPRINTABLE = dict.fromkeys([*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)])
 
 
 class Failure(Exception):
@@ -83,19 +81,31 @@ class Output:
         return self._console
 
     def result(self, data: Any, text: str) -> None:
+        """``data`` as JSON, or ``text``: lines the command put together, each piece from elsewhere
+        (the server, the token) already :func:`printable`."""
         if self.as_json:
             print(json.dumps(data))
         else:
             _write(sys.stdout, text)
 
     def fail(self, message: str, code: str = "FAILED", details: dict[str, Any] | None = None) -> None:
+        """The one sentence of a failure (it may quote the server: escaped, on one line)."""
         if self.as_json:
             print(json.dumps({"code": code, "message": message, **(details or {})}))
-        _write(sys.stderr, f"Error: {message}")
+        _write(sys.stderr, f"Error: {printable(message)}")
 
 
 def _write(stream: IO[str], text: str) -> None:
-    stream.write(text.translate(_UNPRINTABLE) + "\n")
+    # Also what a command forgot to escape never reaches the terminal as a control character.
+    stream.write(printable_lines(text) + "\n")
+
+
+def _text(value: object) -> Text:
+    """A piece of rich output taken literally: no markup (``[link=…]``), no emoji codes, no control
+    characters."""
+    from rich.text import Text
+
+    return Text(printable(value))
 
 
 @contextmanager
@@ -128,6 +138,8 @@ def _with_client(
     """Run ``work`` with a client that may connect (on an event loop, closed after)."""
     import asyncio
 
+    _log_printably()
+
     async def run() -> _T:
         client = _open(profile, settings)
         try:
@@ -136,6 +148,18 @@ def _with_client(
             await client.aclose()
 
     return asyncio.run(run())
+
+
+def _log_printably() -> None:
+    """The client's warnings on stderr with control characters escaped (they may quote the server),
+    instead of Python's last-resort handler, which prints them raw."""
+    import logging
+
+    from stockzen_client.terminal import printable_log_handler
+
+    logger = logging.getLogger("stockzen_client")
+    if not logger.handlers:
+        logger.addHandler(printable_log_handler())
 
 
 def _local(profile: str, work: Callable[[StockzenClient], _T]) -> _T:
@@ -147,16 +171,35 @@ def _local(profile: str, work: Callable[[StockzenClient], _T]) -> _T:
         client.close()
 
 
+TOKEN_ENV = "STOCKZEN_TOKEN"  # noqa: S105 (a variable's name, not a secret)
+"""The environment variable ``stockzen login`` takes the token from."""
+
+_MAX_TOKEN = 64 * 1024
+"""The most ``--token-stdin`` reads: a token is a few hundred bytes, a mistaken pipe may be endless."""
+
+
 @app.command()
 def login(
     server: Annotated[str, typer.Option(help="the gateway's URL, e.g. http://localhost:8000")],
-    token: Annotated[str, typer.Option(help="a bearer token (`make token` mints one for development)")],
+    token_stdin: Annotated[
+        bool,
+        typer.Option("--token-stdin", help="read the token from standard input: `make -s token | stockzen login …`"),
+    ] = False,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="the token itself: other users see it in `ps` and it stays in the shell's history; "
+            f"prefer --token-stdin or ${TOKEN_ENV}"
+        ),
+    ] = None,
     profile: ProfileName = DEFAULT_PROFILE,
     as_json: Json = False,
 ) -> None:
-    """Keep the server and token for this profile (no network needed)."""
+    """Keep the server and token for this profile (no network needed; the profile file is the user's
+    alone). The token comes from standard input (--token-stdin), else $STOCKZEN_TOKEN, else a prompt
+    that does not echo it (`make token` mints one for development)."""
     with _command(as_json) as out:
-        signed_in = Profile.create(profile_directory(profile), server, token)
+        signed_in = Profile.create(profile_directory(profile), server, _login_token(token, token_stdin))
         signed_in.save()
         _local(profile, lambda client: None)  # creates the database
         out.result(
@@ -166,8 +209,41 @@ def login(
                 "tenantId": str(signed_in.tenant_id),
                 "userId": signed_in.user_id,
             },
-            f"Logged in to {signed_in.server_url} as {signed_in.user_id} (tenant {signed_in.tenant_id}), profile {profile!r}.",
+            f"Logged in to {printable(signed_in.server_url)} as {printable(signed_in.user_id)} "
+            f"(tenant {signed_in.tenant_id}), profile {profile!r}.",
         )
+
+
+def _login_token(given: str | None, from_stdin: bool) -> str:
+    """The token to log in with, from where the user put it (warned when that is the command line)."""
+    if given is not None and from_stdin:
+        raise Failure("give the token either with --token or on standard input (--token-stdin), not both")
+    if from_stdin:
+        token = _ask_token() if sys.stdin.isatty() else sys.stdin.read(_MAX_TOKEN).strip()
+        if not token:
+            raise Failure("standard input held no token")
+        return token
+    if given is not None:
+        _write(
+            sys.stderr,
+            "Warning: a token given with --token is shown to other users by `ps` and stays in the shell's history; "
+            f"use --token-stdin or ${TOKEN_ENV} instead.",
+        )
+        return given
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV].strip()
+    if sys.stdin.isatty():
+        return _ask_token()
+    raise Failure(f"no token: give it on standard input with --token-stdin, or in ${TOKEN_ENV}")
+
+
+def _ask_token() -> str:
+    import getpass
+
+    token = getpass.getpass("Token (not shown): ").strip()
+    if not token:
+        raise Failure("no token given")
+    return token
 
 
 @product_app.command("add")
@@ -237,13 +313,14 @@ def product_ls(profile: ProfileName = DEFAULT_PROFILE, as_json: Json = False) ->
             table = Table("id", "name", "sku", "unit", "price", "stock", "sync")
             for p in products:
                 table.add_row(
-                    str(p.id), p.name or "", p.sku or "", p.unit or "", _price(p.price_cents), str(p.stock_level),
+                    *map(_text, (p.id, p.name or "", p.sku or "", p.unit or "", _price(p.price_cents), p.stock_level)),
                     f"↑ {p.queued_changes} queued" if p.queued_changes else "✓ synced",
                 )  # fmt: skip
             out.console.print(table)
             return
         lines = [
-            f"{p.id}\t{p.name}\tstock {p.stock_level}" + (f"\t{p.queued_changes} queued" if p.queued_changes else "")
+            f"{p.id}\t{printable(p.name)}\tstock {p.stock_level}"
+            + (f"\t{p.queued_changes} queued" if p.queued_changes else "")
             for p in products
         ]
         if lines:
@@ -299,7 +376,9 @@ def history(
         for m in movements:
             sign = "+" if m.signed_quantity > 0 else "-"
             queued = "  (queued)" if m.queued else ""
-            out.result(None, f"{m.occurred_at:%Y-%m-%d %H:%M:%S}  {sign}{m.quantity}  {m.reason or ''}{queued}")
+            out.result(
+                None, f"{m.occurred_at:%Y-%m-%d %H:%M:%S}  {sign}{m.quantity}  {printable(m.reason or '')}{queued}"
+            )
 
 
 async def _recent(client: StockzenClient, product_id: UUID, limit: int) -> list[LocalMovement]:
@@ -325,9 +404,9 @@ def sync(profile: ProfileName = DEFAULT_PROFILE, as_json: Json = False) -> None:
         status = _with_client(profile, run)
         if status.state is not SyncState.UP_TO_DATE:
             if not out.as_json:
-                out.result(None, status.describe())
+                out.result(None, printable(status.describe()))
             raise Failure(_not_synced(status), "NOT_SYNCED", {"status": status.to_json()})
-        out.result(status.to_json(), status.describe())
+        out.result(status.to_json(), printable(status.describe()))
 
 
 class _ProgressBar:
@@ -380,16 +459,16 @@ def status(profile: ProfileName = DEFAULT_PROFILE, as_json: Json = False) -> Non
             **current.to_json(),
             "failedChanges": [{"operationId": str(f.operation_id), "code": f.code, "reason": f.reason} for f in failed],
         }
-        lines = [current.describe()]
+        lines = [printable(current.describe())]
         lines.append(
             f"last sync: {current.last_synced_at:%Y-%m-%d %H:%M:%S %Z}"
             if current.last_synced_at
             else "last sync: never"
         )
-        lines += [f"failed {f.operation_id}: {f.reason}" for f in failed]
+        lines += [f"failed {f.operation_id}: {printable(f.reason)}" for f in failed]
         if failed:
             lines.append("(`stockzen failed` lists them; `stockzen discard ID` or `--all` lets them go)")
-        lines += [f"notice ({n.at:%H:%M:%S}): {n.message}" for n in current.notices]
+        lines += [f"notice ({n.at:%H:%M:%S}): {printable(n.message)}" for n in current.notices]
         out.result(data, "\n".join(lines))
 
 
@@ -409,7 +488,11 @@ def failed(profile: ProfileName = DEFAULT_PROFILE, as_json: Json = False) -> Non
             out.result(None, "No refused changes.")
             return
         out.result(
-            None, "\n".join(f"{e.operation_id}\t{e.code or ''}\t{e.describe()}\t{e.reason or ''}" for e in refused)
+            None,
+            "\n".join(
+                "\t".join(printable(part) for part in (e.operation_id, e.code or "", e.describe(), e.reason or ""))
+                for e in refused
+            ),
         )
 
 
@@ -468,7 +551,7 @@ def watch(
 
     with _command(as_json, SyncBusy) as out:
         Profile.load(profile_directory(profile))
-        guard = filelock.FileLock(_watch_lock(profile))
+        guard = filelock.FileLock(_watch_lock(profile), mode=PRIVATE_FILE)
         try:
             guard.acquire(blocking=False)
         except filelock.Timeout:
@@ -489,13 +572,13 @@ async def _watch(client: StockzenClient, out: Output) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    live = Live(client.status.describe(), console=out.console, auto_refresh=False) if out.rich else None
+    live = Live(_text(client.status.describe()), console=out.console, auto_refresh=False) if out.rich else None
 
     def show(status: SyncStatus) -> None:
         if live is not None:
-            live.update(status.describe(), refresh=True)
+            live.update(_text(status.describe()), refresh=True)
         else:
-            out.result(status.to_json(), status.describe())
+            out.result(status.to_json(), printable(status.describe()))
             sys.stdout.flush()
 
     unsubscribe = client.engine.hub.subscribe(show)
@@ -525,14 +608,14 @@ def _watch_running(profile: str) -> bool:
     except ImportError:  # not POSIX: ask filelock itself
         import filelock
 
-        guard = filelock.FileLock(path)
+        guard = filelock.FileLock(path, mode=PRIVATE_FILE)
         try:
             guard.acquire(blocking=False)
         except filelock.Timeout:
             return True
         guard.release()
         return False
-    with path.open("a") as file:
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE), "a") as file:
         try:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -12,7 +12,7 @@ from stockzen_client.adapters.store import LocalStore
 from stockzen_client.domain.outbox import OutboxEntry
 from stockzen_client.domain.status import SyncStatus
 from stockzen_client.domain.view import LocalMovement, LocalProduct
-from stockzen_client.profile import Profile, ProfileToken
+from stockzen_client.profile import Profile, ProfileToken, private_directory
 
 if TYPE_CHECKING:
     import asyncio
@@ -47,7 +47,7 @@ class StockzenClient:
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        profile.directory.mkdir(parents=True, exist_ok=True)
+        private_directory(profile.directory)  # the token and the tenant's data: the owner's alone
         self.profile = profile
         self.store = LocalStore(profile.database, clock=clock)
         self.token = ProfileToken(profile)  # a new `stockzen login` for the same user is used without a restart

@@ -36,6 +36,7 @@ from stockzen_client.ports import (
     Unauthorized,
     Unreachable,
 )
+from stockzen_client.profile import PRIVATE_FILE
 from stockzen_client.status_hub import StatusHub
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class SyncEngine:
         self.backoff = backoff or Backoff()
         self.settings = settings or EngineSettings()
         self._clock = clock
-        self._lock = filelock.FileLock(lock_path) if lock_path else None
+        self._lock = filelock.FileLock(lock_path, mode=PRIVATE_FILE) if lock_path else None
         self._inflight: asyncio.Task[SyncStatus] | None = None
         # A device starts `syncing`: its first sync starts at once (and says `offline` if nothing answers).
         self._machine = StateMachine(error_after=self.settings.error_after, stuck_after=self.settings.stuck_after)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,10 @@ if TYPE_CHECKING:
     import logging
 
 DEFAULT_PROFILE = "default"
+
+PRIVATE_DIRECTORY = 0o700
+PRIVATE_FILE = 0o600
+"""Modes of what a profile keeps (its token, its data): its owner's alone, whatever the umask."""
 
 
 def _log() -> logging.Logger:
@@ -33,6 +38,46 @@ def home() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("stockzen", appauthor=False))
+
+
+def private_directory(directory: Path) -> None:
+    """Make a profile's ``directory`` exist for its owner alone (0700, whatever the umask).
+
+    Each directory created on the way (``$STOCKZEN_HOME`` the first time) is made 0700 too. A profile's
+    directory open to others is tightened: it is StockZen's alone. So is the platform's default home; a
+    ``$STOCKZEN_HOME`` the user chose and left open to others is theirs to decide, so it is only warned
+    about (the profile directories inside it stay closed anyway).
+    """
+    missing = [path for path in (directory, *directory.parents) if not path.exists()]
+    for path in reversed(missing):  # from the top down
+        path.mkdir(mode=PRIVATE_DIRECTORY, exist_ok=True)
+        os.chmod(path, PRIVATE_DIRECTORY)  # mkdir's mode passes through the umask
+    _tighten(directory)
+    if directory.parent == home() and directory.parent not in missing:
+        if os.environ.get("STOCKZEN_HOME"):
+            _warn_if_open(directory.parent)
+        else:
+            _tighten(directory.parent)
+
+
+def _tighten(directory: Path) -> None:
+    if not stat.S_IMODE(directory.stat().st_mode) & 0o077:
+        return
+    try:
+        os.chmod(directory, PRIVATE_DIRECTORY)
+    except PermissionError:  # not the user's own: say so rather than fail every command
+        _warn_if_open(directory)
+
+
+def _warn_if_open(directory: Path) -> None:
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if mode & 0o077:
+        _log().warning(
+            "%s is open to other users (mode %o): `chmod 700 %s` closes it",
+            directory,
+            mode,
+            directory,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +123,10 @@ class Profile:
         The file is replaced whole (a new file, renamed over the old): a running client that re-reads
         it never sees half of it, and notices the change even within the file system's clock tick.
         """
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_directory(self.directory)
         draft = self.directory / f".profile.{os.getpid()}.json"
-        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)  # also when a stale draft was readable by others
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+        os.fchmod(fd, PRIVATE_FILE)  # also when a stale draft was readable by others
         with os.fdopen(fd, "w") as file:
             json.dump({"serverUrl": self.server_url, "token": self.token}, file)
         os.replace(draft, self.file)
@@ -93,7 +138,7 @@ class Profile:
         try:
             saved = json.loads(path.read_text())
         except FileNotFoundError:
-            raise ProfileError("not logged in: run `stockzen login --server URL --token TOKEN` first") from None
+            raise ProfileError("not logged in: run `stockzen login --server URL` first") from None
         except ValueError:
             raise ProfileError(f"the profile file {path} is damaged: log in again") from None
         return cls.create(directory, saved["serverUrl"], saved["token"])

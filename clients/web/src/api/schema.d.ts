@@ -145,6 +145,9 @@ export interface paths {
         /**
          * Live announcements of the tenant's new checkpoints (server-sent events)
          * @description Pull ``/api/sync/changes`` from your checkpoint on ``ready`` and on every ``checkpoint`` event.
+         *
+         *     The stream ends when the token expires: reconnect with your current token. ``429`` when this user
+         *     or tenant has as many streams open as allowed, ``503`` when this gateway holds all it can.
          */
         get: operations["checkpoint_stream_api_sync_stream_get"];
         put?: never;
@@ -1200,6 +1203,15 @@ export interface operations {
             };
             /** @description Too Many Requests */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

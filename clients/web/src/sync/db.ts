@@ -70,6 +70,26 @@ export function storedProduct(product: LocalProduct): StoredProduct {
   return { ...product, sortName: fold(product.name ?? "").trim(), terms: [...terms] };
 }
 
+/** The name of the database of one tenant and user on this device. */
+export function localDbName(tenantId: string, userId: string): string {
+  return `stockzen-${tenantId}-${userId}`;
+}
+
+/**
+ * Deletes ``db``'s database from this device: products, levels, movements, the outbox, the server
+ * copies and meta. It is closed first, so nothing of this tab opens it again; ``blocked`` is called
+ * while another tab still holds it open (it is deleted once that tab lets go).
+ */
+export function deleteLocalDb(db: LocalDb, blocked: () => void = () => undefined): Promise<void> {
+  db.close({ disableAutoOpen: true });
+  return new Promise((resolve, reject) => {
+    const request = indexedDB.deleteDatabase(db.name);
+    request.onsuccess = () => resolve();
+    request.onerror = () => reject(request.error ?? new Error("this device's data could not be deleted"));
+    request.onblocked = () => blocked();
+  });
+}
+
 export class LocalDb extends Dexie {
   products!: EntityTable<StoredProduct, "id">;
   levels!: EntityTable<LevelRow, "productId">;

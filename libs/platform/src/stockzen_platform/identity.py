@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -21,10 +21,13 @@ INTERNAL_TOKEN_TTL_SECONDS = 60
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """A verified caller: the user and the tenant the token names."""
+    """A verified caller: the user and the tenant the token names, and when the token expires."""
 
     user_id: str
     tenant_id: UUID
+    # Epoch seconds of the token's ``exp``: what a long-lived answer (the live stream) must not outlive.
+    # Not part of who the caller is, so two identities of one caller compare equal.
+    expires_at: float | None = field(default=None, compare=False)
 
 
 class InvalidToken(Exception):
@@ -74,8 +77,11 @@ def _identity_from(claims: dict[str, Any]) -> Identity:
         raise InvalidToken("bad sub claim")
     if not isinstance(tenant, str):
         raise InvalidToken("bad tenant_id claim")
+    expires = claims.get("exp")
     try:
-        return Identity(user_id=sub, tenant_id=UUID(tenant))
+        return Identity(
+            user_id=sub, tenant_id=UUID(tenant), expires_at=float(expires) if isinstance(expires, int | float) else None
+        )
     except ValueError:
         raise InvalidToken("bad tenant_id claim") from None
 

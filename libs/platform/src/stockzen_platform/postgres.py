@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Literal
 from uuid import UUID
@@ -50,14 +50,28 @@ async def assert_role_is_restricted(pool: asyncpg.Pool) -> None:
 
 @asynccontextmanager
 async def tenant_transaction(
-    pool: asyncpg.Pool, tenant_id: UUID, *, isolation: Isolation = "read_committed", readonly: bool = False
+    pool: asyncpg.Pool,
+    tenant_id: UUID,
+    *,
+    isolation: Isolation = "read_committed",
+    readonly: bool = False,
+    local_settings: Mapping[str, str] | None = None,
+    acquire_timeout: float | None = None,
 ) -> AsyncIterator[PooledConnection]:
     """A transaction in which every statement sees only ``tenant_id``'s rows.
 
     The tenant is set with ``set_config(..., is_local => true)`` so it ends with the transaction
     and can never leak to the next user of the pooled connection. (Layer 3 of
-    :mod:`stockzen_platform.tenancy`.)
+    :mod:`stockzen_platform.tenancy`.) ``local_settings`` (``statement_timeout``, say) are set the
+    same way, in the same round trip; they cannot replace the tenant. ``acquire_timeout`` bounds the
+    wait for a pooled connection (:class:`TimeoutError` past it).
     """
-    async with pool.acquire() as connection, connection.transaction(isolation=isolation, readonly=readonly):
-        await connection.execute("SELECT set_config($1, $2, true)", TENANT_SETTING, str(tenant_id))
+    settings = {**(local_settings or {}), TENANT_SETTING: str(tenant_id)}
+    calls = ", ".join(f"set_config(${2 * n + 1}, ${2 * n + 2}, true)" for n in range(len(settings)))
+    arguments = [part for setting in settings.items() for part in setting]
+    async with (
+        pool.acquire(timeout=acquire_timeout) as connection,
+        connection.transaction(isolation=isolation, readonly=readonly),
+    ):
+        await connection.execute(f"SELECT {calls}", *arguments)
         yield connection

@@ -46,6 +46,10 @@ from .read_params import (
     error_responses,
 )
 
+CALLER_BUDGET_HEADER = "X-Caller-Budget-Ms"
+"""How many milliseconds the gateway will wait for inventory's answer: a read still running then
+runs for nobody, so inventory stops it there (it only ever shortens inventory's own limit)."""
+
 
 @dataclass(frozen=True)
 class ProductListQuery:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
+from stockzen_platform.api_docs import serve_api_docs
 from stockzen_platform.http import RequestContextMiddleware, install_error_handlers
 from stockzen_platform.identity import TokenVerifier, internal_token_issuer
 
@@ -24,6 +25,7 @@ from .adapters.publisher import AmqpBatchPublisher
 from .adapters.redis_rate_limiter import RedisRateLimiter
 from .adapters.redis_state import RedisGatewayState
 from .config import GatewaySettings
+from .domain.live_streams import LiveStreamSlots
 from .entrypoints import http, read_routes, stream_routes, sync_routes
 from .entrypoints.openapi import document_sync_request
 from .entrypoints.web_app import mount_web_app
@@ -40,6 +42,7 @@ class GatewayAdapters:
     :func:`build_app` (an in-process inventory, say). Nothing connects until first use."""
 
     redis: aioredis.Redis
+    limiter_redis: aioredis.Redis
     state: RedisGatewayState
     rate_limiter: RedisRateLimiter
     publisher: AmqpBatchPublisher
@@ -48,14 +51,16 @@ class GatewayAdapters:
 
     async def aclose(self) -> None:
         """Release the connections (the announcements are closed earlier: they end the live streams)."""
+        await self.state.aclose()
         await self.publisher.close()
         await self.inventory.aclose()
         await self.redis.aclose()
+        await self.limiter_redis.aclose()
 
 
 def _redis(settings: GatewaySettings) -> aioredis.Redis:
-    # One pool: every request waiting for results holds a connection, so size it for them, and
-    # let blocking reads outlive their own server-side timeout (redis-py's default is 5 s).
+    # Short commands and blocking reads for results (at most half the pool: adapters/redis_state.py):
+    # let those reads outlive their own server-side timeout (redis-py's default is 5 s).
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=settings.redis_max_connections,
@@ -66,13 +71,36 @@ def _redis(settings: GatewaySettings) -> aioredis.Redis:
     return aioredis.Redis.from_pool(pool)
 
 
+def _limiter_redis(settings: GatewaySettings) -> aioredis.Redis:
+    # The rate limiter's own pool: no other use can take its connections, so its own load is all
+    # that can keep it waiting, and then it refuses (RateLimiterOverloaded) rather than let requests
+    # through. Its script is one short round trip: a hung Redis is noticed in seconds, not at the
+    # result deadline.
+    pool = aioredis.ConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_limiter_connections,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
 def build_adapters(settings: GatewaySettings) -> GatewayAdapters:
     """The production adapters for ``settings`` (no connection opens until first use)."""
-    client = _redis(settings)
+    client, limiter_client = _redis(settings), _limiter_redis(settings)
     return GatewayAdapters(
         redis=client,
-        state=RedisGatewayState(client, prefix=settings.redis_key_prefix),
-        rate_limiter=RedisRateLimiter(client, prefix=settings.redis_key_prefix),
+        limiter_redis=limiter_client,
+        state=RedisGatewayState(
+            client,
+            prefix=settings.redis_key_prefix,
+            tenant_budget_bytes=settings.request_key_tenant_budget_bytes,
+            # Half the pool for requests waiting on a connection each; the rest wait on one between them.
+            own_connection_waits=settings.redis_max_connections // 2,
+        ),
+        rate_limiter=RedisRateLimiter(
+            limiter_client, prefix=settings.redis_key_prefix, max_concurrent=settings.redis_limiter_connections
+        ),
         publisher=AmqpBatchPublisher(
             settings.amqp_url, settings.sync_queue, timeout_seconds=settings.publish_timeout_seconds
         ),
@@ -111,6 +139,7 @@ def build_runtime(settings: GatewaySettings, adapters: GatewayAdapters) -> Gatew
         rate_limits=settings.rate_limits,
         inventory=adapters.inventory,
         announcements=adapters.announcements,
+        streams=LiveStreamSlots(settings.stream_limits),
     )
 
 
@@ -151,15 +180,18 @@ def build_app(settings: GatewaySettings, adapters: GatewayAdapters | None = None
                 monitor.cancel()
             await adapters.aclose()
 
-    app = FastAPI(title="StockZen Sync gateway", version="0.1.0", lifespan=lifespan)
+    # docs_url/redoc_url None: FastAPI's pages load their scripts from a CDN; serve_api_docs does not.
+    app = FastAPI(title="StockZen Sync gateway", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
     install_error_handlers(app)
     http.answer_redis_outages(app)
     app.add_middleware(RequestContextMiddleware, metrics=METRICS.http)
+    app.add_middleware(http.AnswerHeaders)
     app.include_router(http.router)
     app.include_router(sync_routes.router)
     document_sync_request(app)
     app.include_router(read_routes.router)
     app.include_router(stream_routes.router)
     mount_web_app(app, settings.web_app_dir)
+    serve_api_docs(app)
     return app

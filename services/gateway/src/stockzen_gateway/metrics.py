@@ -38,6 +38,9 @@ PUBLISH_FAILURE_REASONS = (
 REDIS_USES = ("rate_limit", "wait_for_reply", "request", "announcements")
 """The ``use`` values of ``stockzen_gateway_redis_errors_total``."""
 
+STREAM_REFUSAL_SCOPES = ("user", "tenant", "process")
+"""The ``scope`` values of ``stockzen_gateway_live_streams_refused_total`` (which cap refused a stream)."""
+
 
 class GatewayMetrics:
     """Every series the gateway exports, created once per process."""
@@ -83,6 +86,11 @@ class GatewayMetrics:
             "When the gateway last read the queues' depth (stale gauges above mean the broker is out of reach)",
         )
         self.live_streams = Gauge("stockzen_gateway_live_streams", "Open live-update streams (GET /api/sync/stream)")
+        self.live_streams_refused = Counter(
+            "stockzen_gateway_live_streams_refused_total",
+            "Live streams refused for a full cap: user, tenant (429) or process (503)",
+            ["scope"],
+        )
         self._create_known_series()
 
     def _create_known_series(self) -> None:
@@ -94,6 +102,8 @@ class GatewayMetrics:
             self.publish_failures.labels(reason)
         for use in REDIS_USES:
             self.redis_errors.labels(use)
+        for scope in STREAM_REFUSAL_SCOPES:
+            self.live_streams_refused.labels(scope)
 
 
 METRICS = GatewayMetrics()

@@ -42,7 +42,8 @@ class SyncState(Protocol):
         self, tenant_id: UUID, key: str, token: str, response: StoredResponse, *, ttl_seconds: int
     ) -> bool:
         """Keep the final response for replays, only if the claim ``token`` still holds the key
-        (atomically); ``False`` when the claim was lost (expired, or the store restarted)."""
+        (atomically); ``False`` when the claim was lost (expired, or the store restarted), or when the
+        tenant's budget for kept answers is spent (the claim is then let go: a retry runs again)."""
         ...
 
     async def release_request_key(self, tenant_id: UUID, key: str, token: str) -> None:
@@ -91,12 +92,18 @@ class RateLimiterUnavailable(Exception):
     """The rate limiter's store could not answer (what then is the domain's call: it fails open)."""
 
 
+class RateLimiterOverloaded(RateLimiterUnavailable):
+    """The limiter's own connections stayed busy: its own load, never a reason to let a request through."""
+
+
 class RateLimiter(Protocol):
-    """Token buckets per (scope, tenant, user), shared by every gateway replica (Redis in production)."""
+    """Token buckets per (scope, tenant, user) and per (scope, tenant), shared by every gateway replica
+    (Redis in production)."""
 
     async def take_token(self, limit: RateLimit, tenant_id: UUID, user_id: str) -> RateDecision:
-        """Spend one request from the caller's bucket for ``limit``; raise
-        :class:`RateLimiterUnavailable` when its store cannot answer."""
+        """Spend one request from the caller's bucket for ``limit`` and from its tenant's ceiling (both
+        or neither); raise :class:`RateLimiterUnavailable` when its store cannot answer, and
+        :class:`RateLimiterOverloaded` when the limiter is too busy to ask it."""
         ...
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from stockzen_platform.identity import TokenVerifier
 
 from .config import GatewaySettings
+from .domain.live_streams import LiveStreamSlots
 from .domain.rate_limits import RateLimits
 from .ports import CheckpointAnnouncements, InventoryReads, RateLimiter
 from .services import SyncService
@@ -27,3 +28,4 @@ class GatewayRuntime:
     rate_limits: RateLimits
     inventory: InventoryReads
     announcements: CheckpointAnnouncements
+    streams: LiveStreamSlots

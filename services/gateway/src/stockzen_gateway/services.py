@@ -20,7 +20,10 @@ from .domain.request_keys import (
     check_request_key,
     fingerprint,
     is_replayable,
+    operation_ids,
+    pack_answer,
     refusal_for,
+    unpack_answer,
 )
 from .domain.results import assemble_results, is_complete
 from .ports import BatchPublisher, SyncState
@@ -86,7 +89,8 @@ class SyncService:
             tenant_id, request_key, fingerprint(request.operations), in_flight_seconds=self._policy.in_flight_seconds
         )
         if claim.state is RequestKeyState.COMPLETED and claim.stored is not None:
-            return SyncAnswer(claim.stored.status_code, claim.stored.body, replayed=True)
+            body = unpack_answer(claim.stored.body, operation_ids(request.operations))
+            return SyncAnswer(claim.stored.status_code, body, replayed=True)
         refusal = refusal_for(claim.state)
         if refusal:
             raise RequestRefused(refusal)
@@ -96,7 +100,7 @@ class SyncService:
         except BaseException:
             await self._state.release_request_key(tenant_id, request_key, claim.token)
             raise
-        await self._keep_or_release(tenant_id, request_key, claim.token, answer)
+        await self._keep_or_release(tenant_id, request_key, claim.token, answer, request)
         return answer
 
     async def _run(self, request: SyncRequest, caller: Identity, request_id: str) -> SyncAnswer:
@@ -126,17 +130,20 @@ class SyncService:
         status = 200 if is_complete(results) else 202
         return SyncAnswer(status, response.model_dump_json().encode(), tuple(results))
 
-    async def _keep_or_release(self, tenant_id: UUID, request_key: str, token: str, answer: SyncAnswer) -> None:
-        """Keep a final answer for replays; release the key when the retry must run again."""
+    async def _keep_or_release(
+        self, tenant_id: UUID, request_key: str, token: str, answer: SyncAnswer, request: SyncRequest
+    ) -> None:
+        """Keep a final answer for replays, packed (a replay brings its operations' ids back); release
+        the key when the retry must run again."""
         if not is_replayable(answer.status_code, answer.results):
             await self._state.release_request_key(tenant_id, request_key, token)
             return
-        stored = StoredResponse(answer.status_code, answer.body)
+        stored = StoredResponse(answer.status_code, pack_answer(answer.body, operation_ids(request.operations)))
         kept = await self._state.complete_request_key(
             tenant_id, request_key, token, stored, ttl_seconds=self._policy.request_key_ttl_seconds
         )
         if not kept:
-            log.warning("lost the request-key claim before completing; the answer is not kept")
+            log.warning("the answer is not kept: the claim was lost, or the tenant's budget is spent")
 
 
 def _raw_operation_id(raw: JsonValue) -> object:

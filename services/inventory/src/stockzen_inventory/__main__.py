@@ -7,6 +7,7 @@ import asyncio
 import sys
 
 from stockzen_platform.logging import configure_logging
+from stockzen_platform.settings import load_settings
 
 from .adapters.migrations import migrate, prepare_database
 from .config import InventorySettings
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     migrate_cmd.add_argument("--check", action="store_true", help="exit 1 if any migration is pending")
     args = parser.parse_args(argv)
 
-    settings = InventorySettings()
+    settings = load_settings(InventorySettings, "stockzen-inventory")
     configure_logging("inventory", settings.log_level, settings.log_format)
     if args.command == "migrate":
         return asyncio.run(_migrate(settings, check_only=args.check))
@@ -43,12 +44,15 @@ async def _migrate(settings: InventorySettings, *, check_only: bool) -> int:
 def _serve(settings: InventorySettings) -> int:
     import uvicorn
 
+    from stockzen_platform.serving import STARTUP_FAILURE, server_config
+
     from .bootstrap import build_app
 
-    uvicorn.run(
-        build_app(settings), host=settings.host, port=settings.port, log_config=None, loop="uvloop", http="httptools"
+    server = uvicorn.Server(
+        server_config(build_app(settings), host=settings.host, port=settings.port, settings=settings)
     )
-    return 0
+    server.run()
+    return 0 if server.started else STARTUP_FAILURE
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from stockzen_contracts import Code
+from stockzen_platform.api_docs import serve_api_docs
+from stockzen_platform.disconnects import CancelOnDisconnect
 from stockzen_platform.http import RequestContextMiddleware, error_response, install_error_handlers
 from stockzen_platform.identity import internal_token_verifier
 from stockzen_platform.postgres import assert_role_is_restricted, create_pool
@@ -45,19 +47,30 @@ def build_app(settings: InventorySettings) -> FastAPI:
         try:
             await assert_role_is_restricted(pool)
             app.state.pool = pool
-            app.state.reader = PostgresInventoryReader(pool)
+            app.state.reader = PostgresInventoryReader(pool, time_limit_ms=settings.read_time_limit_ms)
             yield
         finally:
             await pool.close()
 
-    app = FastAPI(title="StockZen inventory", version="0.1.0", description=_DESCRIPTION, lifespan=lifespan)
+    # docs_url/redoc_url None: FastAPI's pages load their scripts from a CDN; serve_api_docs does not.
+    app = FastAPI(
+        title="StockZen inventory",
+        version="0.1.0",
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.verifier = internal_token_verifier(settings.internal_token_secret.get_secret_value())
     install_error_handlers(app)
     _answer_database_outages(app)
+    # Inside the request log, so a read stopped because its caller left is logged as 499.
+    app.add_middleware(CancelOnDisconnect)
     app.add_middleware(RequestContextMiddleware, metrics=METRICS.http)
     app.include_router(http.router)
     app.include_router(read_routes.router)
+    serve_api_docs(app)
     return app
 
 

@@ -14,6 +14,10 @@ from .domain.pagination import MovementCursor, ProductCursor
 from .domain.products import ProductFilter
 
 
+class ReadTimedOut(Exception):
+    """A read ran out of time (its own limit, or its caller's deadline) and was stopped."""
+
+
 @dataclass(frozen=True, slots=True)
 class ListedProduct:
     """A product as the list shows it, and its position in the list's order (for the next cursor)."""
@@ -45,7 +49,15 @@ class FeedSnapshot(Protocol):
 
 
 class InventoryReader(Protocol):
-    """Reads one tenant's inventory; every read runs under that tenant's row-level security."""
+    """Reads one tenant's inventory; every read runs under that tenant's row-level security.
+
+    Every read has a time limit; past it the read is stopped and raises :class:`ReadTimedOut`.
+    """
+
+    def until(self, deadline: float) -> InventoryReader:
+        """This reader, with each read also stopped at ``deadline`` (:func:`time.monotonic` seconds)
+        when that comes before the reader's own limit."""
+        ...
 
     async def list_products(
         self, tenant_id: UUID, product_filter: ProductFilter, after: ProductCursor | None, limit: int

@@ -17,6 +17,8 @@ import sys
 import time
 from types import FrameType
 
+from stockzen_platform.settings import load_settings
+
 from .config import WorkerSettings
 
 _PR_SET_PDEATHSIG = 1
@@ -61,7 +63,7 @@ def metrics_environment(settings: WorkerSettings) -> dict[str, str]:
 
 def main() -> int:
     """Start dramatiq, forward one SIGTERM on SIGTERM/SIGINT, kill it if it overstays its grace."""
-    settings = WorkerSettings()
+    settings = load_settings(WorkerSettings, "stockzen-sync-worker")
     child = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
         dramatiq_command(settings),
         env=metrics_environment(settings),

@@ -11,7 +11,9 @@ pool and Redis client are created on dramatiq's event loop the first time the ac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import dramatiq
@@ -62,10 +64,13 @@ class WorkerRuntime:
             await pool.close()
             raise
         client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
-        self._closers = [pool.close, client.aclose]
+        database = PostgresInventoryDatabase(pool, tombstone_retention=settings.tombstone_retention)
+        # applied_operations kept for the tombstone window: its partitions made ahead and dropped past it.
+        maintenance = asyncio.create_task(database.keep_records_bounded())
+        self._closers = [_cancelled(maintenance), pool.close, client.aclose]
         log.info("worker connected to Postgres and Redis")
         return (
-            PostgresInventoryDatabase(pool, tombstone_retention=settings.tombstone_retention),
+            database,
             RedisResultCache(client, prefix=settings.redis_key_prefix, result_ttl_seconds=settings.result_ttl_seconds),
         )
 
@@ -74,6 +79,17 @@ class WorkerRuntime:
         for close in self._closers:
             await close()
         self._closers, self._adapters = [], None
+
+
+def _cancelled(task: asyncio.Task[None]) -> Callable[[], Awaitable[None]]:
+    """A closer that cancels ``task`` and waits for it to end."""
+
+    async def cancel() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return cancel
 
 
 class RuntimeShutdown(Middleware):

@@ -11,6 +11,8 @@ Importing this module creates nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from stockzen_contracts import APPLY_SYNC_BATCH_ACTOR
@@ -72,7 +74,34 @@ class WorkerMetrics:
             ["actor_name"],
             registry=registry,
         )
+        self.group_messages = Histogram(
+            "stockzen_worker_group_commit_messages",
+            "Messages applied in one group commit (one tenant's transaction)",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+            registry=registry,
+        )
+        self.group_wait_seconds = Histogram(
+            "stockzen_worker_group_commit_wait_seconds",
+            "How long a message waited to be grouped: from reaching the group committer to its group's start",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )
+        self.group_fallbacks = Counter(
+            "stockzen_worker_group_commit_fallbacks_total",
+            "Groups that failed as a whole and were applied one message at a time",
+            registry=registry,
+        )
         self._create_known_series()
+
+    def group_started(self, size: int, waits: Sequence[float]) -> None:
+        """A group commit of ``size`` messages starts (see :class:`~stockzen_sync_worker.grouping.GroupObserver`)."""
+        self.group_messages.observe(size)
+        for wait in waits:
+            self.group_wait_seconds.observe(wait)
+
+    def group_fell_back(self, size: int) -> None:
+        """A group failed as a whole; its ``size`` messages are applied one at a time."""
+        self.group_fallbacks.inc()
 
     def _create_known_series(self) -> None:
         for source in DEDUPE_SOURCES:

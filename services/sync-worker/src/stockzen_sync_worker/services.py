@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -95,35 +95,108 @@ async def apply_sync_batch(
     that holds the tenant's checkpoint counter, so a concurrent delivery of the same operations
     waits and then finds them applied. ``unreadable`` holds the refusals of operations the message
     carried but the worker could not read, by position in the message; the answer keeps that order.
+    (The same steps as :func:`look_up`, :func:`settle_alone` and :func:`answer`; a group commit
+    puts :func:`settle_group` in the middle instead.)
     """
+    batch = await look_up(command, message_id, cache, unreadable=unreadable)
+    settled, checkpoint = await settle_alone(batch, database)
+    return await answer(batch, settled, checkpoint, cache)
+
+
+@dataclass(frozen=True, slots=True)
+class LookedUp:
+    """A batch after the Redis lookup: the results Redis remembered, by position, and the positions
+    left for Postgres to decide (``todo``)."""
+
+    command: ApplySyncBatch
+    message_id: str
+    fingerprints: list[str]
+    known: dict[int, ItemResult]
+    cached_checkpoint: int | None
+    todo: list[int]
+    unreadable: Mapping[int, ItemResult]
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """Every result of a batch by position, the results new to the cache, and how many operations
+    Postgres already knew."""
+
+    results: dict[int, ItemResult]
+    fresh: dict[UUID, StoredResult]
+    database_hits: int
+
+
+async def look_up(
+    command: ApplySyncBatch,
+    message_id: str,
+    cache: ResultCache,
+    *,
+    unreadable: Mapping[int, ItemResult] | None = None,
+) -> LookedUp:
+    """Ask Redis for the results it remembers of the batch's operations (one round trip)."""
     ids = [op.operation_id for op in command.operations]
     fingerprints = command.operation_fingerprints()  # the gateway's, else computed
     cached, cached_checkpoint = await cache.lookup(command.tenant_id, ids)
-    results: dict[int, ItemResult] = {
+    known = {
         i: answer_for_known(op_id, cached[op_id], fingerprints[i], message_id)
         for i, op_id in enumerate(ids)
         if op_id in cached
     }
-    todo = [i for i in range(len(ids)) if i not in results]
-    applied = _Applied()
-    if todo:
-        async with database.for_tenant(command.tenant_id) as tenant:
-            applied = await _apply_in_order(_Batch(command, fingerprints, message_id), tenant, todo)
-            results.update(applied.results)
-            await _carry_current_states(results, tenant.product_states)
+    todo = [i for i in range(len(ids)) if i not in known]
+    return LookedUp(command, message_id, fingerprints, known, cached_checkpoint, todo, unreadable or {})
+
+
+async def settle_in(batch: LookedUp, tenant: TenantTransaction) -> Settled:
+    """Decide the batch's ``todo`` in an open tenant transaction (which sees what earlier batches of the
+    same transaction did, so an operation they applied is found applied)."""
+    applied = await _apply_in_order(_Batch(batch.command, batch.fingerprints, batch.message_id), tenant, batch.todo)
+    results = {**batch.known, **applied.results}
+    await _carry_current_states(results, tenant.product_states)
+    return Settled(results, applied.fresh, applied.database_hits)
+
+
+async def settle_alone(batch: LookedUp, database: InventoryDatabase) -> tuple[Settled, int]:
+    """Settle one batch in a transaction of its own (none when Redis knew every operation); its
+    results and the tenant's checkpoint as of its commit."""
+    tenant_id = batch.command.tenant_id
+    if batch.todo:
+        async with database.for_tenant(tenant_id) as tenant:
+            settled = await settle_in(batch, tenant)
             checkpoint = await tenant.checkpoint()
-    else:
-        await _carry_current_states(results, partial(database.product_states, command.tenant_id))
-        checkpoint = (
-            cached_checkpoint if cached_checkpoint is not None else await database.read_checkpoint(command.tenant_id)
-        )
-    answer = SyncBatchApplied(
+        return settled, checkpoint
+    results = dict(batch.known)
+    await _carry_current_states(results, partial(database.product_states, tenant_id))
+    checkpoint = (
+        batch.cached_checkpoint if batch.cached_checkpoint is not None else await database.read_checkpoint(tenant_id)
+    )
+    return Settled(results, {}, 0), checkpoint
+
+
+async def settle_group(batches: Sequence[LookedUp], database: InventoryDatabase) -> list[tuple[Settled, int]]:
+    """Settle several batches of one tenant in one transaction, in the order given: as if each had
+    its own transaction, committed one after the other, except that they commit together. Each
+    gets the tenant's checkpoint as of the group's commit. What fails one fails the group (its
+    caller then settles each alone)."""
+    tenant_id = batches[0].command.tenant_id
+    if any(b.command.tenant_id != tenant_id for b in batches):
+        raise ValueError("a group holds the batches of one tenant")
+    async with database.for_tenant(tenant_id) as tenant:
+        settled = [await settle_in(batch, tenant) for batch in batches]
+        checkpoint = await tenant.checkpoint()
+    return [(each, checkpoint) for each in settled]
+
+
+async def answer(batch: LookedUp, settled: Settled, checkpoint: int, cache: ResultCache) -> BatchOutcome:
+    """Keep the new results in Redis and hand the batch's answer to the gateway (after the commit)."""
+    command = batch.command
+    reply = SyncBatchApplied(
         request_id=command.request_id,
         checkpoint=str(checkpoint),
-        results=_in_message_order([results[i] for i in range(len(ids))], unreadable or {}),
+        results=_in_message_order([settled.results[i] for i in range(len(command.operations))], batch.unreadable),
     )
-    await cache.deliver(command.tenant_id, applied.fresh, checkpoint, command.reply_to, answer)
-    return BatchOutcome(answer, cache_hits=len(ids) - len(todo), database_hits=applied.database_hits)
+    await cache.deliver(command.tenant_id, settled.fresh, checkpoint, command.reply_to, reply)
+    return BatchOutcome(reply, cache_hits=len(batch.known), database_hits=settled.database_hits)
 
 
 async def _carry_current_states(

@@ -12,7 +12,9 @@ Nothing here needs the wire models (nor pydantic) at import: products are kept a
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stockzen_client.domain.view import signed
+from stockzen_client.profile import PRIVATE_FILE
 
 if TYPE_CHECKING:
     from stockzen_contracts import ProductState, StockMovementState
@@ -77,6 +80,8 @@ class Database:
 
     def __init__(self, path: Path | str) -> None:
         self.path = path
+        if str(path) != ":memory:":
+            _private_files(Path(path))
         self._db = sqlite3.connect(path, isolation_level=None, timeout=10)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA busy_timeout = 10000")  # other processes on the profile write too
@@ -115,6 +120,20 @@ class Database:
         """A value the store keeps about itself."""
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
+
+
+def _private_files(path: Path) -> None:
+    """The database file made (or closed down to) 0600 whatever the umask, before SQLite opens it:
+    SQLite gives its ``-wal`` and ``-shm`` files the database's mode, and those left by an earlier
+    version are closed down too. The queued changes and the tenant's data are the owner's alone."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{path}{suffix}", PRIVATE_FILE)
 
 
 def set_meta(db: sqlite3.Connection, key: str, value: str | None) -> None:

@@ -2,7 +2,8 @@
 
 Each request carries a fresh internal token (HS256 with ``INTERNAL_TOKEN_SECRET``, 60 s, audience
 ``stockzen-inventory``) naming the verified user and tenant, so inventory never takes a tenant
-from a caller it cannot verify (layer 4 of :mod:`stockzen_platform.tenancy`).
+from a caller it cannot verify (layer 4 of :mod:`stockzen_platform.tenancy`), and how long the
+gateway will wait for the answer, so inventory stops a read nobody will wait for.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import httpx
 
 from stockzen_gateway.ports import InventoryAnswer, InventoryUnavailable
 from stockzen_platform.identity import INTERNAL_TOKEN_TTL_SECONDS, Identity, TokenIssuer
+from stockzen_platform.read_api import CALLER_BUDGET_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class InventoryClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._issuer = token_issuer
+        self._budget_ms = str(round(timeout_seconds * 1000))
         self._http = httpx.AsyncClient(
             base_url=base_url,
             timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, _CONNECT_TIMEOUT_SECONDS)),
@@ -44,7 +47,10 @@ class InventoryClient:
         self, path: str, identity: Identity, *, params: Mapping[str, str | int | bool], request_id: str | None = None
     ) -> InventoryAnswer:
         """GET ``path`` for ``identity``; raise :class:`InventoryUnavailable` when there is no usable answer."""
-        headers = {"Authorization": f"Bearer {self._issuer.issue(identity, ttl_seconds=INTERNAL_TOKEN_TTL_SECONDS)}"}
+        headers = {
+            "Authorization": f"Bearer {self._issuer.issue(identity, ttl_seconds=INTERNAL_TOKEN_TTL_SECONDS)}",
+            CALLER_BUDGET_HEADER: self._budget_ms,
+        }
         if request_id is not None:
             headers["X-Request-Id"] = request_id  # one id across both services' logs
         try:

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from stockzen_contracts import Code
-from stockzen_gateway.domain.rate_limits import FAIL_OPEN, RateDecision, RateLimit, RateLimits, judge
+from stockzen_gateway.domain.rate_limits import FAIL_OPEN, LimiterFailure, RateDecision, RateLimit, RateLimits, judge
 from stockzen_gateway.metrics import METRICS
-from stockzen_gateway.ports import RateLimiterUnavailable
+from stockzen_gateway.ports import RateLimiterOverloaded, RateLimiterUnavailable
 from stockzen_gateway.runtime import GatewayRuntime
 from stockzen_platform.http import ApiError
 from stockzen_platform.identity import Identity, InvalidToken
@@ -48,24 +48,31 @@ CurrentIdentity = Annotated[Identity, Depends(_current_identity)]
 
 
 def rate_limit(pick: Callable[[RateLimits], RateLimit]) -> Callable[..., Awaitable[None]]:
-    """A dependency spending one token of the caller's bucket ``pick`` chooses; the rule is
-    :func:`stockzen_gateway.domain.rate_limits.judge`."""
+    """A dependency spending one token of the caller's bucket ``pick`` chooses (and of its tenant's
+    ceiling); the rule is :func:`stockzen_gateway.domain.rate_limits.judge`."""
 
     async def spend(identity: CurrentIdentity, runtime: Runtime) -> None:
         limit = pick(runtime.rate_limits)
-        decision: RateDecision | None
+        decision: RateDecision | LimiterFailure
         try:
             decision = await runtime.rate_limiter.take_token(limit, identity.tenant_id, identity.user_id)
         except RateLimiterUnavailable as exc:
-            METRICS.redis_errors.labels("rate_limit").inc()
-            log.warning("rate limiter unavailable", extra={"error": str(exc), "fail_open": FAIL_OPEN})
-            decision = None
+            decision = _failure(exc)
         refusal = judge(limit, decision)
         if refusal is not None:
             METRICS.rate_limited.labels(limit.scope).inc()
             raise ApiError(refusal.status_code, refusal.code, refusal.message, refusal.headers)
 
     return spend
+
+
+def _failure(exc: RateLimiterUnavailable) -> LimiterFailure:
+    if isinstance(exc, RateLimiterOverloaded):
+        log.warning("rate limiter overloaded: refusing", extra={"error": str(exc)})
+        return LimiterFailure.OVERLOADED
+    METRICS.redis_errors.labels("rate_limit").inc()
+    log.warning("rate limiter unavailable", extra={"error": str(exc), "fail_open": FAIL_OPEN})
+    return LimiterFailure.UNREACHABLE
 
 
 async def read_json_body(request: Request, max_bytes: int) -> Any:

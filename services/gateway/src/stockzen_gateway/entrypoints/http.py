@@ -1,13 +1,16 @@
-"""Operational routes of the gateway (health, metrics) and what it answers when Redis is away."""
+"""Operational routes of the gateway (health), the headers every answer carries, and what it answers
+when Redis is away. ``/metrics`` is not here: it has a listener of its own (``GATEWAY_METRICS_PORT``,
+on loopback unless told otherwise), so the public port never shows it."""
 
 from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stockzen_contracts import Code
 from stockzen_gateway.metrics import METRICS
@@ -34,7 +37,26 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
-    """Prometheus exposition of this process's series."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+class AnswerHeaders:
+    """Every answer says ``X-Content-Type-Options: nosniff`` (a browser never runs a JSON answer as a
+    script or a page), and one that sets no ``Cache-Control`` of its own, every API answer, says
+    ``no-store``: tenant data must not stay in a browser's or a proxy's cache. The browser app's files
+    and ``/docs`` set their own (they may be cached)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("cache-control", "no-store")
+                headers.setdefault("x-content-type-options", "nosniff")
+            await send(message)
+
+        await self._app(scope, receive, send_with_headers)

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from stockzen_contracts import Code
 from stockzen_gateway.ports import InventoryUnavailable
+from stockzen_platform.disconnects import CLIENT_CLOSED_REQUEST, ClientDisconnected, unless_disconnected
 from stockzen_platform.http import ApiError, request_id_of
 from stockzen_platform.read_api import READ_ROUTES, ReadRoute, register_all
 
@@ -33,8 +34,12 @@ def _forwarder(route: ReadRoute) -> Callable[..., Awaitable[Response]]:
         query: Annotated[Any, Depends(route.query)],
     ) -> Response:
         path, params = route.target(query)
+        call = runtime.inventory.get(path, identity, params=params, request_id=request_id_of(request))
         try:
-            answer = await runtime.inventory.get(path, identity, params=params, request_id=request_id_of(request))
+            # A client that leaves ends the call, and so the read in inventory (which sees the disconnect).
+            answer = await unless_disconnected(request.receive, call)
+        except ClientDisconnected:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         except InventoryUnavailable:
             raise ApiError(
                 503, Code.UNAVAILABLE, "the inventory service is unavailable; retry later", {"Retry-After": "5"}

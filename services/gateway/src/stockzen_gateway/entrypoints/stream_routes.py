@@ -3,6 +3,10 @@
 Authenticated like every other route, with the ``Authorization`` header: browsers read it with
 ``fetch`` (``EventSource`` cannot send headers), so no token ever goes into a URL. The stream is a
 hint to pull ``/api/sync/changes``; a client that misses an event catches up on its periodic pull.
+
+A stream ends when its token expires (or after ``STREAM_MAX_SECONDS``, if sooner): the client then
+reconnects with its current token, so a stream never outlives the right to read. How many may be open
+at once, per user, per tenant and per process, is :mod:`stockzen_gateway.domain.live_streams`'s rule.
 """
 
 from __future__ import annotations
@@ -14,9 +18,14 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from stockzen_contracts import STREAM_PATH, StreamEvent
+from stockzen_contracts import STREAM_PATH, Code, StreamEvent
+from stockzen_gateway.domain.live_streams import StreamRefused, StreamSlot, stream_lifetime
+from stockzen_gateway.metrics import METRICS
 from stockzen_gateway.ports import CheckpointAnnouncements
+from stockzen_platform.http import ApiError
+from stockzen_platform.identity import Identity
 from stockzen_platform.read_params import error_responses
 
 from .dependencies import CurrentIdentity, Runtime, rate_limit
@@ -35,7 +44,8 @@ async def announcement_events(
     announcements: CheckpointAnnouncements, tenant_id: UUID, *, heartbeat_seconds: float, max_seconds: float
 ) -> AsyncIterator[str]:
     """The stream's text: ``ready``, then checkpoints and heartbeats until the gateway stops or
-    ``max_seconds`` pass (the client then reconnects, so its token is checked again)."""
+    ``max_seconds`` pass (the token's remaining life at most: the client then reconnects, so its token
+    is checked again)."""
     ends_at = time.monotonic() + max_seconds
     async with announcements.subscribe(tenant_id) as subscription:
         # "ready" tells the client it is listening: anything committed before it is in the feed.
@@ -50,6 +60,37 @@ async def announcement_events(
                 yield ": heartbeat\n\n"
 
 
+class _StreamWithSlot(StreamingResponse):
+    """A stream that gives its place back however it ends: finished, cut by the client, or never sent."""
+
+    def __init__(self, slot: StreamSlot, content: AsyncIterator[str], headers: dict[str, str]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self._slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slot.release()
+
+
+def _lifetime(identity: Identity, max_seconds: float) -> float:
+    # The token passed with the verifier's leeway; the stream gets none: it ends at the token's expiry.
+    lifetime = stream_lifetime(identity.expires_at, now=time.time(), max_seconds=max_seconds)
+    if lifetime <= 0:
+        raise ApiError(401, Code.UNAUTHORIZED, "the bearer token is invalid or expired", {"WWW-Authenticate": "Bearer"})
+    return lifetime
+
+
+def _take_slot(runtime: Runtime, identity: Identity) -> StreamSlot:
+    try:
+        return runtime.streams.take(identity.tenant_id, identity.user_id)
+    except StreamRefused as refused:
+        refusal = refused.refusal
+        METRICS.live_streams_refused.labels(refusal.scope).inc()
+        raise ApiError(refusal.status_code, refusal.code, refusal.message, refusal.headers) from None
+
+
 @router.get(
     STREAM_PATH,
     summary="Live announcements of the tenant's new checkpoints (server-sent events)",
@@ -61,19 +102,21 @@ async def announcement_events(
             "description": '`event: ready` once, then `event: checkpoint` with `{"checkpoint": "..."}` '
             "each time the tenant's changes commit; comment heartbeats in between",
         },
-        **error_responses(401, 429),
+        **error_responses(401, 429, 503),
     },
 )
 async def checkpoint_stream(identity: CurrentIdentity, runtime: Runtime) -> StreamingResponse:
-    """Pull ``/api/sync/changes`` from your checkpoint on ``ready`` and on every ``checkpoint`` event."""
+    """Pull ``/api/sync/changes`` from your checkpoint on ``ready`` and on every ``checkpoint`` event.
+
+    The stream ends when the token expires: reconnect with your current token. ``429`` when this user
+    or tenant has as many streams open as allowed, ``503`` when this gateway holds all it can."""
     settings = runtime.settings
-    return StreamingResponse(
-        announcement_events(
-            runtime.announcements,
-            identity.tenant_id,
-            heartbeat_seconds=settings.stream_heartbeat_seconds,
-            max_seconds=settings.stream_max_seconds,
-        ),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
+    lifetime = _lifetime(identity, settings.stream_max_seconds)
+    slot = _take_slot(runtime, identity)
+    events = announcement_events(
+        runtime.announcements,
+        identity.tenant_id,
+        heartbeat_seconds=settings.stream_heartbeat_seconds,
+        max_seconds=lifetime,
     )
+    return _StreamWithSlot(slot, events, {"Cache-Control": "no-store, no-transform", "X-Accel-Buffering": "no"})

@@ -4,7 +4,9 @@ Preparation connects as an administrator (``DATABASE_ADMIN_URL``) because it cre
 database; migrations then run as the owner role ``stockzen_owner`` so that the services' role
 ``stockzen_app`` never owns what it is restricted on. Each migration runs in its own transaction
 under an advisory lock and is recorded with its checksum, so running twice changes nothing and a
-migration edited after it ran is refused.
+migration edited after it ran is refused. The one thing only an administrator may do inside the
+database, letting product search use its index under row-level security, is done before the
+migrations, by the administrator (:func:`let_search_use_its_index`).
 """
 
 from __future__ import annotations
@@ -142,12 +144,45 @@ async def _ensure_role(connection: asyncpg.Connection, role: str, attributes: st
         await connection.execute(f"CREATE ROLE {role} {attributes}")
 
 
+_ILIKE_FUNCTION = "pg_catalog.texticlike(text, text)"
+
+
+async def let_search_use_its_index(connection: asyncpg.Connection) -> bool:
+    """Mark ILIKE's function LEAKPROOF in this database (as a superuser); return whether it is.
+
+    Under row-level security Postgres uses a condition in an index scan only if its function is
+    LEAKPROOF (it cannot reveal the rows the policy hides), so without this the product search's
+    ``ILIKE`` never reaches its trigram index (migration 0005) and a search reads all of its tenant's
+    products. Postgres does not mark ``texticlike`` itself because a malformed *pattern* makes it
+    raise: a hidden row used as a pattern could be probed through the error. That needs SQL of one's
+    own under the policies, and the only role they hold, ``stockzen_app``, sets its own tenant
+    (``app.tenant_id``): the policies keep the services' own statements, which pass the pattern as a
+    parameter, to one tenant, and this changes nothing of that. Catalog rows are per database, so
+    other databases of the server are untouched. Without a superuser (a managed Postgres, say) search
+    stays correct, only unindexed and bounded by the read time limit; a warning says so.
+    """
+    leakproof = f"SELECT proleakproof FROM pg_proc WHERE oid = '{_ILIKE_FUNCTION}'::regprocedure"
+    if await connection.fetchval(leakproof):
+        return True
+    try:
+        await connection.execute(f"ALTER FUNCTION {_ILIKE_FUNCTION} LEAKPROOF")
+    except asyncpg.InsufficientPrivilegeError:
+        log.warning(
+            "DATABASE_ADMIN_URL is not a superuser: product search cannot use its index under row-level security",
+            extra={"function": _ILIKE_FUNCTION},
+        )
+        return False
+    return True
+
+
 async def migrate(admin_url: str, database_url: str, *, check_only: bool = False) -> list[str]:
     """Apply pending migrations as the owner role; return their versions (pending ones if checking)."""
     target = DatabaseTarget.from_url(database_url)
     connection = await asyncpg.connect(_admin_url_for(admin_url, target.name))
     try:
         await connection.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+        if not check_only:
+            await let_search_use_its_index(connection)
         await connection.execute(f"SET ROLE {OWNER_ROLE}")
         await connection.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (

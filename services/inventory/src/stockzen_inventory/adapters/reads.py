@@ -2,11 +2,16 @@
 
 Row-level security already hides other tenants' rows; every statement also names the tenant in
 its ``WHERE`` so it uses the tenant-leading indexes (and routes to one shard under Citus).
+
+Each read has a time limit, set as the transaction's ``statement_timeout`` and as the longest wait
+for a pooled connection, so a costly read ends in Postgres instead of holding one of the few
+connections every tenant shares.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
@@ -17,8 +22,9 @@ from stockzen_contracts import Change, ProductState, ProductView, StockMovementS
 from stockzen_inventory.domain.feed import FeedPosition
 from stockzen_inventory.domain.pagination import MovementCursor, ProductCursor
 from stockzen_inventory.domain.products import ProductFilter, contains_pattern
-from stockzen_inventory.ports import ListedProduct
-from stockzen_platform.postgres import PooledConnection, tenant_transaction
+from stockzen_inventory.domain.time_limits import read_budget_ms
+from stockzen_inventory.ports import ListedProduct, ReadTimedOut
+from stockzen_platform.postgres import Isolation, PooledConnection, tenant_transaction
 
 _PRODUCT_COLUMNS = (
     "p.id, p.name, p.sku, p.barcode, p.unit, p.price_cents, p.low_stock_threshold, p.archived, "
@@ -103,10 +109,17 @@ def _with_text_checkpoint(row: asyncpg.Record) -> dict[str, Any]:
     return data
 
 
-def _product_list_query(
+# The search's best plan depends on the text: a rare one is found through the trigram index
+# (migration 0005), a common one by walking the name order until the page is full. A prepared
+# statement's generic plan, which Postgres may switch to after five runs, cannot tell them apart.
+_PLANNED_FOR_ITS_TEXT = {"plan_cache_mode": "force_custom_plan"}
+
+
+def product_list_query(
     tenant_id: UUID, product_filter: ProductFilter, after: ProductCursor | None, limit: int
 ) -> tuple[str, list[object]]:
-    """The list statement with only the conditions in use (so each variant gets a plan of its own)."""
+    """The list statement with only the conditions in use (so each variant gets a plan of its own),
+    and its parameters."""
     params: list[object] = [tenant_id]
 
     def bind(value: object) -> str:
@@ -152,28 +165,67 @@ class PostgresFeedSnapshot:
 
 
 class PostgresInventoryReader:
-    """See :class:`~stockzen_inventory.ports.InventoryReader`."""
+    """See :class:`~stockzen_inventory.ports.InventoryReader`.
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    ``time_limit_ms`` bounds each read (``None``: only the database's own ``statement_timeout``).
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, time_limit_ms: int | None = None, deadline: float | None = None) -> None:
         self._pool = pool
+        self._time_limit_ms = time_limit_ms
+        self._deadline = deadline
+
+    def until(self, deadline: float) -> PostgresInventoryReader:
+        return PostgresInventoryReader(self._pool, time_limit_ms=self._time_limit_ms, deadline=deadline)
+
+    @asynccontextmanager
+    async def _read(
+        self,
+        tenant_id: UUID,
+        *,
+        isolation: Isolation = "read_committed",
+        settings: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[PooledConnection]:
+        """A read-only tenant transaction within this reader's time limit; :class:`ReadTimedOut` past it."""
+        budget_ms = read_budget_ms(self._time_limit_ms, self._deadline, time.monotonic())
+        if budget_ms is not None and budget_ms <= 0:
+            raise ReadTimedOut("the caller gave up before the read began")
+        limited = dict(settings or {})
+        if budget_ms is not None:
+            limited["statement_timeout"] = str(budget_ms)
+        try:
+            async with tenant_transaction(
+                self._pool,
+                tenant_id,
+                isolation=isolation,
+                readonly=True,
+                local_settings=limited,
+                acquire_timeout=None if budget_ms is None else budget_ms / 1000,
+            ) as db:
+                yield db
+        # statement_timeout cancels the statement (QueryCanceledError); the pool's wait raises TimeoutError.
+        except (asyncpg.QueryCanceledError, TimeoutError) as exc:
+            limit = "the database's time limit" if budget_ms is None else f"its time limit of {budget_ms} ms"
+            raise ReadTimedOut(f"the read was stopped at {limit}") from exc
 
     async def list_products(
         self, tenant_id: UUID, product_filter: ProductFilter, after: ProductCursor | None, limit: int
     ) -> list[ListedProduct]:
-        sql, params = _product_list_query(tenant_id, product_filter, after, limit)
-        async with tenant_transaction(self._pool, tenant_id, readonly=True) as db:
+        sql, params = product_list_query(tenant_id, product_filter, after, limit)
+        settings = _PLANNED_FOR_ITS_TEXT if product_filter.text is not None else None
+        async with self._read(tenant_id, settings=settings) as db:
             rows = await db.fetch(sql, *params)
         return [ListedProduct(_product_view(r), ProductCursor(r["sort_name"], r["id"])) for r in rows]
 
     async def get_product(self, tenant_id: UUID, product_id: UUID) -> ProductView | None:
-        async with tenant_transaction(self._pool, tenant_id, readonly=True) as db:
+        async with self._read(tenant_id) as db:
             row = await db.fetchrow(_GET_PRODUCT, tenant_id, product_id)
         return _product_view(row) if row is not None else None
 
     async def movement_history(
         self, tenant_id: UUID, product_id: UUID, after: MovementCursor | None, limit: int
     ) -> list[StockMovementState] | None:
-        async with tenant_transaction(self._pool, tenant_id, readonly=True) as db:
+        async with self._read(tenant_id) as db:
             if after is None:
                 rows = await db.fetch(_HISTORY_FIRST_PAGE, tenant_id, product_id, limit)
             else:
@@ -184,5 +236,5 @@ class PostgresInventoryReader:
 
     @asynccontextmanager
     async def feed_snapshot(self, tenant_id: UUID) -> AsyncIterator[PostgresFeedSnapshot]:
-        async with tenant_transaction(self._pool, tenant_id, isolation="repeatable_read", readonly=True) as db:
+        async with self._read(tenant_id, isolation="repeatable_read") as db:
             yield PostgresFeedSnapshot(db, tenant_id)

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from stockzen_contracts import Code
+from stockzen_inventory.domain.time_limits import caller_deadline
 from stockzen_inventory.ports import InventoryReader
 from stockzen_platform.http import ApiError
 from stockzen_platform.identity import Identity, InvalidToken, TokenVerifier
+from stockzen_platform.read_api import CALLER_BUDGET_HEADER
 
 _BEARER = {"WWW-Authenticate": "Bearer"}
 
 
 def _reader(request: Request) -> InventoryReader:
+    """The reader for this request: its reads stop when the caller says it stops waiting."""
     reader: InventoryReader = request.app.state.reader
-    return reader
+    deadline = caller_deadline(request.headers.get(CALLER_BUDGET_HEADER), time.monotonic())
+    return reader if deadline is None else reader.until(deadline)
 
 
 Reader = Annotated[InventoryReader, Depends(_reader)]

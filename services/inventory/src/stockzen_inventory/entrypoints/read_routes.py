@@ -20,6 +20,7 @@ from stockzen_inventory.domain.feed import InvalidCheckpoint, ResetRequired
 from stockzen_inventory.domain.pagination import InvalidCursor
 from stockzen_inventory.domain.products import ProductFilter
 from stockzen_inventory.metrics import METRICS
+from stockzen_inventory.ports import ReadTimedOut
 from stockzen_platform.http import ApiError
 from stockzen_platform.read_api import (
     ChangeFeedQuery,
@@ -46,6 +47,13 @@ def _answering_errors() -> Iterator[None]:
         raise ApiError(404, Code.NOT_FOUND, "no such product") from None
     except ResetRequired as exc:
         raise ApiError(409, Code.RESET_REQUIRED, str(exc)) from None
+    except ReadTimedOut:
+        raise ApiError(
+            503,
+            Code.UNAVAILABLE,
+            "the read took longer than its time limit and was stopped; retry later, or narrow the search",
+            {"Retry-After": "5"},
+        ) from None
 
 
 def _json(model: WireModel) -> Response:

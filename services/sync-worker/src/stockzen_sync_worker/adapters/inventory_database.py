@@ -8,7 +8,9 @@ concurrent second delivery of an operation see the first one's ``applied_operati
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -38,6 +40,8 @@ from stockzen_sync_worker.ports import (
     ProductWriteKind,
     WriteRefused,
 )
+
+log = logging.getLogger(__name__)
 
 _RECORD_MOVEMENT = """
     INSERT INTO stock_movements
@@ -119,6 +123,11 @@ _PURGE_TOMBSTONES = """
     UPDATE tenants SET feed_horizon = GREATEST(feed_horizon, (SELECT max(checkpoint) FROM purged))
     WHERE tenant_id = $1 AND EXISTS (SELECT 1 FROM purged)
 """
+# Weekly partitions of applied_operations made ahead and those past the window dropped, in its own
+# short transaction (never a tenant's: dropping takes the table's lock for a moment). Runs as the
+# table's owner inside the function; see migration 0007.
+_MAINTAIN_RECORDS = "SELECT applied_operations_maintain($1::interval)"
+RECORDS_MAINTENANCE_SECONDS = 3600.0
 # The products as they stand now; one whose tombstone was purged as a tombstone with no fields.
 _PRODUCT_STATES = """
     SELECT id, name, sku, barcode, unit, price_cents, low_stock_threshold, archived,
@@ -241,12 +250,18 @@ class PostgresTenantTransaction:
         earlier in it, its tombstone kept or purged since), or never seen. ``id_was_free``: its id
         was free at its place in the request (only a later movement of the same statement took it)."""
         movement = operation.payload
-        if not id_was_free and await self._db.fetchval(
-            "SELECT 1 FROM stock_movements WHERE tenant_id = $1 AND id = $2",
-            self._tenant,
-            operation.entity_id,
-        ):
-            return _id_taken(operation)
+        if not id_was_free:
+            holder = await self._db.fetchrow(
+                "SELECT operation_id, checkpoint FROM stock_movements WHERE tenant_id = $1 AND id = $2",
+                self._tenant,
+                operation.entity_id,
+            )
+            if holder is not None and holder["operation_id"] == operation.operation_id:
+                # This very operation, recorded before its applied_operations record was dropped
+                # (past the window, see migration 0007): the ledger remembers it for good.
+                return MovementRecorded(holder["checkpoint"])
+            if holder is not None:
+                return _id_taken(operation)
         if after is not None or await self._db.fetchval(_PRODUCT_EVER_SEEN, self._tenant, movement.product_id):
             return MissingEntity(f"product {movement.product_id} was deleted")
         return UnknownProduct(movement.product_id)
@@ -322,7 +337,8 @@ class PostgresTenantTransaction:
 
 
 class PostgresInventoryDatabase:
-    """Opens tenant transactions on the pool (see :class:`~stockzen_sync_worker.ports.InventoryDatabase`)."""
+    """Opens tenant transactions on the pool (see :class:`~stockzen_sync_worker.ports.InventoryDatabase`),
+    and keeps ``applied_operations`` bounded (:meth:`keep_records_bounded`)."""
 
     def __init__(self, pool: asyncpg.Pool, *, tombstone_retention: timedelta) -> None:
         self._pool = pool
@@ -338,6 +354,24 @@ class PostgresInventoryDatabase:
                 tenant_id,
             )
             yield PostgresTenantTransaction(connection, tenant_id, self._retention)
+
+    async def drop_expired_records(self) -> list[str]:
+        """Create the coming weeks' partitions of ``applied_operations`` and drop those whose every
+        record is older than the tombstone retention (see migration 0007); returns what it did."""
+        rows = await self._pool.fetch(_MAINTAIN_RECORDS, self._retention)
+        return [row[0] for row in rows]
+
+    async def keep_records_bounded(self, every_seconds: float = RECORDS_MAINTENANCE_SECONDS) -> None:
+        """Run :meth:`drop_expired_records` now and every ``every_seconds`` until cancelled; a failed
+        run is logged and tried again next time (partitions are made two weeks ahead)."""
+        while True:
+            try:
+                done = await self.drop_expired_records()
+                if done:
+                    log.info("applied_operations maintained", extra={"changes": done})
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                log.warning("applied_operations maintenance failed; trying again later", extra={"error": str(exc)})
+            await asyncio.sleep(every_seconds)
 
     async def read_checkpoint(self, tenant_id: UUID) -> int:
         async with tenant_transaction(self._pool, tenant_id, readonly=True) as connection:

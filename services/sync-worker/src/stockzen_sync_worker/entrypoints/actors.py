@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import dramatiq
@@ -21,9 +22,20 @@ from stockzen_contracts import APPLY_SYNC_BATCH_ACTOR, Code, ItemStatus, RawSync
 from stockzen_platform.logging import log_context
 from stockzen_sync_worker.config import WorkerSettings
 from stockzen_sync_worker.entrypoints.retry_policy import is_transient, retry_when
+from stockzen_sync_worker.grouping import GroupCommitter
 from stockzen_sync_worker.metrics import WorkerMetrics
 from stockzen_sync_worker.ports import InventoryDatabase, ResultCache
-from stockzen_sync_worker.services import BatchOutcome, ReadBatch, apply_sync_batch, read_batch
+from stockzen_sync_worker.services import (
+    BatchOutcome,
+    LookedUp,
+    ReadBatch,
+    Settled,
+    answer,
+    look_up,
+    read_batch,
+    settle_alone,
+    settle_group,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +43,10 @@ OpenAdapters = Callable[[], Awaitable[tuple[InventoryDatabase, ResultCache]]]
 """Returns the inventory database and the result cache, opening them on first use (on dramatiq's event loop)."""
 
 SyncBatchActor = dramatiq.Actor[[dict[str, Any]], None]
+
+BatchCommitter = GroupCommitter[UUID, tuple[LookedUp, InventoryDatabase], tuple[Settled, int]]
+"""Groups the batches of one tenant in flight in this process into one transaction (see
+:mod:`~stockzen_sync_worker.grouping`); each batch comes with the database to settle it on."""
 
 
 class PoisonMessage(Exception):
@@ -40,9 +56,10 @@ class PoisonMessage(Exception):
 class SyncBatchHandler:
     """Applies one message's batch with the adapters it is given, and counts what happened."""
 
-    def __init__(self, adapters: OpenAdapters, metrics: WorkerMetrics) -> None:
+    def __init__(self, adapters: OpenAdapters, metrics: WorkerMetrics, committer: BatchCommitter | None = None) -> None:
         self._adapters = adapters
         self._metrics = metrics
+        self._committer = committer
 
     async def handle(self, message: dict[str, Any]) -> None:
         """Apply one sync batch; its results go back to the waiting gateway through Redis."""
@@ -62,10 +79,7 @@ class SyncBatchHandler:
                 log.warning("refusing operations the worker cannot read", extra={"positions": sorted(read.unreadable)})
             started = time.perf_counter()
             try:
-                database, cache = await self._adapters()
-                outcome = await apply_sync_batch(
-                    command, current.message_id, database, cache, unreadable=read.unreadable
-                )
+                outcome = await self.apply(read, current.message_id)
             except Exception as exc:
                 self._count_failure(exc)
                 raise
@@ -79,6 +93,20 @@ class SyncBatchHandler:
                     "checkpoint": outcome.applied.checkpoint,
                 },
             )
+
+    async def apply(self, read: ReadBatch, message_id: str) -> BatchOutcome:
+        """Apply a batch read from message ``message_id`` and answer the gateway; with group commit on,
+        in one transaction with the batches of its tenant in flight beside it. Returns only once its
+        work is committed (the message is acknowledged after)."""
+        database, cache = await self._adapters()
+        batch = await look_up(read.command, message_id, cache, unreadable=read.unreadable)
+        if batch.todo and self._committer is not None:
+            # Once the group holding this batch committed, or, if the group failed, once this
+            # batch was applied alone (raising what it raised alone).
+            settled, checkpoint = await self._committer.submit(read.command.tenant_id, (batch, database))
+        else:
+            settled, checkpoint = await settle_alone(batch, database)
+        return await answer(batch, settled, checkpoint, cache)
 
     def _count_failure(self, exc: Exception) -> None:
         self._metrics.batch_failures.labels(type(exc).__name__).inc()
@@ -109,11 +137,33 @@ def _is_database_error(exc: Exception) -> bool:
     )
 
 
+def group_committer(settings: WorkerSettings, metrics: WorkerMetrics) -> BatchCommitter | None:
+    """The group committer the settings ask for (``None``: group commit off, each batch its own transaction)."""
+    if not settings.group_commit:
+        return None
+
+    async def apply_group(
+        tenant_id: UUID, batches: list[tuple[LookedUp, InventoryDatabase]]
+    ) -> list[tuple[Settled, int]]:
+        return await settle_group([batch for batch, _ in batches], batches[0][1])
+
+    async def apply_alone(tenant_id: UUID, submitted: tuple[LookedUp, InventoryDatabase]) -> tuple[Settled, int]:
+        return await settle_alone(*submitted)
+
+    return GroupCommitter(
+        apply_group,
+        apply_alone,
+        max_messages=settings.group_commit_max_messages,
+        max_wait_seconds=settings.group_commit_max_wait_ms / 1000,
+        observer=metrics,
+    )
+
+
 def declare_actors(
     broker: dramatiq.Broker, settings: WorkerSettings, adapters: OpenAdapters, metrics: WorkerMetrics
 ) -> SyncBatchActor:
     """Declare the sync actor on ``broker``, whose middleware must include AsyncIO and CurrentMessage."""
-    handler = SyncBatchHandler(adapters, metrics)
+    handler = SyncBatchHandler(adapters, metrics, group_committer(settings, metrics))
 
     async def apply_sync_batch_actor(message: dict[str, Any]) -> None:
         await handler.handle(message)

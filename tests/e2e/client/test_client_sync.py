@@ -101,6 +101,9 @@ async def test_a_conflict_from_another_device_replaces_the_local_record_with_a_n
     assert (await phone.client.sync()).state is SyncState.UP_TO_DATE
     assert (await tablet.client.sync()).state is SyncState.UP_TO_DATE
     tablet.client.edit_product(product, name="Tablet's mug")  # made first: loses
+    # Stamps count milliseconds: two devices' edits within the same one tie, and a tie goes to the
+    # operation id (random here). Let the clock move on so that "first" means first.
+    await asyncio.sleep(0.005)
     phone.client.edit_product(product, name="Phone's mug")
     assert (await phone.client.sync()).state is SyncState.UP_TO_DATE
     heard: list[SyncStatus] = []

@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.support.harness import Harness, MemoryHarness, PostgresHarness
+from tests.support.scratch_db import Scratch, scratch_database
 from tests.support.services import ServiceUrls
 from tests.support.stack import delete_redis_keys
 
@@ -49,3 +50,10 @@ async def admin_connection(database: ServiceUrls) -> AsyncIterator[asyncpg.Conne
     connection = await asyncpg.connect(database.admin_url)
     yield connection
     await connection.close()
+
+
+@pytest.fixture
+async def scratch(database: ServiceUrls) -> AsyncIterator[Scratch]:
+    """A database of this test's own, migrated, dropped afterwards (``tests/support/scratch_db.py``)."""
+    async with scratch_database(database) as made:
+        yield made

@@ -22,6 +22,7 @@ from stockzen_sync_worker.domain.outcomes import StoredResult
 from tests.support.harness import T0, PostgresHarness, apply
 from tests.support.harness import TOMBSTONE_RETENTION as RETENTION
 from tests.support.ops import create_product, delete_product, movement, update_product
+from tests.support.scratch_db import Scratch, apply_on
 
 
 @pytest.fixture
@@ -116,12 +117,13 @@ async def test_the_purge_keeps_the_ids_of_purged_products_each_under_its_tenant(
     assert await admin.fetchval("SELECT count(*) FROM purged_products WHERE tenant_id = $1", tenant) == 1
 
 
-async def test_migration_0004_remembers_products_purged_before_it_and_can_run_again(
-    harness: PostgresHarness, admin: asyncpg.Connection
-) -> None:
+async def test_migration_0004_remembers_products_purged_before_it_and_can_run_again(scratch: Scratch) -> None:
+    # On a database of its own: running a migration again takes table locks that would deadlock with
+    # the shared stack's workers writing to the shared test database.
+    admin = scratch.admin
     tenant, purged, refused, live = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    await apply(
-        harness,
+    await apply_on(
+        scratch,
         tenant,
         [
             create_product(tenant, purged, "Old", T0),
@@ -155,8 +157,8 @@ async def test_migration_0004_remembers_products_purged_before_it_and_can_run_ag
     )
     assert len(forced) == 4
 
-    outcome = await apply(
-        harness, tenant, [update_product(tenant, purged, T0, name="x"), movement(tenant, purged, "entry", 1)]
+    outcome = await apply_on(
+        scratch, tenant, [update_product(tenant, purged, T0, name="x"), movement(tenant, purged, "entry", 1)]
     )
     assert [(r.code, r.retryable) for r in outcome.applied.results] == [(Code.NOT_FOUND, False)] * 2
 

@@ -8,95 +8,20 @@ migrated from scratch, never on the shared test database.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
-from stockzen_inventory.adapters.migrations import Migration, bundled_migrations, migrate, prepare_database
-from stockzen_platform.postgres import create_pool, tenant_transaction
-from stockzen_sync_worker.adapters.inventory_database import STORED_RESULTS_SQL, PostgresInventoryDatabase
-from stockzen_sync_worker.services import BatchOutcome, apply_sync_batch
+from stockzen_inventory.adapters.migrations import bundled_migrations
+from stockzen_platform.postgres import tenant_transaction
+from stockzen_sync_worker.adapters.inventory_database import STORED_RESULTS_SQL
 from tests.support.db import stock_level
-from tests.support.harness import command, statuses
-from tests.support.memory_inventory import MemoryResultCache
+from tests.support.harness import statuses
 from tests.support.ops import create_product, movement, update_product
+from tests.support.scratch_db import Scratch, apply_on, run_migrations, scratch_database
 from tests.support.services import ServiceUrls
-
-WINDOW = timedelta(days=30)  # TOMBSTONE_RETENTION_DAYS's default
-
-
-@dataclass
-class Scratch:
-    """A freshly migrated database: the application role's pool, a superuser connection, and the
-    worker's adapter on them with a cache that remembers nothing between batches."""
-
-    pool: asyncpg.Pool
-    admin: asyncpg.Connection
-    admin_url: str
-    database: PostgresInventoryDatabase
-    cache: MemoryResultCache = field(default_factory=MemoryResultCache)
-
-
-async def apply(scratch: Scratch, tenant: uuid.UUID, ops: list[dict[str, Any]]) -> BatchOutcome:
-    """Apply ``ops`` as one new message; the cache is emptied first, so that Postgres answers."""
-    scratch.cache.flush()
-    return await apply_sync_batch(command(tenant, ops), uuid.uuid4().hex, scratch.database, scratch.cache)
-
-
-def _on(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
-
-
-@pytest.fixture
-async def scratch(database: ServiceUrls) -> AsyncIterator[Scratch]:
-    async with _scratch_database(database) as made:
-        yield made
-
-
-@asynccontextmanager
-async def _scratch_database(database: ServiceUrls, *, before: str | None = None) -> AsyncIterator[Scratch]:
-    """A new database, migrated (only up to the migration ``before``, if given), dropped afterwards."""
-    name = f"stockzen_dedupe_{uuid.uuid4().hex[:10]}"
-    app_url = _on(database.app_url, name)
-    await prepare_database(database.admin_server_url, app_url)
-    server = await asyncpg.connect(database.admin_server_url)
-    try:
-        if before is None:
-            await migrate(database.admin_server_url, app_url)
-        else:
-            await _run_migrations(
-                _on(database.admin_url, name), [m for m in bundled_migrations() if m.version < before]
-            )
-        pool = await create_pool(app_url, max_size=4)
-        admin = await asyncpg.connect(_on(database.admin_url, name))
-        try:
-            yield Scratch(
-                pool, admin, _on(database.admin_url, name), PostgresInventoryDatabase(pool, tombstone_retention=WINDOW)
-            )
-        finally:
-            await admin.close()
-            await pool.close()
-    finally:
-        await server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await server.close()
-
-
-async def _run_migrations(admin_url: str, migrations: list[Migration]) -> None:
-    """Run ``migrations`` as the owner role, each in its own transaction (as ``migrate`` does)."""
-    connection = await asyncpg.connect(admin_url)
-    try:
-        for migration in migrations:
-            async with connection.transaction():
-                await connection.execute("SET LOCAL ROLE stockzen_owner")
-                await connection.execute(migration.sql)
-    finally:
-        await connection.close()
 
 
 async def _partitions(admin: asyncpg.Connection) -> dict[str, int]:
@@ -150,16 +75,16 @@ async def test_a_retry_is_a_duplicate_within_the_window_and_applies_nothing_twic
     created = create_product(tenant, product, modified_at=datetime.now(UTC) - timedelta(minutes=2), priceCents=100)
     old_edit = update_product(tenant, product, datetime.now(UTC) - timedelta(minutes=1), priceCents=300)
     recent = movement(tenant, product, "entry", 2)
-    first = await apply(scratch, tenant, [created, old_entry, old_edit])
+    first = await apply_on(scratch, tenant, [created, old_entry, old_edit])
     assert statuses(first) == ["applied", "applied", "applied"]
-    assert statuses(await apply(scratch, tenant, [recent])) == ["applied"]
+    assert statuses(await apply_on(scratch, tenant, [recent])) == ["applied"]
     # The first batch applied 45 days ago, the recent movement 20 days ago: different partitions.
     old_partition = await _age_records(scratch.admin, tenant, [old_entry, old_edit], timedelta(days=45))
     recent_partition = await _age_records(scratch.admin, tenant, [recent], timedelta(days=20))
     assert old_partition != recent_partition
 
     # Within the window, wherever the record lies: a duplicate (the cache remembers nothing).
-    assert statuses(await apply(scratch, tenant, [old_entry, recent])) == ["duplicate", "duplicate"]
+    assert statuses(await apply_on(scratch, tenant, [old_entry, recent])) == ["duplicate", "duplicate"]
 
     before = await _partitions(scratch.admin)
     done = await scratch.database.drop_expired_records()  # as the worker runs it, as the application role
@@ -177,7 +102,7 @@ async def test_a_retry_is_a_duplicate_within_the_window_and_applies_nothing_twic
     product_row = await scratch.admin.fetchrow(
         "SELECT price_cents, checkpoint FROM products WHERE tenant_id = $1 AND id = $2", tenant, product
     )
-    late = await apply(scratch, tenant, [recent, old_entry, old_edit])
+    late = await apply_on(scratch, tenant, [recent, old_entry, old_edit])
     assert statuses(late) == ["duplicate", "applied", "conflict"]
     assert late.applied.results[2].server_state is not None
     assert late.applied.results[2].server_state.price_cents == 300
@@ -195,7 +120,7 @@ async def test_a_retry_is_a_duplicate_within_the_window_and_applies_nothing_twic
         == product_row
     )
     # Their answers are recorded again, in this week's partition: from now on, duplicates.
-    assert statuses(await apply(scratch, tenant, [old_entry, old_edit])) == ["duplicate", "duplicate"]
+    assert statuses(await apply_on(scratch, tenant, [old_entry, old_edit])) == ["duplicate", "duplicate"]
 
 
 async def test_the_partitions_keep_tenants_apart_and_the_services_role_cannot_reach_around(scratch: Scratch) -> None:
@@ -203,7 +128,7 @@ async def test_the_partitions_keep_tenants_apart_and_the_services_role_cannot_re
     mine, theirs = uuid.uuid4(), uuid.uuid4()
     for tenant in (mine, theirs):
         product = uuid.uuid4()
-        await apply(scratch, tenant, [create_product(tenant, product), movement(tenant, product, "entry", 1)])
+        await apply_on(scratch, tenant, [create_product(tenant, product), movement(tenant, product, "entry", 1)])
     their_ops = [
         r["operation_id"]
         for r in await scratch.admin.fetch("SELECT operation_id FROM applied_operations WHERE tenant_id = $1", theirs)
@@ -242,20 +167,20 @@ async def test_the_partitions_keep_tenants_apart_and_the_services_role_cannot_re
 
 async def test_the_migration_keeps_the_records_it_finds_and_their_isolation(database: ServiceUrls) -> None:
     (migration,) = [m for m in bundled_migrations() if m.name == "bounded_dedupe"]
-    async with _scratch_database(database, before=migration.version) as old:
+    async with scratch_database(database, before=migration.version) as old:
         tenants = [uuid.uuid4(), uuid.uuid4()]
         sent: dict[uuid.UUID, list[dict[str, Any]]] = {}
         for tenant in tenants:  # records as the worker wrote them before, some of them long ago
             product = uuid.uuid4()
             ops = [create_product(tenant, product), *(movement(tenant, product, "entry", 1) for _ in range(3))]
-            assert statuses(await apply(old, tenant, ops)) == ["applied"] * 4
+            assert statuses(await apply_on(old, tenant, ops)) == ["applied"] * 4
             sent[tenant] = ops
         kept = {tenant: [uuid.UUID(o["operationId"]) for o in ops] for tenant, ops in sent.items()}
         await old.admin.execute("UPDATE applied_operations SET applied_at = applied_at - interval '400 days'")
         before = await old.admin.fetch("SELECT * FROM applied_operations ORDER BY tenant_id, operation_id")
 
         for _ in range(2):  # and a second time, which changes nothing
-            await _run_migrations(old.admin_url, [migration])
+            await run_migrations(old.admin_url, [migration])
             assert (
                 await old.admin.fetchval("SELECT relkind::text FROM pg_class WHERE relname = 'applied_operations'")
                 == "p"
@@ -273,10 +198,10 @@ async def test_the_migration_keeps_the_records_it_finds_and_their_isolation(data
                 assert {r["operation_id"] for r in found} == set(kept[tenant])
                 assert await db.fetchval("SELECT count(*) FROM applied_operations") == 4
             # A retry after the migration is still a duplicate; a new operation is recorded and found again.
-            assert statuses(await apply(old, tenant, sent[tenant][1:])) == ["duplicate"] * 3
+            assert statuses(await apply_on(old, tenant, sent[tenant][1:])) == ["duplicate"] * 3
             fresh = [movement(tenant, uuid.UUID(sent[tenant][0]["entityId"]), "entry", 1)]
-            assert statuses(await apply(old, tenant, fresh)) == ["applied"]
-            assert statuses(await apply(old, tenant, fresh)) == ["duplicate"]
+            assert statuses(await apply_on(old, tenant, fresh)) == ["applied"]
+            assert statuses(await apply_on(old, tenant, fresh)) == ["duplicate"]
         forced = await old.admin.fetchrow(
             "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = 'applied_operations'"
         )

@@ -24,7 +24,7 @@ export AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 WEB := $(CURDIR)/clients/web
 export WEB_APP_DIR ?= $(WEB)/dist
 
-.PHONY: help run test env services migrate lint token bench chaos clean web web-test
+.PHONY: help run test env services migrate lint token bench chaos cluster-rabbit clean web web-test
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -81,6 +81,9 @@ bench: env services web ## throughput and latency through the real stack, fairne
 chaos: env services web ## long chaos run: devices and real Python and browser clients work through killed workers, cut links and a faulty link; prints lost/doubled/diverged
 	bash scripts/ensure_tools.sh
 	$(BIN)/python chaos/run_chaos.py $(CHAOS_ARGS)
+
+cluster-rabbit: ## three clustered RabbitMQ nodes on 127.0.0.1:5681-5683, for quorum queues (it prints AMQP_URL); Ctrl-C stops them
+	$(PYTHON) scripts/rabbit_cluster.py
 
 clean: ## remove the virtual environments and the web app's dependencies and build
 	rm -rf $(VENV) $(CURDIR)/.tools $(WEB)/node_modules $(WEB)/dist

@@ -6,8 +6,10 @@ simulated devices of several tenants, and prints, for each batch size and for 1 
 gateway) processes: applied operations/s, request p50/p95/p99, the share of ``pending`` answers and
 the ratios to two baselines measured in the same run (the worker's apply code in-process, and raw
 asyncpg inserts of movement rows); then throughput with an empty ledger against one holding
-``--ledger-rows`` movements, Redis memory per deduped operation, and one operation per request
-through the gateway against a direct FastAPI -> Postgres write. Stops every process it started.
+``--ledger-rows`` movements, Redis memory per deduped operation, one operation per request
+through the gateway against a direct FastAPI -> Postgres write, and single-operation requests from wrk
+at 16 and 64 connections with the CPU each process spends per request (:mod:`bench.single_ops`).
+Stops every process it started.
 
     make bench                                  # about four minutes
     .venv/bin/python -m bench.throughput --seconds 3 --sizes 1 50   # a quicker look
@@ -36,7 +38,7 @@ import httpx
 import redis.asyncio as aioredis
 import uvloop
 
-from bench import baselines, profiling
+from bench import baselines, profiling, single_ops
 from bench.workload import Device
 from stockzen_inventory.adapters.migrations import migrate, prepare_database
 from tests.support.ops import create_product, movement
@@ -60,6 +62,8 @@ class Plan:
     ledger_rows: int = 1_000_000
     single_requests: int = 150
     profile_dir: Path | None = None  # when set: py-spy profiles of a batch-50 run on 1 worker + 1 gateway
+    wrk_connections: tuple[int, ...] = (16, 64)  # single-operation requests from wrk, at each count
+    wrk_tenants: int = 16
 
 
 @dataclass
@@ -318,6 +322,9 @@ async def run(plan: Plan) -> None:
                             direct = await single_operation_latency(
                                 direct_url, "/direct", tenant, product, plan.single_requests
                             )
+                        wrk_runs = await single_ops.measure(
+                            gateways[0], pids, urls, plan.wrk_connections, plan.seconds, plan.wrk_tenants
+                        )
         finally:
             await _forget(urls, queue)
 
@@ -373,6 +380,9 @@ async def run(plan: Plan) -> None:
         for name in ("worker", "gateway"):
             print()
             print(profiling.summary(plan.profile_dir / f"{name}.txt"))
+    batch_size = 50 if 50 in plan.sizes else max(plan.sizes)
+    for line in single_ops.report(wrk_runs, loads[1, batch_size].settled_per_second, batch_size):
+        print(line)
     gateway_p50 = statistics.median(through_gateway) * 1000
     direct_p50 = statistics.median(direct) * 1000
     print(
@@ -412,6 +422,10 @@ def parse_plan(argv: Sequence[str] | None = None) -> Plan:
     parser.add_argument("--ledger-rows", type=int, default=default.ledger_rows, help="movements to seed")
     parser.add_argument("--single-requests", type=int, default=default.single_requests, help="1-op requests to time")
     parser.add_argument("--profile", type=Path, help="write py-spy profiles of worker and gateway here")
+    parser.add_argument(
+        "--wrk-connections", type=int, nargs="+", default=list(default.wrk_connections), help="wrk connection counts"
+    )
+    parser.add_argument("--wrk-tenants", type=int, default=default.wrk_tenants, help="tenants wrk writes to")
     args = parser.parse_args(argv)
     return Plan(
         sizes=tuple(args.sizes),
@@ -421,6 +435,8 @@ def parse_plan(argv: Sequence[str] | None = None) -> Plan:
         ledger_rows=args.ledger_rows,
         single_requests=args.single_requests,
         profile_dir=args.profile,
+        wrk_connections=tuple(args.wrk_connections),
+        wrk_tenants=args.wrk_tenants,
     )
 
 

@@ -19,7 +19,8 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 def _address(env: str, default: str, default_port: int) -> tuple[str, int]:
-    parts = urlsplit(os.environ.get(env) or default)
+    # AMQP_URL may list a cluster's nodes, comma-separated: the first one stands for them here.
+    parts = urlsplit((os.environ.get(env) or default).split(",")[0].strip())
     return parts.hostname or "127.0.0.1", parts.port or default_port
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the command-line tools the tests use that are not Python packages, when missing:
 # promtool and prometheus, from Debian's `prometheus` package, and the browser the web app's
-# end-to-end tests drive, Debian's `chromium` (Playwright never downloads one). The tests run their own Prometheus;
+# end-to-end tests drive, Debian's `chromium` (Playwright never downloads one), and `wrk`, the load
+# generator `make bench` times single-operation requests with. The tests run their own Prometheus;
 # the package's service must not run, so its start is refused during the install (policy-rc.d)
 # and stopped afterwards if something started it anyway.
 set -euo pipefail
@@ -12,6 +13,9 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
 fi
 if [ ! -x /usr/bin/chromium ]; then
   missing+=(chromium)
+fi
+if ! command -v wrk >/dev/null 2>&1; then
+  missing+=(wrk)
 fi
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
@@ -56,3 +60,4 @@ fi
 
 promtool --version | head -n 1
 /usr/bin/chromium --version
+wrk --version 2>&1 | head -n 1 || true

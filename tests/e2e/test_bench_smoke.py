@@ -12,7 +12,18 @@ from bench.throughput import Plan, run
 
 
 async def test_the_bench_runs_end_to_end_and_prints_every_figure(capsys: pytest.CaptureFixture[str]) -> None:
-    await run(Plan(sizes=(1, 10), seconds=0.5, devices=2, tenants=2, ledger_rows=400, single_requests=3))
+    await run(
+        Plan(
+            sizes=(1, 10),
+            seconds=0.5,
+            devices=2,
+            tenants=2,
+            ledger_rows=400,
+            single_requests=3,
+            wrk_connections=(2,),  # wrk (Debian's package, installed by scripts/ensure_tools.sh), 1 s
+            wrk_tenants=2,
+        )
+    )
 
     printed = capsys.readouterr().out
     for configuration in ("1w+1g", "2w+2g"):
@@ -25,6 +36,14 @@ async def test_the_bench_runs_end_to_end_and_prints_every_figure(capsys: pytest.
     assert re.search(r"redis: \d+ bytes per deduped operation", printed), printed
     assert re.search(r"group commit, 1w\+1g, batch 1: \d+\.\d\d messages per group", printed), printed
     assert re.search(r"one operation per request: gateway p50 [\d.]+ ms, direct FastAPI -> Postgres p50", printed)
+    wrk = re.search(
+        r"single-operation requests \(wrk, 2 connections\): (\d+) requests/s, p50 [\d.]+ ms, p99 [\d.]+ ms, "
+        r"[\d.]+ x the batch-10 throughput; 0 not 200, 0 socket errors",
+        printed,
+    )
+    assert wrk is not None, printed
+    assert int(wrk.group(1)) > 0, printed
+    assert re.search(r"CPU us per request, 2 connections: worker \d+, gateway \d+, .*postgres \d+", printed), printed
     assert "'pending'" not in printed, printed  # every answer was final
 
 

@@ -76,7 +76,7 @@ def test_importing_every_worker_module_sets_up_nothing(tmp_path: Path) -> None:
 
 def test_configuring_a_worker_process_sets_up_everything_and_connects_nothing_yet(tmp_path: Path) -> None:
     seen = _probe("configure", tmp_path)
-    assert seen["broker"] == "RabbitmqBroker"
+    assert seen["broker"] == "SyncQueueBroker"  # dramatiq's RabbitmqBroker, declaring SYNC_QUEUE_TYPE queues
     assert seen["actors"] == {"apply_sync_batch": "probe.sync"}
     middleware = seen["middleware"]
     assert {"AsyncIO", "CurrentMessage", "Prometheus", "RuntimeShutdown"} <= set(middleware)

@@ -102,7 +102,10 @@ def build_adapters(settings: GatewaySettings) -> GatewayAdapters:
             limiter_client, prefix=settings.redis_key_prefix, max_concurrent=settings.redis_limiter_connections
         ),
         publisher=AmqpBatchPublisher(
-            settings.amqp_url, settings.sync_queue, timeout_seconds=settings.publish_timeout_seconds
+            settings.amqp_urls,
+            settings.sync_queue,
+            timeout_seconds=settings.publish_timeout_seconds,
+            queue_type=settings.sync_queue_type,
         ),
         inventory=InventoryClient(
             settings.inventory_url,

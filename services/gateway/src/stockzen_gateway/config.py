@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stockzen_contracts import MAX_OPERATIONS_CEILING
+from stockzen_platform.amqp import QueueType, broker_urls
 from stockzen_platform.logging import LogFormat
 from stockzen_platform.serving import HttpServerSettings
 from stockzen_platform.settings import (
@@ -56,6 +57,8 @@ class GatewaySettings(HttpServerSettings, BaseSettings):
     redis_limiter_connections: int = Field(default=32, ge=1, alias="GATEWAY_REDIS_LIMITER_CONNECTIONS")
     amqp_url: str = Field(default="amqp://guest:guest@127.0.0.1:5672/", alias="AMQP_URL")
     sync_queue: str = Field(default="stockzen.sync", alias="SYNC_QUEUE")
+    # Declared by the gateway as the worker declares them (the same arguments, or RabbitMQ refuses).
+    sync_queue_type: QueueType = Field(default=QueueType.CLASSIC, alias="SYNC_QUEUE_TYPE")
     inventory_url: str = Field(default="http://127.0.0.1:8001", alias="INVENTORY_URL")
     inventory_timeout_seconds: float = Field(default=5.0, gt=0, le=60, alias="INVENTORY_TIMEOUT_SECONDS")
 
@@ -117,7 +120,11 @@ class GatewaySettings(HttpServerSettings, BaseSettings):
                 *self._user_token_key_problems(),
                 *secret_problems("INTERNAL_TOKEN_SECRET", self.internal_token_secret, env),
                 *required_problems(env, JWT_AUDIENCE=self.jwt_audience, JWT_ISSUER=self.jwt_issuer),
-                *url_credential_problems("AMQP_URL", self.amqp_url, env, refused_users=DEFAULT_BROKER_USERS),
+                *(
+                    problem
+                    for url in self.amqp_urls
+                    for problem in url_credential_problems("AMQP_URL", url, env, refused_users=DEFAULT_BROKER_USERS)
+                ),
                 *url_credential_problems("REDIS_URL", self.redis_url, env, password_required=False),
                 *listen_problems("GATEWAY_HOST", self.host, env, self.published_on),
                 *listen_problems("GATEWAY_METRICS_HOST", self.metrics_host, env, self.published_on),
@@ -137,6 +144,11 @@ class GatewaySettings(HttpServerSettings, BaseSettings):
                 ("JWT_SECRET", "INTERNAL_TOKEN_SECRET"), (self.jwt_secret, self.internal_token_secret)
             ),
         ]
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        """The broker's addresses (AMQP_URL may list a cluster's nodes, comma-separated)."""
+        return broker_urls(self.amqp_url)
 
     @property
     def stream_limits(self) -> StreamLimits:

@@ -13,6 +13,7 @@ from stockzen_platform.identity import Identity
 
 from .domain.rate_limits import RateDecision, RateLimit
 from .domain.request_keys import RequestKeyClaim, StoredResponse
+from .domain.results import WorkerReply
 
 
 class PublishFailed(Exception):
@@ -54,8 +55,9 @@ class SyncState(Protocol):
         """A fresh, unguessable reply address for one batch."""
         ...
 
-    async def wait_for_reply(self, reply_to: str, timeout_seconds: float) -> SyncBatchApplied | None:
-        """The worker's results, or ``None`` past the deadline or when they cannot be waited for."""
+    async def wait_for_reply(self, reply_to: str, timeout_seconds: float) -> WorkerReply | SyncBatchApplied | None:
+        """The worker's results (as the worker wrote them, or already read), or ``None`` past the deadline or
+        when they cannot be waited for."""
         ...
 
 

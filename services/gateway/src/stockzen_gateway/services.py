@@ -25,7 +25,7 @@ from .domain.request_keys import (
     refusal_for,
     unpack_answer,
 )
-from .domain.results import assemble_results, is_complete
+from .domain.results import Outcome, WorkerReply, assemble_results, is_complete, passed_through
 from .ports import BatchPublisher, SyncState
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ class SyncAnswer:
 
     status_code: int
     body: bytes
-    results: tuple[ItemResult, ...] = ()  # empty for a replay
+    # Empty for a replay; for results passed on as the worker wrote them, what the gateway reads of each.
+    results: tuple[ItemResult | Outcome, ...] = ()
     replayed: bool = False
 
 
@@ -120,7 +121,16 @@ class SyncService:
                     operations=judged.accepted,
                 )
             )
-            applied = await self._state.wait_for_reply(reply_to, self._policy.result_timeout_seconds)
+            reply = await self._state.wait_for_reply(reply_to, self._policy.result_timeout_seconds)
+            if isinstance(reply, WorkerReply):
+                # The usual answer: the worker's results go out as it wrote them, not read into models
+                # and written again (byte for byte the same body; see passed_through).
+                fast = passed_through(judged, request.operations, reply, datetime.now(UTC))
+                if fast is not None:
+                    return SyncAnswer(200 if fast.complete else 202, fast.body, fast.outcomes)
+                applied = reply.read()
+            else:
+                applied = reply
         results = assemble_results(judged, applied)
         response = SyncResponse(
             checkpoint=applied.checkpoint if applied else request.checkpoint,

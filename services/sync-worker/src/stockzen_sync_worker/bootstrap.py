@@ -20,12 +20,12 @@ import dramatiq
 import redis.asyncio as aioredis
 import uvloop
 from dramatiq.asyncio import get_event_loop_thread
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import AsyncIO, CurrentMessage, Middleware, Retries
 
 from stockzen_platform.logging import configure_logging
 from stockzen_platform.postgres import assert_role_is_restricted, create_pool
 
+from .adapters.broker import SyncQueueBroker
 from .adapters.inventory_database import PostgresInventoryDatabase
 from .adapters.result_cache import RedisResultCache
 from .config import WorkerSettings
@@ -132,14 +132,15 @@ def add_worker_middleware(broker: dramatiq.Broker, metrics: WorkerMetrics, *extr
     broker.add_middleware(DeadLetterMetrics(metrics), before=Retries)
 
 
-def build_broker(settings: WorkerSettings) -> RabbitmqBroker:
-    """The RabbitMQ broker with the worker's middleware and the actor declared on it (nothing connects yet)."""
+def build_broker(settings: WorkerSettings) -> SyncQueueBroker:
+    """The RabbitMQ broker with the worker's middleware and the actor declared on it (nothing connects yet):
+    on every address of AMQP_URL, its queues of SYNC_QUEUE_TYPE."""
     # Imported here: importing dramatiq's exporter creates its directory (dramatiq_prom_db).
     from dramatiq.middleware.prometheus import Prometheus
 
     runtime = WorkerRuntime(settings)
     metrics = WorkerMetrics()  # once per process: the default registry refuses a second set
-    broker = RabbitmqBroker(url=settings.amqp_url, confirm_delivery=True)
+    broker = SyncQueueBroker(urls=settings.amqp_urls, queue_type=settings.sync_queue_type, confirm_delivery=True)
     add_worker_middleware(broker, metrics, Prometheus(), RuntimeShutdown(runtime))
     declare_actors(broker, settings, runtime.adapters, metrics)
     return broker

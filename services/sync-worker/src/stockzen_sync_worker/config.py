@@ -8,6 +8,7 @@ from typing import Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stockzen_platform.amqp import QueueType, broker_urls
 from stockzen_platform.settings import (
     DEFAULT_BROKER_USERS,
     Environment,
@@ -30,6 +31,8 @@ class WorkerSettings(BaseSettings):
     redis_key_prefix: str = Field(default="sz:", alias="REDIS_KEY_PREFIX")
     amqp_url: str = Field(default="amqp://guest:guest@127.0.0.1:5672/", alias="AMQP_URL")
     sync_queue: str = Field(default="stockzen.sync", pattern=r"^[a-zA-Z_][a-zA-Z0-9._-]*$", alias="SYNC_QUEUE")
+    # classic: one node's queues (make run); quorum: replicated on a RabbitMQ cluster (stockzen_platform.amqp).
+    sync_queue_type: QueueType = Field(default=QueueType.CLASSIC, alias="SYNC_QUEUE_TYPE")
 
     processes: int = Field(default=1, ge=1, le=64, alias="WORKER_PROCESSES")
     threads: int = Field(default=8, ge=1, le=256, alias="WORKER_THREADS")
@@ -73,12 +76,21 @@ class WorkerSettings(BaseSettings):
         refuse(
             [
                 *url_credential_problems("DATABASE_URL", self.database_url, env),
-                *url_credential_problems("AMQP_URL", self.amqp_url, env, refused_users=DEFAULT_BROKER_USERS),
+                *(
+                    problem
+                    for url in self.amqp_urls
+                    for problem in url_credential_problems("AMQP_URL", url, env, refused_users=DEFAULT_BROKER_USERS)
+                ),
                 *url_credential_problems("REDIS_URL", self.redis_url, env, password_required=False),
                 *listen_problems("WORKER_METRICS_HOST", self.metrics_host, env, self.published_on),
             ]
         )
         return self
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        """The broker's addresses (AMQP_URL may list a cluster's nodes, comma-separated)."""
+        return broker_urls(self.amqp_url)
 
     @property
     def tombstone_retention(self) -> timedelta:

@@ -15,8 +15,8 @@ from uuid import UUID
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from stockzen_contracts import SyncBatchApplied
 from stockzen_gateway.domain.request_keys import RequestKeyClaim, RequestKeyState, StoredResponse
+from stockzen_gateway.domain.results import WorkerReply
 from stockzen_gateway.metrics import METRICS
 
 from .redis_replies import RedisReplyListener
@@ -152,9 +152,10 @@ class RedisGatewayState:
         """A fresh reply address. Server-made and unguessable: request ids may come from callers."""
         return f"{self._prefix}reply:{uuid.uuid4().hex}"
 
-    async def wait_for_reply(self, reply_to: str, timeout_seconds: float) -> SyncBatchApplied | None:
-        """The worker's results, or ``None`` when they are not back within the deadline (or Redis is away:
-        the batch is queued all the same, and the client learns its results on retry)."""
+    async def wait_for_reply(self, reply_to: str, timeout_seconds: float) -> WorkerReply | None:
+        """The worker's results as it wrote them (read by the service layer, not here), or ``None`` when
+        they are not back within the deadline (or Redis is away: the batch is queued all the same, and the
+        client learns its results on retry)."""
         # Observed whether the results came, timed out or Redis failed: the wait is the client's latency.
         with METRICS.result_wait_seconds.time():
             if self._own_connections.locked():
@@ -162,9 +163,7 @@ class RedisGatewayState:
             else:
                 async with self._own_connections:  # free: taken without waiting
                     payload = await self._wait_alone(reply_to, timeout_seconds)
-        if payload is None:
-            return None
-        return SyncBatchApplied.model_validate_json(payload)
+        return None if payload is None else WorkerReply(payload)
 
     async def _wait_alone(self, reply_to: str, timeout_seconds: float) -> bytes | None:
         try:

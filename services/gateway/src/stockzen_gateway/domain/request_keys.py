@@ -22,6 +22,8 @@ from uuid import UUID
 from stockzen_contracts import Code, ItemResult
 from stockzen_contracts.operations import claimed_operation_id
 
+from .results import Outcome
+
 _KEY_SHAPE = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, as a structured-field string allows
 
 
@@ -111,7 +113,7 @@ def refusal_for(state: RequestKeyState) -> Refusal | None:
     return None
 
 
-def is_replayable(status_code: int, results: Sequence[ItemResult]) -> bool:
+def is_replayable(status_code: int, results: Sequence[ItemResult | Outcome]) -> bool:
     """Only final answers are kept: a 202 (pending items), a 5xx, or an item to retry later (``retryable``,
     e.g. ``NOT_FOUND`` for a product whose create is late) must let the retry run again."""
     return status_code == 200 and not any(r.retryable for r in results)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
-from pydantic import ValidationError
+from pydantic import Field, ValidationError, create_model
 
 from stockzen_contracts import (
+    MAX_OPERATIONS_CEILING,
     SYNC_PATH,
     Code,
     EntityType,
@@ -74,9 +75,20 @@ def _envelope(body: Any, max_operations: int) -> SyncRequest:
             f"at most {max_operations} operations per request; split the batch",
         )
     try:
-        return SyncRequest.model_validate(body)
+        return _RawEnvelope.model_validate(body)
     except ValidationError as exc:
         raise ApiError(422, Code.VALIDATION_ERROR, describe_errors(exc)) from None
+
+
+# A :class:`SyncRequest` as the gateway reads it from a body the JSON decoder made: the same rules, but
+# its operations are not walked as ``JsonValue`` again (they are JSON values already, and each is
+# validated on its own next). Named like it, for errors name the model ("... instance of SyncRequest").
+# A test holds the two in step.
+_RawEnvelope: type[SyncRequest] = create_model(
+    "SyncRequest",
+    __base__=SyncRequest,
+    operations=(Annotated[list[Any], Field(min_length=1, max_length=MAX_OPERATIONS_CEILING)], ...),
+)
 
 
 def _answer(answer: SyncAnswer, envelope: SyncRequest) -> Response:

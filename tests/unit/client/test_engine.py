@@ -43,6 +43,25 @@ async def test_writes_return_at_once_offline_and_stay_queued(make_client: Client
     assert server.products() == {}
 
 
+async def test_a_sync_after_an_offline_one_sends_every_queued_change_once_the_server_answers(
+    make_client: ClientFactory, server: FakeGateway, clock: Clock
+) -> None:
+    client = make_client("phone")
+    server.reachable["phone"] = False
+    product = client.add_product("Mug")
+    client.stock_in(product, 4)
+    assert (await client.sync()).state is SyncState.OFFLINE
+    assert client.store.backing_off(clock())  # the failed send put both changes on backoff
+
+    server.reachable["phone"] = True
+    restarted = make_client("phone")  # a one-shot ``stockzen sync``: a new process, nothing due yet
+    status = await restarted.sync()
+
+    assert (status.state, status.queued) == (SyncState.UP_TO_DATE, 0)
+    assert len(server.pushes) == 1
+    assert server.products()[product]["stock_level"] == 4
+
+
 async def test_a_sync_pushes_in_order_then_pulls_and_is_up_to_date(
     make_client: ClientFactory, server: FakeGateway
 ) -> None:

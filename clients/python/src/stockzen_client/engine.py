@@ -239,6 +239,7 @@ class SyncEngine:
         self._report_to, self._progress = progress, None
         self._set(uploading=True)
         try:
+            await self._release_if_back_online()
             await self._push()
             self._progress = None
             self._set(downloading=True)
@@ -254,6 +255,17 @@ class SyncEngine:
         finally:
             self._report_to = None
         return self.hub.current
+
+    async def _release_if_back_online(self) -> None:
+        """When the last sync on this profile got no answer (in this process or another: a one-shot
+        ``stockzen sync`` starts afresh) and changes back off for it, a light probe first: if the server
+        answers now, every queued change is due, as the loop makes them when its probe succeeds. Their
+        backoff counted failures of the link, not of the changes; the browser app's sync sends every
+        queued change too."""
+        if self.store.get_meta("state") != SyncState.OFFLINE.value or not self.store.backing_off(self._clock()):
+            return
+        if await self.api.probe():
+            self.store.release_backoff()
 
     async def _push(self) -> None:
         """Send every queued change that is due, oldest first, in batches; each goes out at most once

@@ -162,6 +162,11 @@ class LocalStore:
         row = self._db.execute(f"SELECT min(next_attempt_at) FROM outbox WHERE {QUEUED}").fetchone()
         return float(row[0]) if row[0] is not None else None
 
+    def backing_off(self, now: float) -> bool:
+        """Whether some queued change waits for its backoff (is not due at ``now``)."""
+        row = self._db.execute(f"SELECT 1 FROM outbox WHERE {QUEUED} AND next_attempt_at > ? LIMIT 1", (now,))
+        return row.fetchone() is not None
+
     def in_doubt_movements(self) -> int:
         """How many of this device's stock movements were sent without a final answer yet."""
         row = self._db.execute(f"SELECT count(*) FROM outbox WHERE in_doubt = 1 AND {MOVEMENT}").fetchone()

@@ -131,3 +131,23 @@ def test_internal_tokens_are_bound_to_their_audience_and_issuer() -> None:
         verifier.verify(user_style)
     with pytest.raises(InvalidToken):
         verifier.verify(issuer.issue(identity, ttl_seconds=-30))
+
+
+def test_a_remembered_token_still_expires_and_a_forged_twin_never_passes() -> None:
+    now = [float(int(time.time()))]  # tokens carry whole seconds
+    verifier = TokenVerifier(algorithm="HS256", key=REAL, leeway_seconds=5, clock=lambda: now[0])
+    caller = Identity("ana", uuid.uuid4())
+    token = TokenIssuer(algorithm="HS256", key=REAL).issue(caller, ttl_seconds=60, now=now[0])
+
+    assert verifier.verify(token) == caller
+    assert verifier.verify(token) == caller  # remembered: the same answer
+    forged = TokenIssuer(algorithm="HS256", key="another-" + REAL).issue(caller, ttl_seconds=60, now=now[0])
+    for _ in range(2):  # a failure is never remembered, and the good token's entry does not cover it
+        with pytest.raises(InvalidToken):
+            verifier.verify(forged)
+
+    now[0] += 60 + 5  # at exp + leeway: still valid, as PyJWT says
+    assert verifier.verify(token) == caller
+    now[0] += 1
+    with pytest.raises(InvalidToken, match="Expired"):
+        verifier.verify(token)

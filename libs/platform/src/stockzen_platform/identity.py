@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -17,6 +19,11 @@ INTERNAL_ALGORITHM = "HS256"
 INTERNAL_AUDIENCE = "stockzen-inventory"
 INTERNAL_ISSUER = "stockzen-gateway"
 INTERNAL_TOKEN_TTL_SECONDS = 60
+
+VERIFIED_TOKENS_KEPT = 4096
+"""How many verified tokens a verifier remembers (a few MB at most): a device sends the same token with
+every request until it renews it, and checking an HS256 signature and its claims costs ~100 µs, about 5 %
+of the gateway's CPU for a single-operation request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +42,13 @@ class InvalidToken(Exception):
 
 
 class TokenVerifier:
-    """Verifies bearer tokens with exactly one configured algorithm (``alg: none`` never passes)."""
+    """Verifies bearer tokens with exactly one configured algorithm (``alg: none`` never passes).
+
+    A token that passed every check is remembered (least recently used out, ``cache_size`` kept), so the
+    same token again costs a lookup and an expiry check: of its checks only the expiry can change its
+    answer as time passes (``nbf`` and ``iat`` only become more valid). A token that failed is checked
+    in full every time, and a remembered one is found only by its exact text, signature included.
+    """
 
     def __init__(
         self,
@@ -45,6 +58,8 @@ class TokenVerifier:
         audience: str | None = None,
         issuer: str | None = None,
         leeway_seconds: int = 5,
+        cache_size: int = VERIFIED_TOKENS_KEPT,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if algorithm not in SUPPORTED_ALGORITHMS:
             raise ValueError(f"unsupported JWT algorithm {algorithm!r}")
@@ -53,9 +68,20 @@ class TokenVerifier:
         self._audience = audience
         self._issuer = issuer
         self._leeway = leeway_seconds
+        self._clock = clock
+        # functools' LRU keeps no exception: only tokens that passed are remembered.
+        self._verified: Callable[[str], Identity] = functools.lru_cache(maxsize=cache_size)(self._check)
 
     def verify(self, token: str) -> Identity:
         """Return the caller's identity or raise :class:`InvalidToken` (never says why to the caller)."""
+        identity = self._verified(token)
+        # ``exp`` is required, so every identity has it; PyJWT's rule: expired once now > exp + leeway.
+        if identity.expires_at is not None and self._clock() > identity.expires_at + self._leeway:
+            raise InvalidToken("ExpiredSignatureError")
+        return identity
+
+    def _check(self, token: str) -> Identity:
+        """Every check of the token: signature, algorithm, audience, issuer, times, required claims."""
         try:
             claims = jwt.decode(
                 token,

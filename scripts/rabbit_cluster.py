@@ -9,26 +9,35 @@ uses: the nodes are started in process groups of their own, and only those group
 started here, are stopped. The second and third nodes join the first with ``rabbitmqctl
 join_cluster``.
 
-Standard library only. Used by ``tests/integration/infra/test_rabbit_cluster.py``, and meant for
-``make cluster`` later.
+Standard library only (run it as ``python -m scripts.rabbit_cluster`` from the repository). Used by
+``tests/integration/infra/test_rabbit_cluster.py``, and meant for ``make cluster`` later. Starting and
+stopping process groups is shared with ``pg_cluster.py`` (:mod:`scripts.cluster_processes`).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from scripts.cluster_processes import (
+    Cluster,
+    answers,
+    kill_group,
+    refuse_taken_ports,
+    serve_until_interrupted,
+    start_group,
+    stop_groups,
+    wait_for,
+)
 
 RABBIT_BIN = Path(os.environ.get("RABBITMQ_BIN_DIR", "/usr/lib/rabbitmq/bin"))  # not the su wrapper in /usr/sbin
 EPMD = shutil.which("epmd") or "/usr/bin/epmd"
@@ -52,7 +61,7 @@ class RabbitNode:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
 
 
-class RabbitCluster:
+class RabbitCluster(Cluster):
     """Start, cluster, inspect, kill and stop the nodes. A context manager: leaving it stops them all."""
 
     def __init__(self, *, size: int = 3, base_port: int = 5681, epmd_port: int = 4370, root: Path | None = None):
@@ -118,7 +127,11 @@ class RabbitCluster:
             cookie.chmod(0o400)
         (self.root / "rabbitmq-env.conf").write_text("")
         (self.root / "enabled_plugins").write_text("[].\n")
-        (self.root / "rabbitmq.conf").write_text("loopback_users.guest = true\n")
+        # pause_minority: a node cut off from the majority stops serving rather than diverge (the
+        # choice RabbitMQ's docs advise for three or more nodes; quorum queues need a majority anyway).
+        (self.root / "rabbitmq.conf").write_text(
+            "loopback_users.guest = true\ncluster_partition_handling = pause_minority\n"
+        )
         for node in self.nodes:
             (self.root / node.letter / "log").mkdir(parents=True, exist_ok=True)
 
@@ -126,18 +139,10 @@ class RabbitCluster:
     def start(self) -> float:
         """Start every node and cluster them; the seconds it took."""
         started = time.monotonic()
-        for port in [self.epmd_port, *(n.port for n in self.nodes), *(n.dist_port for n in self.nodes)]:
-            if _answers(port):
-                raise RuntimeError(f"port {port} is taken: another cluster running? (stop it first)")
+        refuse_taken_ports([self.epmd_port, *(n.port for n in self.nodes), *(n.dist_port for n in self.nodes)])
         self._prepare()
-        self._epmd = subprocess.Popen(
-            [EPMD, "-port", str(self.epmd_port), "-address", "127.0.0.1"],
-            env=self._env(),
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait_for(lambda: _answers(self.epmd_port), 10, "epmd")
+        self._epmd = start_group([EPMD, "-port", str(self.epmd_port), "-address", "127.0.0.1"], env=self._env())
+        wait_for(lambda: answers(self.epmd_port), 10, "epmd")
         for node in self.nodes:
             self._start_node(node)
         for node in self.nodes:
@@ -150,17 +155,13 @@ class RabbitCluster:
         return time.monotonic() - started
 
     def _start_node(self, node: RabbitNode) -> None:
-        log = (self.root / node.letter / "log" / "console.log").open("ab")
         # A group of its own: the node's children (erl_child_setup, inet_gethost...) go with it.
-        self._processes[node.name] = subprocess.Popen(
+        self._processes[node.name] = start_group(
             [str(RABBIT_BIN / "rabbitmq-server")],
             env=self._env(node),
             cwd=self.root,
-            start_new_session=True,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            log=self.root / node.letter / "log" / "console.log",
         )
-        log.close()
 
     def restart(self, node: RabbitNode) -> None:
         """Start a node that was killed again (it rejoins the cluster from its own data)."""
@@ -189,43 +190,17 @@ class RabbitCluster:
 
     def kill(self, node: RabbitNode) -> None:
         """SIGKILL the node and its children, as a crash would."""
-        process = self._processes.pop(node.name)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+        kill_group(self._processes.pop(node.name))
 
     def stop(self) -> None:
         """Stop every process started here (nodes first, then epmd); remove the temporary folder."""
-        for process in self._processes.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for process in self._processes.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)  # whatever of the group is left
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=5)
+        stop_groups(self._processes.values(), grace=15)
         self._processes.clear()
         if self._epmd is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._epmd.pid, signal.SIGKILL)
-            self._epmd.wait(timeout=5)
+            kill_group(self._epmd, timeout=5)
             self._epmd = None
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> RabbitCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- inspection ------------------------------------------------------------------------
     def ctl(self, node: RabbitNode, *args: str, tool: str = "rabbitmqctl", timeout: float = 60) -> str:
@@ -256,21 +231,6 @@ class RabbitCluster:
         raise LookupError(f"no leader listed for {queue}: {output!r}")
 
 
-def _answers(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-        return True
-    return False
-
-
-def _wait_for(condition: object, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} did not come up in {seconds} s")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--nodes", type=int, default=3)
@@ -282,24 +242,14 @@ def main() -> int:
         return 1
     cluster = RabbitCluster(size=args.nodes, base_port=args.base_port, epmd_port=args.epmd_port)
 
-    def _stop(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _stop)
-    try:
+    def _start() -> None:
         seconds = cluster.start()
         print(f"{len(cluster.nodes)} RabbitMQ nodes clustered in {seconds:.1f} s (data in {cluster.root})")
         for node in cluster.nodes:
             print(f"  {node.name}  {node.url}")
         print(f"AMQP_URL={cluster.amqp_url} SYNC_QUEUE_TYPE=quorum")
-        print("Ctrl-C stops them all.", flush=True)
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        print("stopping the nodes", flush=True)
-    finally:
-        cluster.stop()
-    return 0
+
+    return serve_until_interrupted(_start, cluster.stop, "nodes")
 
 
 if __name__ == "__main__":

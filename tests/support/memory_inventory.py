@@ -66,6 +66,10 @@ class MemoryTenantTransaction:
         return {op: self.data.applied[op] for op in operation_ids if op in self.data.applied}
 
     @asynccontextmanager
+    async def refusals(self) -> AsyncIterator[None]:
+        yield  # its writes refuse with WriteRefused already
+
+    @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         saved = copy.deepcopy(self.data)
         try:

@@ -437,3 +437,25 @@ async def test_checkpoints_count_the_changes(harness: Harness) -> None:
     assert first.applied.checkpoint == "2"
     assert lost.applied.checkpoint == "2"  # a write that changed nothing moves nothing
     assert second.applied.checkpoint == "3"
+
+
+async def test_a_message_of_one_refused_operation_gets_its_refusal_and_changes_nothing(harness: Harness) -> None:
+    """Alone in its transaction, the refused set-based attempt takes the transaction down with it:
+    the batch is applied again item by item in a new one, as a batch with companions would be."""
+    tenant, product = uuid.uuid4(), uuid.uuid4()
+    await apply(harness, tenant, [create_product(tenant, product, "Mug", T0)])
+    refused = parse_operation(movement(tenant, product, "entry", 100, reason="fine"))
+    refused.payload.__dict__["reason"] = "x" * 600  # past the ledger's CHECK constraint
+    outcome = await apply_sync_batch(
+        command(tenant, []).model_copy(update={"operations": [refused]}), "m-1", harness.database, harness.cache
+    )
+
+    assert statuses(outcome) == ["rejected"]
+    assert outcome.applied.results[0].code is Code.VALIDATION_ERROR
+    assert outcome.applied.results[0].retryable is False
+    assert outcome.applied.checkpoint == "1"
+    assert not await harness.level(tenant, product)  # no movement yet
+    after = await apply(harness, tenant, [movement(tenant, product, "entry", 2)])
+    assert statuses(after) == ["applied"]
+    assert after.applied.checkpoint == "2"
+    assert await harness.level(tenant, product) == 2

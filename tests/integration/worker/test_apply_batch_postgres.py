@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from stockzen_contracts import Code, ItemResult, ItemStatus, ProductState, SyncBatchApplied
 from stockzen_inventory.adapters.migrations import bundled_migrations
-from stockzen_platform.postgres import tenant_transaction
+from stockzen_platform.postgres import tenant_transaction, tenant_transaction_in_one_round_trip
 from stockzen_sync_worker.adapters.result_cache import result_key
 from stockzen_sync_worker.domain.outcomes import StoredResult
 from tests.support.harness import T0, PostgresHarness, apply
@@ -218,3 +218,26 @@ async def test_cached_results_kept_in_the_earlier_layout_are_still_read(
     found, _ = await harness.cache.lookup(tenant, [old_op, new_op])
     assert found == {old_op: StoredResult("m-0", conflict, "f" * 64), new_op: stored}
     assert 0 < await redis_client.ttl(result_key(harness.prefix, tenant, new_op)) <= 600
+
+
+_TAKE = "INSERT INTO tenants (tenant_id) VALUES (app_current_tenant())"
+
+
+async def _fail_after_taking(pool: asyncpg.Pool, tenant: uuid.UUID) -> None:
+    async with tenant_transaction_in_one_round_trip(pool, tenant, then=_TAKE) as own:
+        assert await own.fetchval("SELECT count(*) FROM tenants") == 1  # its own row only
+        raise RuntimeError("the block failed")
+
+
+async def test_a_transaction_opened_in_one_round_trip_is_scoped_to_its_tenant_and_undone_on_failure(
+    app_pool: asyncpg.Pool, admin: asyncpg.Connection
+) -> None:
+    tenant, other = uuid.uuid4(), uuid.uuid4()
+    async with tenant_transaction_in_one_round_trip(app_pool, other, then=_TAKE) as theirs:
+        assert await theirs.fetchval("SELECT app_current_tenant()") == other
+    with pytest.raises(RuntimeError, match="the block failed"):
+        await _fail_after_taking(app_pool, tenant)
+    assert await admin.fetchval("SELECT count(*) FROM tenants WHERE tenant_id = $1", tenant) == 0
+    assert await admin.fetchval("SELECT count(*) FROM tenants WHERE tenant_id = $1", other) == 1
+    async with app_pool.acquire() as connection:  # given back to the pool with no transaction open
+        assert not connection.is_in_transaction()

@@ -53,9 +53,8 @@ def _mixed_batch(tenant: uuid.UUID, products: int) -> list[dict[str, Any]]:
     return ops
 
 
-async def _statements_for(pool: asyncpg.Pool, products: int) -> list[str]:
-    tenant = uuid.uuid4()
-    ops = _mixed_batch(tenant, products)
+async def _statements_for_ops(pool: asyncpg.Pool, tenant: uuid.UUID, ops: list[dict[str, Any]]) -> list[str]:
+    """The statements a message carrying ``ops`` costs, applied alone (one per round trip)."""
     log = StatementLog()
     async with pool.acquire() as connection:
         connection.add_query_logger(log)
@@ -71,11 +70,34 @@ async def _statements_for(pool: asyncpg.Pool, products: int) -> list[str]:
     return log.statements
 
 
+async def _statements_for(pool: asyncpg.Pool, products: int) -> list[str]:
+    tenant = uuid.uuid4()
+    return await _statements_for_ops(pool, tenant, _mixed_batch(tenant, products))
+
+
 async def test_a_batch_costs_the_same_statements_whatever_its_product_writes(one_connection_pool: asyncpg.Pool) -> None:
     await _statements_for(one_connection_pool, 1)  # the connection learns the types first
     small = await _statements_for(one_connection_pool, 2)
     large = await _statements_for(one_connection_pool, 40)
     assert len(large) == len(small), large
-    # BEGIN, tenant, tenant row, stored results, SAVEPOINT, movements, product writes, results,
-    # tombstone purge, RELEASE, checkpoint, COMMIT
-    assert len(small) == 12, small
+    # BEGIN with the tenant and its row, stored results, movements, product writes, results,
+    # tombstone purge, checkpoint, COMMIT (no savepoint: the batch is alone in its transaction)
+    assert len(small) == 8, small
+
+
+async def test_a_message_of_one_operation_costs_six_round_trips(one_connection_pool: asyncpg.Pool) -> None:
+    tenant, product = uuid.uuid4(), uuid.uuid4()
+    await _statements_for(one_connection_pool, 1)  # the connection learns the types first
+    messages = [
+        [create_product(tenant, product, "Mug", T0)],
+        [update_product(tenant, product, T0 + timedelta(minutes=1), name="Cup")],
+        [movement(tenant, product, "entry", 2)],
+    ]
+    for ops in messages:
+        statements = await _statements_for_ops(one_connection_pool, tenant, ops)
+        # BEGIN with the tenant and its row, stored results, the write, its result, checkpoint, COMMIT
+        assert len(statements) == 6, statements
+        assert statements[0].startswith("BEGIN")
+        assert statements[-1].startswith("COMMIT")
+    deleted = await _statements_for_ops(one_connection_pool, tenant, [delete_product(tenant, product, T0)])
+    assert len(deleted) == 7, deleted  # and the tombstone purge a delete brings

@@ -13,8 +13,9 @@ on its own, so that one mistake in a layer is not enough to cross tenants:
    The batch put on the queue carries the token's tenant, which the worker writes under.
 3. **Row-level security** (Postgres). Every tenant table has a FORCE'd policy
    ``tenant_id = app_current_tenant()`` (migration ``0001_foundation.sql``); the tenant is set per
-   transaction, in :data:`TENANT_SETTING`, by :func:`stockzen_platform.postgres.tenant_transaction`,
-   and :func:`stockzen_platform.postgres.assert_role_is_restricted` refuses to start a service whose
+   transaction, in :data:`TENANT_SETTING`, by :func:`stockzen_platform.postgres.tenant_transaction`
+   (or its one-round-trip twin, the worker's), and
+   :func:`stockzen_platform.postgres.assert_role_is_restricted` refuses to start a service whose
    role would bypass the policy. The worker (``adapters/inventory_database.py``) and inventory
    (``adapters/reads.py``) only touch tenant rows inside such a transaction.
 4. **Internal token** (gateway → inventory). The gateway forwards a read with a 60-second token

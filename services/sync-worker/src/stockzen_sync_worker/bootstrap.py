@@ -57,7 +57,8 @@ class WorkerRuntime:
 
     async def _open(self) -> tuple[PostgresInventoryDatabase, RedisResultCache]:
         settings = self.settings
-        pool = await create_pool(settings.database_url, max_size=settings.database_pool_size)
+        # The worker's settings are all transaction-local (the tenant with set_config(..., true)).
+        pool = await create_pool(settings.database_url, max_size=settings.database_pool_size, session_state_free=True)
         try:
             await assert_role_is_restricted(pool)
         except BaseException:

@@ -59,6 +59,12 @@ class TenantTransaction(Protocol):
         """Durable results of operations already applied (the dedupe truth)."""
         ...
 
+    def refusals(self) -> AbstractAsyncContextManager[None]:
+        """A block whose permanent refusals by the database leave it as :class:`WriteRefused`, as in
+        :meth:`savepoint`, but with no savepoint (two round trips fewer): nothing is undone, so after
+        a refusal the transaction is good only for rolling back. For a batch alone in its transaction."""
+        ...
+
     def savepoint(self) -> AbstractAsyncContextManager[None]:
         """A savepoint: what fails inside it is undone without undoing the other operations.
 

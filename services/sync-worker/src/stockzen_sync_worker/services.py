@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
+from typing import Literal
 from uuid import UUID
 
 from stockzen_contracts import (
@@ -147,10 +148,20 @@ async def look_up(
     return LookedUp(command, message_id, fingerprints, known, cached_checkpoint, todo, unreadable or {})
 
 
-async def settle_in(batch: LookedUp, tenant: TenantTransaction) -> Settled:
+Attempt = Literal["shared", "alone", "item_by_item"]
+"""How a tenant transaction applies a batch. ``shared``: set-based under a savepoint, so that a
+refusal undoes the batch's work alone and it goes item by item in the same transaction, its
+companions kept. ``alone``: set-based with no savepoint (two round trips fewer), for a batch with a
+transaction of its own: a refusal fails the transaction (:class:`_SetBasedRefused`), which its
+caller rolls back and runs again ``item_by_item``."""
+
+
+async def settle_in(batch: LookedUp, tenant: TenantTransaction, attempt: Attempt = "shared") -> Settled:
     """Decide the batch's ``todo`` in an open tenant transaction (which sees what earlier batches of the
     same transaction did, so an operation they applied is found applied)."""
-    applied = await _apply_in_order(_Batch(batch.command, batch.fingerprints, batch.message_id), tenant, batch.todo)
+    applied = await _apply_in_order(
+        _Batch(batch.command, batch.fingerprints, batch.message_id), tenant, batch.todo, attempt
+    )
     results = {**batch.known, **applied.results}
     await _carry_current_states(results, tenant.product_states)
     return Settled(results, applied.fresh, applied.database_hits)
@@ -158,19 +169,31 @@ async def settle_in(batch: LookedUp, tenant: TenantTransaction) -> Settled:
 
 async def settle_alone(batch: LookedUp, database: InventoryDatabase) -> tuple[Settled, int]:
     """Settle one batch in a transaction of its own (none when Redis knew every operation); its
-    results and the tenant's checkpoint as of its commit."""
+    results and the tenant's checkpoint as of its commit. Set-based first, with no savepoint; when
+    that gives way, item by item in a second transaction (see :data:`Attempt`)."""
     tenant_id = batch.command.tenant_id
     if batch.todo:
-        async with database.for_tenant(tenant_id) as tenant:
-            settled = await settle_in(batch, tenant)
-            checkpoint = await tenant.checkpoint()
-        return settled, checkpoint
+        try:
+            return await _settle_in_own_transaction(batch, database, "alone")
+        except _SetBasedRefused:  # its transaction was rolled back
+            return await _settle_in_own_transaction(batch, database, "item_by_item")
     results = dict(batch.known)
     await _carry_current_states(results, partial(database.product_states, tenant_id))
     checkpoint = (
         batch.cached_checkpoint if batch.cached_checkpoint is not None else await database.read_checkpoint(tenant_id)
     )
     return Settled(results, {}, 0), checkpoint
+
+
+async def _settle_in_own_transaction(
+    batch: LookedUp, database: InventoryDatabase, attempt: Attempt
+) -> tuple[Settled, int]:
+    """Settle one batch in a transaction of its own, applied as ``attempt`` says; its results and the
+    tenant's checkpoint as of its commit."""
+    async with database.for_tenant(batch.command.tenant_id) as tenant:
+        settled = await settle_in(batch, tenant, attempt)
+        checkpoint = await tenant.checkpoint()
+    return settled, checkpoint
 
 
 async def settle_group(batches: Sequence[LookedUp], database: InventoryDatabase) -> list[tuple[Settled, int]]:
@@ -311,21 +334,36 @@ class _OrderMatters(Exception):
     request order it may land (after its product's create), which only the slow path does."""
 
 
-async def _apply_in_order(batch: _Batch, tenant: TenantTransaction, todo: list[int]) -> _Applied:
+class _SetBasedRefused(Exception):
+    """The set-based path of a batch alone in its transaction (attempt ``alone``) gave way to the slow
+    path: its work is not undone, so the transaction is to be rolled back and the batch applied
+    item by item in a new one."""
+
+
+async def _apply_in_order(batch: _Batch, tenant: TenantTransaction, todo: list[int], attempt: Attempt) -> _Applied:
     """Apply the operations at ``todo`` as if in order.
 
-    The usual path is set-based, under one savepoint for the whole batch. When the database refuses
-    one of its statements, that work is undone and the batch is applied item by item, each under a
-    savepoint of its own, so that the refused operation is rejected alone.
+    The usual path is set-based: a fixed number of statements for the whole batch. When the
+    database refuses one of its statements, that work is undone (see :data:`Attempt`) and the batch
+    is applied item by item, each under a savepoint of its own, so that the refused operation is
+    rejected alone.
     """
     stored = await tenant.stored_results([batch.command.operations[i].operation_id for i in todo])
+    if attempt == "item_by_item":
+        return await _apply_one_by_one(batch, tenant, todo, stored)
+    gave_way: Exception
     try:
-        async with tenant.savepoint():
+        # Alone, the undo is the whole transaction's rollback: no savepoint to pay for.
+        async with tenant.savepoint() if attempt == "shared" else tenant.refusals():
             return await _apply_set_based(batch, tenant, todo, stored)
     except WriteRefused as exc:
         log.info("the database refused a set-based statement; applying item by item", extra={"error": str(exc)})
-    except _OrderMatters:
+        gave_way = exc
+    except _OrderMatters as exc:
         log.info("an operation repeated in its batch may land on its second copy; applying item by item")
+        gave_way = exc
+    if attempt == "alone":
+        raise _SetBasedRefused from gave_way
     return await _apply_one_by_one(batch, tenant, todo, stored)
 
 

@@ -44,7 +44,18 @@ ENTRY_POINTS: dict[str, tuple[type[Any], list[str]]] = {
     "inventory": (InventorySettings, ["stockzen_inventory", "serve"]),
     "sync-worker": (WorkerSettings, ["stockzen_sync_worker"]),
     "gateway": (GatewaySettings, ["stockzen_gateway"]),
+    # The ha profile's (docker-compose.yml): its own check, and a copy of each of our services.
+    "ha-deployment-check": (DeploymentSettings, ["stockzen_platform.deployment"]),
+    "ha-migrate": (InventorySettings, ["stockzen_inventory", "migrate"]),
+    "ha-inventory-a": (InventorySettings, ["stockzen_inventory", "serve"]),
+    "ha-sync-worker-a": (WorkerSettings, ["stockzen_sync_worker"]),
+    "ha-gateway-a": (GatewaySettings, ["stockzen_gateway"]),
 }
+# What compose may publish beyond loopback, in production only: each stack's one public address.
+PUBLIC = {"gateway", "ha-front"}
+# The secrets one stack uses and the other does not (docker-compose.yml's profile `ha`).
+HA_ONLY_SECRETS = ("RABBITMQ_ERLANG_COOKIE", "POSTGRES_REPLICATION_PASSWORD", "PATRONI_RESTAPI_PASSWORD")
+SINGLE_NODE_ONLY_SECRETS = ("GRAFANA_ADMIN_PASSWORD",)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +84,7 @@ def _beyond_loopback(compose: Mapping[str, Any], variables: Mapping[str, str]) -
 
 def test_compose_publishes_on_loopback_only_without_production_settings(compose: dict[str, Any]) -> None:
     published = published_ports(compose, {})
-    assert {port.service for port in published} >= {"gateway", "grafana", "prometheus", "rabbitmq"}
+    assert {port.service for port in published} >= {"gateway", "grafana", "prometheus", "rabbitmq", "ha-front"}
     assert _beyond_loopback(compose, {}) == []
     assert _refusals(compose, {}) == {}, "development must still start with no settings at all"
 
@@ -81,7 +92,7 @@ def test_compose_publishes_on_loopback_only_without_production_settings(compose:
 def test_compose_publishes_beyond_loopback_only_with_every_production_secret(compose: dict[str, Any]) -> None:
     real = production_variables()
     assert _refusals(compose, real) == {}, "a real production configuration must start"
-    assert _beyond_loopback(compose, real) == ["gateway on 0.0.0.0:8000"]
+    assert _beyond_loopback(compose, real) == ["gateway on 0.0.0.0:8000", "ha-front on 0.0.0.0:8080"]
     # Anything less than production with every secret real: something beyond loopback refuses to start.
     short_of_it: dict[str, dict[str, str]] = {
         "the address without production": {"STOCKZEN_PUBLISH_ADDRESS": "0.0.0.0"},  # noqa: S104
@@ -93,17 +104,30 @@ def test_compose_publishes_beyond_loopback_only_with_every_production_secret(com
         short_of_it[f"{variable} left to its development default"] = {k: v for k, v in real.items() if k != variable}
     for case, variables in short_of_it.items():
         assert _beyond_loopback(compose, variables), case
-        refused = _refusals(compose, variables)
-        assert "deployment-check" in refused or "gateway" in refused, f"{case}: the stack would start: {refused}"
+        refused = _refusals(compose, variables).keys()
+        # Each stack stops at its check or its gateway; a secret one stack does not use stops only the other.
+        if not any(variable in case for variable in SINGLE_NODE_ONLY_SECRETS):
+            assert refused & {"ha-deployment-check", "ha-gateway-a"}, f"{case}: the ha stack would start: {refused}"
+        if not any(variable in case for variable in HA_ONLY_SECRETS):
+            assert refused & {"deployment-check", "gateway"}, f"{case}: the stack would start: {refused}"
 
 
 def test_grafana_prometheus_rabbitmq_and_the_databases_never_leave_loopback(compose: dict[str, Any]) -> None:
     for variables in ({}, production_variables()):
         for port in published_ports(compose, variables):
-            if port.service != "gateway":
+            if port.service not in PUBLIC:
                 assert is_loopback(port.host_ip), port
     services = compose["services"]
-    for internal in ("postgres", "redis", "inventory", "sync-worker", "postgres-exporter", "redis-exporter"):
+    ha_internal = [name for name in services if name.startswith("ha-") and name not in ("ha-front", "ha-rabbit-a")]
+    for internal in (
+        "postgres",
+        "redis",
+        "inventory",
+        "sync-worker",
+        "postgres-exporter",
+        "redis-exporter",
+        *ha_internal,
+    ):
         assert not services[internal].get("ports"), f"{internal} must not be published"
     assert all("network_mode" not in service for service in services.values()), "host networking skips publishing"
 
@@ -113,6 +137,9 @@ def test_everything_holding_data_or_a_password_waits_for_the_deployment_check(co
     for name in ("postgres", "redis", "rabbitmq", "grafana"):
         condition = services[name]["depends_on"]["deployment-check"]["condition"]
         assert condition == "service_completed_successfully", name
+    for name in ("ha-pg-a", "ha-pg-b", "ha-etcd", "ha-redis", "ha-rabbit-a", "ha-rabbit-b", "ha-rabbit-c"):
+        condition = services[name]["depends_on"]["ha-deployment-check"]["condition"]
+        assert condition == "service_completed_successfully", name
     check = services["deployment-check"]
     assert check["entrypoint"] == ["python", "-m", "stockzen_platform.deployment"]
     # It sees the very values the backing services and Grafana are given.
@@ -121,6 +148,19 @@ def test_everything_holding_data_or_a_password_waits_for_the_deployment_check(co
     assert env["POSTGRES_PASSWORD"] == service_environment(services["postgres"], {})["POSTGRES_PASSWORD"]
     assert env["RABBITMQ_PASSWORD"] == service_environment(services["rabbitmq"], {})["RABBITMQ_DEFAULT_PASS"]
     assert env["RABBITMQ_USER"] == service_environment(services["rabbitmq"], {})["RABBITMQ_DEFAULT_USER"]
+    ha_check = service_environment(services["ha-deployment-check"], {})
+    for node in ("ha-rabbit-a", "ha-rabbit-b", "ha-rabbit-c"):
+        given = service_environment(services[node], {})
+        assert ha_check["RABBITMQ_ERLANG_COOKIE"] == given["RABBITMQ_ERLANG_COOKIE"]
+        assert (ha_check["RABBITMQ_USER"], ha_check["RABBITMQ_PASSWORD"]) == (
+            given["RABBITMQ_DEFAULT_USER"],
+            given["RABBITMQ_DEFAULT_PASS"],
+        )
+    for node in ("ha-pg-a", "ha-pg-b"):
+        given = service_environment(services[node], {})
+        assert ha_check["POSTGRES_PASSWORD"] == given["PATRONI_SUPERUSER_PASSWORD"]
+        assert ha_check["POSTGRES_REPLICATION_PASSWORD"] == given["PATRONI_REPLICATION_PASSWORD"]
+        assert ha_check["PATRONI_RESTAPI_PASSWORD"] == given["PATRONI_RESTAPI_PASSWORD"]
 
 
 def test_compose_redis_has_a_memory_ceiling_and_evicts_rather_than_refuses(compose: dict[str, Any]) -> None:
@@ -213,6 +253,9 @@ BAD_VALUES: dict[str, list[str | None]] = {
     "RABBITMQ_USER": ["guest"],
     "RABBITMQ_PASSWORD": [None, "guest"],
     "GRAFANA_ADMIN_PASSWORD": [None, "changeme"],
+    "RABBITMQ_ERLANG_COOKIE": [None],
+    "POSTGRES_REPLICATION_PASSWORD": [None],
+    "PATRONI_RESTAPI_PASSWORD": [None, "changeme"],
 }
 # compose variable -> the services that receive it, and the variable each names when refusing
 RECEIVERS: dict[str, dict[str, str]] = {
@@ -227,6 +270,9 @@ RECEIVERS: dict[str, dict[str, str]] = {
     "RABBITMQ_USER": {"deployment-check": "RABBITMQ_USER", "gateway": "AMQP_URL", "sync-worker": "AMQP_URL"},
     "RABBITMQ_PASSWORD": {"deployment-check": "RABBITMQ_PASSWORD", "gateway": "AMQP_URL", "sync-worker": "AMQP_URL"},
     "GRAFANA_ADMIN_PASSWORD": {"deployment-check": "GRAFANA_ADMIN_PASSWORD"},
+    "RABBITMQ_ERLANG_COOKIE": {"ha-deployment-check": "RABBITMQ_ERLANG_COOKIE"},
+    "POSTGRES_REPLICATION_PASSWORD": {"ha-deployment-check": "POSTGRES_REPLICATION_PASSWORD"},
+    "PATRONI_RESTAPI_PASSWORD": {"ha-deployment-check": "PATRONI_RESTAPI_PASSWORD"},
 }
 
 
@@ -292,6 +338,7 @@ def test_outside_production_nothing_listens_or_is_published_beyond_loopback() ->
             {**development, "GATEWAY_HOST": every_interface, "STOCKZEN_PUBLISH_ADDRESS": every_interface},
         ),
         "stack published beyond loopback": ("deployment-check", {"STOCKZEN_PUBLISH_ADDRESS": every_interface}),
+        "ha stack published beyond loopback": ("ha-deployment-check", {"STOCKZEN_PUBLISH_ADDRESS": every_interface}),
     }
     named = {
         "gateway on every interface": ["GATEWAY_HOST", "GATEWAY_METRICS_HOST"],
@@ -299,5 +346,6 @@ def test_outside_production_nothing_listens_or_is_published_beyond_loopback() ->
         "worker metrics on every interface": ["WORKER_METRICS_HOST"],
         "gateway published beyond loopback": ["STOCKZEN_PUBLISH_ADDRESS"],
         "stack published beyond loopback": ["STOCKZEN_PUBLISH_ADDRESS"],
+        "ha stack published beyond loopback": ["STOCKZEN_PUBLISH_ADDRESS"],
     }
     _expect_refused(_run_all(cases), named, {case: [] for case in cases})

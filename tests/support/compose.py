@@ -33,6 +33,10 @@ def production_variables() -> dict[str, str]:
         "RABBITMQ_USER": "stockzen-sync",
         "RABBITMQ_PASSWORD": secrets.token_urlsafe(24),
         "GRAFANA_ADMIN_PASSWORD": secrets.token_urlsafe(24),
+        # The ha profile's (docker-compose.yml): the RabbitMQ nodes' cookie, Patroni's passwords.
+        "RABBITMQ_ERLANG_COOKIE": secrets.token_urlsafe(32),
+        "POSTGRES_REPLICATION_PASSWORD": secrets.token_urlsafe(24),
+        "PATRONI_RESTAPI_PASSWORD": secrets.token_urlsafe(24),
     }
 
 

@@ -256,6 +256,32 @@ def test_the_deployment_check() -> None:
         settings_from(DeploymentSettings, {**real, "STOCKZEN_ENV": "development"})
 
 
+def test_the_deployment_check_of_the_ha_profile_checks_its_secrets_when_given() -> None:
+    real = {
+        "STOCKZEN_ENV": "production",
+        "POSTGRES_PASSWORD": _password(),
+        "APP_DB_PASSWORD": _password(),
+        "RABBITMQ_USER": "stockzen-sync",
+        "RABBITMQ_PASSWORD": _password(),
+        "GRAFANA_ADMIN_PASSWORD": _password(),
+    }
+    ha = {
+        "RABBITMQ_ERLANG_COOKIE": _password(),
+        "POSTGRES_REPLICATION_PASSWORD": _password(),
+        "PATRONI_RESTAPI_PASSWORD": _password(),
+    }
+    settings_from(DeploymentSettings, real)  # the single-node stack's check: not given, not needed
+    settings_from(DeploymentSettings, {**real, **ha})
+    without_grafana = {k: v for k, v in real.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+    settings_from(DeploymentSettings, {**without_grafana, **ha})  # the ha profile's: it runs no Grafana
+    for variable in ha:
+        for bad in ("", "changeme", "short", f"stockzen-development-{variable.lower()}"):
+            with pytest.raises(ValidationError, match=f"{variable}: the password"):
+                settings_from(DeploymentSettings, {**real, **ha, variable: bad})
+    development = {variable: f"stockzen-development-{variable.lower()}" for variable in ha}
+    settings_from(DeploymentSettings, development)  # development takes its documented values
+
+
 def test_load_settings_exits_naming_variables_only(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

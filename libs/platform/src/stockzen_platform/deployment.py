@@ -4,6 +4,13 @@ Postgres, RabbitMQ and Grafana are not our processes: they start with whatever p
 given. In docker-compose.yml everything that holds data or a password waits for this one-shot check,
 so in production the stack does not start with a development, default or placeholder password, nor
 publish beyond loopback outside production. (Each of our services also checks its own settings.)
+
+The high-availability topology (compose profile ``ha``) has secrets of its own: the RabbitMQ nodes'
+shared Erlang cookie, Patroni's replication password and its REST API password. Its own one-shot
+check (``ha-deployment-check``) is given them, and not Grafana's password (it runs no Grafana); the
+single-node stack's check is given Grafana's and not them. The secrets only one stack uses are
+checked when given, so neither stack needs values for services it does not run. (Compose gives
+each check its stack's secrets always, with their development defaults when unset: refused here.)
 """
 
 from __future__ import annotations
@@ -37,6 +44,10 @@ class DeploymentSettings(BaseSettings):
     rabbitmq_user: str = Field(default="stockzen", alias="RABBITMQ_USER")
     rabbitmq_password: SecretStr | None = Field(default=None, alias="RABBITMQ_PASSWORD")
     grafana_admin_password: SecretStr | None = Field(default=None, alias="GRAFANA_ADMIN_PASSWORD")
+    # The ha profile's: None when not given (a stack without those services).
+    rabbitmq_erlang_cookie: SecretStr | None = Field(default=None, alias="RABBITMQ_ERLANG_COOKIE")
+    replication_password: SecretStr | None = Field(default=None, alias="POSTGRES_REPLICATION_PASSWORD")
+    patroni_restapi_password: SecretStr | None = Field(default=None, alias="PATRONI_RESTAPI_PASSWORD")
 
     @model_validator(mode="after")
     def _safe_to_deploy(self) -> Self:
@@ -52,7 +63,14 @@ class DeploymentSettings(BaseSettings):
                 *password_problems("APP_DB_PASSWORD", _raw(self.app_db_password), env),
                 *broker_user,
                 *password_problems("RABBITMQ_PASSWORD", _raw(self.rabbitmq_password), env),
-                *password_problems("GRAFANA_ADMIN_PASSWORD", _raw(self.grafana_admin_password), env),
+                # Grafana is the single-node stack's only (the ha profile's check is not given it).
+                *_given_password_problems("GRAFANA_ADMIN_PASSWORD", self.grafana_admin_password, env),
+                # Whoever holds the cookie controls every RabbitMQ node (and its data) over Erlang
+                # distribution; the replication user reads the whole database; the REST API's user
+                # can fail over, restart and reconfigure Postgres.
+                *_given_password_problems("RABBITMQ_ERLANG_COOKIE", self.rabbitmq_erlang_cookie, env),
+                *_given_password_problems("POSTGRES_REPLICATION_PASSWORD", self.replication_password, env),
+                *_given_password_problems("PATRONI_RESTAPI_PASSWORD", self.patroni_restapi_password, env),
                 # Only the gateway is published on this address; the rest always on 127.0.0.1.
                 *listen_problems(PUBLISH_ADDRESS, self.published_on, env, self.published_on),
             ]
@@ -62,6 +80,11 @@ class DeploymentSettings(BaseSettings):
 
 def _raw(secret: SecretStr | None) -> str | None:
     return None if secret is None else secret.get_secret_value()
+
+
+def _given_password_problems(name: str, secret: SecretStr | None, environment: Environment) -> list[str]:
+    """A secret of services only one of the stacks runs: checked when given, else not part of this stack."""
+    return [] if secret is None else password_problems(name, _raw(secret), environment)
 
 
 def main() -> int:

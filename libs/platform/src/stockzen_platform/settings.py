@@ -29,6 +29,10 @@ DEVELOPMENT_PASSWORDS = frozenset(
         "stockzen-development-app-password",
         "stockzen-development-postgres-password",
         "stockzen-development-rabbitmq-password",
+        # ... and its high-availability profile's.
+        "stockzen-development-erlang-cookie",
+        "stockzen-development-replication-password",
+        "stockzen-development-patroni-api-password",
         # The defaults the images and tools ship with, and account names used as passwords.
         "guest",
         "admin",

@@ -24,7 +24,7 @@ export AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 WEB := $(CURDIR)/clients/web
 export WEB_APP_DIR ?= $(WEB)/dist
 
-.PHONY: help run test env services migrate lint token bench chaos cluster-rabbit clean web web-test
+.PHONY: help run test env services migrate lint token bench chaos cluster-rabbit cluster-postgres cluster chaos-cluster test-cluster clean web web-test
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -83,7 +83,23 @@ chaos: env services web ## long chaos run: devices and real Python and browser c
 	$(BIN)/python chaos/run_chaos.py $(CHAOS_ARGS)
 
 cluster-rabbit: ## three clustered RabbitMQ nodes on 127.0.0.1:5681-5683, for quorum queues (it prints AMQP_URL); Ctrl-C stops them
-	$(PYTHON) scripts/rabbit_cluster.py
+	$(PYTHON) -m scripts.rabbit_cluster
+
+cluster-postgres: env ## a Postgres primary + synchronous standby under Patroni and etcd (5441, 5442), migrated; prints DATABASE_URL; Ctrl-C stops them
+	bash scripts/ensure_tools.sh --cluster
+	$(BIN)/python -m scripts.pg_cluster
+
+cluster: env services ## the whole topology: 3 RabbitMQ (quorum), Patroni primary + sync standby, 2 gateways/workers/inventories, HAProxy on :8100; Ctrl-C stops all
+	bash scripts/ensure_tools.sh --cluster
+	$(BIN)/python -m scripts.cluster
+
+chaos-cluster: env services ## devices push through `make cluster` while the queue leader, the Postgres primary, a worker and a gateway fail; prints failover times
+	bash scripts/ensure_tools.sh --cluster
+	$(BIN)/python -m chaos.run_cluster_chaos $(CHAOS_ARGS)
+
+test-cluster: env ## the cluster tests (deselected from `make test`): Postgres failover under Patroni; installs patroni and etcd if missing
+	bash scripts/ensure_tools.sh --cluster
+	$(BIN)/python -m pytest -m cluster
 
 clean: ## remove the virtual environments and the web app's dependencies and build
 	rm -rf $(VENV) $(CURDIR)/.tools $(WEB)/node_modules $(WEB)/dist

@@ -5,17 +5,44 @@
 # generator `make bench` times single-operation requests with. The tests run their own Prometheus;
 # the package's service must not run, so its start is refused during the install (policy-rc.d)
 # and stopped afterwards if something started it anyway.
+#
+# With --cluster it installs instead what `make test-cluster` and `make cluster-postgres` run:
+# Debian's `patroni` (and its patronictl), `etcd-server`, Patroni's configuration store, and `haproxy`,
+# the front of `make cluster`. The
+# cluster scripts start their own etcd and Patroni nodes; the packaged services must not run either.
 set -euo pipefail
 
+mode=default
+case "${1:-}" in
+  "") ;;
+  --cluster) mode=cluster ;;
+  *) echo "usage: $0 [--cluster]" >&2; exit 2 ;;
+esac
+
 missing=()
-if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
-  missing+=(prometheus)
-fi
-if [ ! -x /usr/bin/chromium ]; then
-  missing+=(chromium)
-fi
-if ! command -v wrk >/dev/null 2>&1; then
-  missing+=(wrk)
+services=()
+if [ "$mode" = cluster ]; then
+  if ! command -v patroni >/dev/null 2>&1 || ! command -v patronictl >/dev/null 2>&1; then
+    missing+=(patroni)
+  fi
+  if ! command -v etcd >/dev/null 2>&1; then
+    missing+=(etcd-server)
+  fi
+  if [ ! -x /usr/sbin/haproxy ]; then
+    missing+=(haproxy)
+  fi
+  services=(etcd patroni haproxy)
+else
+  if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+    missing+=(prometheus)
+  fi
+  if [ ! -x /usr/bin/chromium ]; then
+    missing+=(chromium)
+  fi
+  if ! command -v wrk >/dev/null 2>&1; then
+    missing+=(wrk)
+  fi
+  services=(prometheus)
 fi
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
@@ -50,14 +77,22 @@ if ! install; then
   install
 fi
 
-# Belt and braces: if an init system started the packaged service despite the policy, stop it.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
-  systemctl stop prometheus
-  systemctl disable --quiet prometheus || true
-elif [ -x /etc/init.d/prometheus ] && /etc/init.d/prometheus status >/dev/null 2>&1; then
-  /etc/init.d/prometheus stop || true
-fi
+# Belt and braces: if an init system started a packaged service despite the policy, stop it.
+for service in "${services[@]}"; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
+    systemctl stop "$service"
+    systemctl disable --quiet "$service" || true
+  elif [ -x "/etc/init.d/$service" ] && "/etc/init.d/$service" status >/dev/null 2>&1; then
+    "/etc/init.d/$service" stop || true
+  fi
+done
 
-promtool --version | head -n 1
-/usr/bin/chromium --version
-wrk --version 2>&1 | head -n 1 || true
+if [ "$mode" = cluster ]; then
+  patroni --version
+  etcd --version | head -n 1
+  /usr/sbin/haproxy -v | head -n 1
+else
+  promtool --version | head -n 1
+  /usr/bin/chromium --version
+  wrk --version 2>&1 | head -n 1 || true
+fi

@@ -1,0 +1,344 @@
+"""``make chaos-cluster``: devices push through the whole topology while its machines fail, one by one.
+
+Starts the topology of ``make cluster`` (``scripts/cluster.py``: three RabbitMQ nodes with quorum queues,
+Postgres under Patroni with a synchronous standby, two each of our services, HAProxy in front), then
+simulated devices of several tenants push stock movements and product changes through the front,
+resending what has no final answer with the same ids, while the run, one fault after the other:
+
+1. kills (SIGKILL) the RabbitMQ node leading the sync queue, and starts it again later;
+2. kills the Postgres primary's postmaster with ``kill -9``: Patroni promotes the synchronous standby,
+   and the old primary rejoins as a standby;
+3. cuts one worker off: its whole process group is frozen (SIGSTOP), so to the broker, Postgres and
+   Redis it is a consumer behind a partition — its connections stay open and say nothing — then it is
+   let go (SIGCONT) and finds its work done by the other worker;
+4. cuts one gateway (SIGKILL): HAProxy takes it out and the devices' retries go to the other.
+
+For each fault it prints how long until a probe device's write was applied again, and the answers
+given meanwhile (``503``, ``202`` and no answer at all). At the end every operation that got a final
+result must be recorded exactly once, every movement applied once in the ledger, and every stock level
+must equal its ledger; the run exits 1 otherwise.
+
+    make chaos-cluster
+    .venv/bin/python -m chaos.run_cluster_chaos --devices 12 --settle-seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scripts.cluster import SYNC_QUEUE, Ports, Topology
+from stockzen_platform.identity import Identity, TokenIssuer
+from stockzen_platform.settings import DEVELOPMENT_JWT_SECRET
+from tests.support.ops import create_product, movement, update_product
+
+FINAL = {"applied", "duplicate", "conflict", "rejected"}
+FAULTS = ("queue leader killed", "postgres primary killed", "worker cut off", "gateway cut")
+
+
+@dataclass
+class Window:
+    """What the devices met during one fault: from its start until the probe's write was applied again."""
+
+    name: str
+    started: float
+    recovered: float | None = None
+    ended: float | None = None  # the fault is over: the node back, or let go
+    extra: str = ""
+    answers: Counter[str] = field(default_factory=Counter)
+    said: dict[str, str] = field(default_factory=dict)  # the first message of each kind of answer
+    back: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def close(self) -> None:
+        """The probe's write was applied again."""
+        self.recovered = time.monotonic()
+        self.back.set()
+
+    def line(self) -> str:
+        took = f"{self.recovered - self.started:5.1f} s" if self.recovered else "  never"
+        lasted = f"{self.ended - self.started:.1f} s" if self.ended else "?"
+        seen = ", ".join(f"{k} {v}" for k, v in sorted(self.answers.items())) or "none"
+        return (
+            f"  {self.name:<24} writes applied again after {took}; answers other than 200 while it lasted"
+            f" ({lasted}): {seen}{self.extra}"
+        )
+
+
+@dataclass
+class Run:
+    """Everything the devices sent and heard, and the windows of the faults."""
+
+    sent: dict[str, dict[str, Any]] = field(default_factory=dict)
+    finals: dict[str, str] = field(default_factory=dict)
+    windows: list[Window] = field(default_factory=list)
+    requests: int = 0
+    unexpected: Counter[int] = field(default_factory=Counter)
+
+    def heard(self, answer: str, message: str = "") -> None:
+        for window in self.windows:
+            if window.ended is None:
+                window.answers[answer] += 1
+                window.said.setdefault(answer, message)
+
+
+class ClusterChaos:
+    """The devices, the probe and the faults, against one running :class:`Topology`."""
+
+    def __init__(self, topology: Topology, *, tenants: int, devices: int, settle: float, seed: int) -> None:
+        self.topology = topology
+        self.tenants = [uuid.uuid4() for _ in range(tenants)]
+        self.products: dict[uuid.UUID, list[uuid.UUID]] = {tenant: [] for tenant in self.tenants}
+        self.devices = devices
+        self.settle = settle
+        self.random = random.Random(seed)
+        self.run = Run()
+        self._stop = asyncio.Event()
+        self._issuer = TokenIssuer(algorithm="HS256", key=DEVELOPMENT_JWT_SECRET)
+
+    def _headers(self, tenant: uuid.UUID, device: str) -> dict[str, str]:
+        token = self._issuer.issue(Identity(device, tenant), ttl_seconds=3600)
+        return {"Authorization": f"Bearer {token}"}
+
+    async def go(self) -> bool:
+        async with httpx.AsyncClient(base_url=self.topology.front_url, timeout=30) as client:
+            for tenant in self.tenants:  # every tenant starts with a few products
+                ops = [create_product(tenant, uuid.uuid4(), f"Item {n}") for n in range(5)]
+                await self._push(client, self._headers(tenant, "setup"), ops)
+                self.products[tenant] = [uuid.UUID(op["entityId"]) for op in ops]
+            devices = [asyncio.create_task(self._device(client, n)) for n in range(self.devices)]
+            probe = asyncio.create_task(self._probe(client))
+            try:
+                await self._faults()
+            finally:
+                self._stop.set()
+                await asyncio.gather(*devices, probe)
+        return await self._check()
+
+    # -- the devices ----------------------------------------------------------------------------
+    async def _device(self, client: httpx.AsyncClient, index: int) -> None:
+        tenant = self.tenants[index % len(self.tenants)]
+        headers = self._headers(tenant, f"device-{index}")
+        while not self._stop.is_set():
+            ops: list[dict[str, Any]] = []
+            for _ in range(self.random.randint(1, 4)):
+                product = self.random.choice(self.products[tenant])
+                if self.random.random() < 0.15:
+                    ops.append(update_product(tenant, product, priceCents=self.random.randint(0, 999)))
+                else:
+                    kind = self.random.choice(["entry", "entry", "exit"])
+                    ops.append(movement(tenant, product, kind, self.random.randint(1, 9)))
+            await self._push(client, headers, ops)
+            await asyncio.sleep(self.random.uniform(0.05, 0.3))
+
+    async def _push(self, client: httpx.AsyncClient, headers: dict[str, str], ops: list[dict[str, Any]]) -> bool:
+        """Send until each operation has a final result (the unsettled again, same ids); whether all did."""
+        for op in ops:
+            self.run.sent[op["operationId"]] = op
+        waiting = list(ops)
+        deadline = time.monotonic() + 240
+        while waiting and time.monotonic() < deadline:
+            self.run.requests += 1
+            try:
+                response = await client.post("/api/sync", json={"operations": waiting}, headers=headers)
+            except httpx.TransportError as exc:
+                self.run.heard("no answer", type(exc).__name__)
+                await asyncio.sleep(0.5)
+                continue
+            if response.status_code not in (200, 202):
+                self.run.heard(str(response.status_code), response.text[:300])
+                if response.status_code not in (429, 503):
+                    self.run.unexpected[response.status_code] += 1
+                await asyncio.sleep(min(float(response.headers.get("retry-after", "0.5")), 2.0))
+                continue
+            if response.status_code == 202:
+                self.run.heard("202")
+            still = []
+            for op, result in zip(waiting, response.json()["results"], strict=True):
+                if result["status"] in FINAL and not result.get("retryable"):
+                    self.run.finals[op["operationId"]] = result["status"]
+                else:
+                    still.append(op)
+            waiting = still
+            if waiting:
+                await asyncio.sleep(0.3)
+        return not waiting
+
+    async def _probe(self, client: httpx.AsyncClient) -> None:
+        """One movement alone every 200 ms, sent again (same id) until it has a final result; its first
+        request sent after a fault began and answered ``applied`` (or ``duplicate``) ends that fault's window."""
+        tenant = self.tenants[0]
+        headers = self._headers(tenant, "probe")
+        op: dict[str, Any] | None = None
+        while not self._stop.is_set():
+            if op is None:
+                op = movement(tenant, self.products[tenant][0], "entry", 1)
+                self.run.sent[op["operationId"]] = op
+            sent_at = time.monotonic()
+            try:
+                response = await client.post("/api/sync", json={"operations": [op]}, headers=headers, timeout=5)
+                status = response.json()["results"][0]["status"] if response.status_code == 200 else None
+            except (httpx.TransportError, ValueError, KeyError, IndexError):
+                status = None
+            if status in ("applied", "duplicate"):
+                for window in self.run.windows:
+                    if window.recovered is None and sent_at >= window.started:
+                        window.close()
+            if status in FINAL:
+                self.run.finals[op["operationId"]] = str(status)
+                op = None
+            await asyncio.sleep(max(0.0, 0.2 - (time.monotonic() - sent_at)))
+        if op is not None:
+            await self._push(client, headers, [op])
+
+    # -- the faults ------------------------------------------------------------------------------
+    async def _faults(self) -> None:
+        await asyncio.sleep(self.settle)
+        await self._queue_leader_killed()
+        await asyncio.sleep(self.settle)
+        await self._postgres_primary_killed()
+        await asyncio.sleep(self.settle)
+        await self._worker_cut_off()
+        await asyncio.sleep(self.settle)
+        await self._gateway_cut()
+        await asyncio.sleep(self.settle)
+
+    def _open(self, name: str) -> Window:
+        window = Window(name, time.monotonic())
+        self.run.windows.append(window)
+        return window
+
+    async def _recovered(self, window: Window, seconds: float = 120) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(window.back.wait(), seconds)
+
+    async def _queue_leader_killed(self) -> None:
+        rabbit = self.topology.rabbit
+        leader = await asyncio.to_thread(rabbit.leader, SYNC_QUEUE)
+        window = self._open(FAULTS[0])
+        await asyncio.to_thread(rabbit.kill, leader)
+        await self._recovered(window)
+        await asyncio.to_thread(rabbit.restart, leader)
+        window.ended = time.monotonic()
+        window.extra = f" ({leader.name} killed, started again)"
+
+    async def _postgres_primary_killed(self) -> None:
+        postgres = self.topology.postgres
+        primary = await asyncio.to_thread(postgres.leader)
+        window = self._open(FAULTS[1])
+        await asyncio.to_thread(postgres.crash_postgres, primary)
+        await self._recovered(window)
+        rejoined = await asyncio.to_thread(postgres.await_role, primary, {"replica", "sync_standby"}, seconds=120)
+        window.ended = time.monotonic()
+        window.extra = f" ({primary.name} killed; back as a standby after {rejoined:.1f} s)"
+
+    async def _worker_cut_off(self) -> None:
+        window = self._open(FAULTS[2])
+        self.topology.freeze("worker-a")
+        await asyncio.sleep(max(10.0, self.settle))
+        self.topology.thaw("worker-a")
+        await self._recovered(window)
+        window.ended = time.monotonic()
+        window.extra = " (worker-a frozen, then let go)"
+
+    async def _gateway_cut(self) -> None:
+        window = self._open(FAULTS[3])
+        await asyncio.to_thread(self.topology.kill_service, "gateway-a")
+        await self._recovered(window)
+        await asyncio.to_thread(self.topology.start_service, "gateway-a")
+        window.ended = time.monotonic()
+        window.extra = " (gateway-a killed, started again)"
+
+    # -- the verdict -----------------------------------------------------------------------------
+    async def _check(self) -> bool:
+        postgres = self.topology.postgres
+        admin = await asyncpg.connect(postgres.admin_url(postgres.leader(), "stockzen"))
+        try:
+            recorded = Counter(
+                str(r["operation_id"])
+                for r in await admin.fetch(
+                    "SELECT operation_id FROM applied_operations WHERE tenant_id = ANY($1::uuid[])", self.tenants
+                )
+            )
+            in_ledger = Counter(
+                str(r["operation_id"])
+                for r in await admin.fetch(
+                    "SELECT operation_id FROM stock_movements WHERE tenant_id = ANY($1::uuid[])", self.tenants
+                )
+            )
+            level_mismatches = await admin.fetchval(
+                """
+                SELECT count(*) FROM stock_levels AS level
+                WHERE level.tenant_id = ANY($1::uuid[])
+                  AND level.quantity <> (
+                      SELECT coalesce(sum(CASE m.kind WHEN 'entry' THEN m.quantity ELSE -m.quantity END), 0)
+                      FROM stock_movements AS m
+                      WHERE m.tenant_id = level.tenant_id AND m.product_id = level.product_id)
+                """,
+                self.tenants,
+            )
+        finally:
+            await admin.close()
+        lost = doubled = 0
+        for op_id, status in self.run.finals.items():
+            lost += recorded[op_id] == 0
+            doubled += recorded[op_id] > 1
+            if self.run.sent[op_id]["entityType"] == "stockMovement":
+                lost += status in ("applied", "duplicate") and in_ledger[op_id] == 0
+                doubled += in_ledger[op_id] > 1
+        unfinished = len(self.run.sent) - len(self.run.finals)
+        print("failovers, as the devices saw them:")
+        for window in self.run.windows:
+            print(window.line())
+            for answer, message in window.said.items():
+                print(f"      first {answer}: {message}")
+        print(
+            f"operations sent {len(self.run.sent)}, with a final result {len(self.run.finals)}, "
+            f"requests {self.run.requests}"
+        )
+        print(
+            f"unfinished {unfinished}, lost {lost}, doubled {doubled}, level != ledger {level_mismatches}, "
+            f"unexpected answers {dict(self.run.unexpected) or 0}"
+        )
+        return unfinished == lost == doubled == level_mismatches == 0 and not self.run.unexpected
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tenants", type=int, default=4)
+    parser.add_argument("--devices", type=int, default=8)
+    parser.add_argument("--settle-seconds", type=float, default=8.0, help="pushing between two faults")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--front-port", type=int, default=Ports.front)
+    parser.add_argument("--keep", type=Path, default=None, help="run in this (new) folder and keep its logs")
+    args = parser.parse_args()
+    seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    print(f"seed {seed}; starting the topology", flush=True)
+    # Each line as it comes: a run takes minutes.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    if args.keep is not None:
+        args.keep.mkdir(parents=True)
+    with Topology(ports=Ports(front=args.front_port), root=args.keep) as topology:
+        chaos = ClusterChaos(
+            topology, tenants=args.tenants, devices=args.devices, settle=args.settle_seconds, seed=seed
+        )
+        held = asyncio.run(chaos.go())
+    print("held" if held else "FAILED")
+    return 0 if held else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from scripts.cluster import SYNC_QUEUE, Ports, Topology
 from stockzen_platform.identity import Identity, TokenIssuer
 from stockzen_platform.settings import DEVELOPMENT_JWT_SECRET
+from tests.support.db import levels_off_ledger, operation_ids
 from tests.support.ops import create_product, movement, update_product
 
 FINAL = {"applied", "duplicate", "conflict", "rejected"}
@@ -267,29 +268,9 @@ class ClusterChaos:
         postgres = self.topology.postgres
         admin = await asyncpg.connect(postgres.admin_url(postgres.leader(), "stockzen"))
         try:
-            recorded = Counter(
-                str(r["operation_id"])
-                for r in await admin.fetch(
-                    "SELECT operation_id FROM applied_operations WHERE tenant_id = ANY($1::uuid[])", self.tenants
-                )
-            )
-            in_ledger = Counter(
-                str(r["operation_id"])
-                for r in await admin.fetch(
-                    "SELECT operation_id FROM stock_movements WHERE tenant_id = ANY($1::uuid[])", self.tenants
-                )
-            )
-            level_mismatches = await admin.fetchval(
-                """
-                SELECT count(*) FROM stock_levels AS level
-                WHERE level.tenant_id = ANY($1::uuid[])
-                  AND level.quantity <> (
-                      SELECT coalesce(sum(CASE m.kind WHEN 'entry' THEN m.quantity ELSE -m.quantity END), 0)
-                      FROM stock_movements AS m
-                      WHERE m.tenant_id = level.tenant_id AND m.product_id = level.product_id)
-                """,
-                self.tenants,
-            )
+            recorded = await operation_ids(admin, "applied_operations", self.tenants)
+            in_ledger = await operation_ids(admin, "stock_movements", self.tenants)
+            level_mismatches = await levels_off_ledger(admin, self.tenants)
         finally:
             await admin.close()
         lost = doubled = 0

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scripts.cluster_processes import (
+    Cluster,
     answers,
     kill_group,
     refuse_taken_ports,
@@ -86,7 +87,7 @@ class Service:
     process: subprocess.Popen[bytes] | None = None
 
 
-class Topology:
+class Topology(Cluster):
     """Start, fault and stop the whole topology. A context manager: leaving it stops it all."""
 
     def __init__(self, *, ports: Ports | None = None, root: Path | None = None, redis_url: str | None = None):
@@ -254,17 +255,6 @@ class Topology:
             shutil.rmtree(self.root, ignore_errors=True)
         if errors:
             raise errors[0]
-
-    def __enter__(self) -> Topology:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _answers_http(url: str) -> bool:

@@ -47,6 +47,7 @@ import asyncpg
 import httpx
 
 from tests.support.chaos_clients import ClientChaosConfig, ClientFleet
+from tests.support.db import levels_off_ledger, operation_ids
 from tests.support.ops import create_product, delete_product, movement, update_product
 from tests.support.processes import free_port
 from tests.support.proxy import CuttableProxy
@@ -493,18 +494,8 @@ class Chaos:
         tenants = [world.tenant for world in self.worlds]
         admin = await asyncpg.connect(self.services.admin_url)
         try:
-            recorded = Counter(
-                str(row["operation_id"])
-                for row in await admin.fetch(
-                    "SELECT operation_id FROM applied_operations WHERE tenant_id = ANY($1::uuid[])", tenants
-                )
-            )
-            in_ledger = Counter(
-                str(row["operation_id"])
-                for row in await admin.fetch(
-                    "SELECT operation_id FROM stock_movements WHERE tenant_id = ANY($1::uuid[])", tenants
-                )
-            )
+            recorded = await operation_ids(admin, "applied_operations", tenants)
+            in_ledger = await operation_ids(admin, "stock_movements", tenants)
             for op_id, sent in self.sent.items():
                 if not sent.finals:
                     continue
@@ -515,17 +506,7 @@ class Chaos:
                     report.lost += in_ledger[op_id] < wanted
                     report.doubled += in_ledger[op_id] > 1
                     report.misreported += wanted == 0 and in_ledger[op_id] > 0
-            report.level_mismatches = await admin.fetchval(
-                """
-                SELECT count(*) FROM stock_levels AS level
-                WHERE level.tenant_id = ANY($1::uuid[])
-                  AND level.quantity <> (
-                      SELECT coalesce(sum(CASE m.kind WHEN 'entry' THEN m.quantity ELSE -m.quantity END), 0)
-                      FROM stock_movements AS m
-                      WHERE m.tenant_id = level.tenant_id AND m.product_id = level.product_id)
-                """,
-                tenants,
-            )
+            report.level_mismatches = await levels_off_ledger(admin, tenants)
             servers = {tenant: await _server_state(admin, tenant) for tenant in tenants}
         finally:
             await admin.close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import asyncpg
 
@@ -38,3 +40,27 @@ async def stock_level(admin: asyncpg.Connection, tenant_id: uuid.UUID, product_i
         "SELECT quantity FROM stock_levels WHERE tenant_id = $1 AND product_id = $2", tenant_id, product_id
     )
     return value
+
+
+async def operation_ids(
+    admin: asyncpg.Connection, table: Literal["applied_operations", "stock_movements"], tenants: Sequence[uuid.UUID]
+) -> Counter[str]:
+    """How many rows of ``table`` (dedupe records, or the ledger) each operation id has in these tenants."""
+    rows = await admin.fetch(f"SELECT operation_id FROM {table} WHERE tenant_id = ANY($1::uuid[])", list(tenants))
+    return Counter(str(row["operation_id"]) for row in rows)
+
+
+async def levels_off_ledger(admin: asyncpg.Connection, tenants: Sequence[uuid.UUID]) -> int:
+    """How many stock levels of these tenants differ from the sum of their ledger's movements."""
+    count: int = await admin.fetchval(
+        """
+        SELECT count(*) FROM stock_levels AS level
+        WHERE level.tenant_id = ANY($1::uuid[])
+          AND level.quantity <> (
+              SELECT coalesce(sum(CASE m.kind WHEN 'entry' THEN m.quantity ELSE -m.quantity END), 0)
+              FROM stock_movements AS m
+              WHERE m.tenant_id = level.tenant_id AND m.product_id = level.product_id)
+        """,
+        list(tenants),
+    )
+    return count

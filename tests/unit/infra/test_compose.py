@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -126,13 +126,18 @@ def test_every_dependency_waits_for_a_condition(compose: dict[str, Any]) -> None
             assert spec.get("condition") in allowed, f"{name} -> {dependency}: {spec}"
 
 
+def _assert_start_after(services: dict[str, Any], ours: Iterable[str], migrate: str, backing: Iterable[str]) -> None:
+    """Each of ``ours`` waits for ``migrate`` to complete and for every ``backing`` service to be healthy."""
+    for name in ours:
+        depends = _depends_on(services[name])
+        assert depends[migrate]["condition"] == "service_completed_successfully", name
+        for service in backing:
+            assert depends[service]["condition"] == "service_healthy", f"{name} -> {service}"
+
+
 def test_our_services_start_after_the_migrations_and_healthy_backing_services(compose: dict[str, Any]) -> None:
     services = _services(compose)
-    for name in OUR_SERVICES:
-        depends = _depends_on(services[name])
-        assert depends["migrate"]["condition"] == "service_completed_successfully", name
-        for backing in BACKING:
-            assert depends[backing]["condition"] == "service_healthy", f"{name} -> {backing}"
+    _assert_start_after(services, OUR_SERVICES, "migrate", BACKING)
     assert _depends_on(services["migrate"])["postgres"]["condition"] == "service_healthy"
     assert _depends_on(services["grafana"])["prometheus"]["condition"] == "service_healthy"
 
@@ -277,11 +282,7 @@ def test_two_of_each_of_our_services_differing_only_by_name(compose: dict[str, A
 
 def test_the_ha_services_start_after_the_migrations_and_healthy_backing_services(compose: dict[str, Any]) -> None:
     services = _services(compose)
-    for name in HA_OURS:
-        depends = _depends_on(services[name])
-        assert depends["ha-migrate"]["condition"] == "service_completed_successfully", name
-        for backing in HA_BACKING:
-            assert depends[backing]["condition"] == "service_healthy", f"{name} -> {backing}"
+    _assert_start_after(services, HA_OURS, "ha-migrate", HA_BACKING)
     for gateway in ("ha-gateway-a", "ha-gateway-b"):
         for inventory in ("ha-inventory-a", "ha-inventory-b"):
             assert _depends_on(services[gateway])[inventory]["condition"] == "service_healthy"

@@ -24,7 +24,7 @@ export AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 WEB := $(CURDIR)/clients/web
 export WEB_APP_DIR ?= $(WEB)/dist
 
-.PHONY: help run test env services migrate lint token bench chaos cluster-rabbit cluster-postgres cluster chaos-cluster test-cluster clean web web-test
+.PHONY: help run test env services migrate lint token bench bench-queues chaos cluster-rabbit cluster-postgres cluster chaos-cluster test-cluster clean web web-test
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ bench: env services web ## throughput and latency through the real stack, fairne
 	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
 	$(BIN)/python -m bench.fairness $(FAIRNESS_ARGS)
 	$(BIN)/python -m bench.large_tenant $(LARGE_TENANT_ARGS)
+
+bench-queues: env services ## the whole path on classic queues (one node) against quorum queues on three RabbitMQ nodes, in turns (minutes)
+	$(BIN)/python -m bench.queue_types $(BENCH_QUEUES_ARGS)
 
 chaos: env services web ## long chaos run: devices and real Python and browser clients work through killed workers, cut links and a faulty link; prints lost/doubled/diverged
 	bash scripts/ensure_tools.sh

@@ -214,12 +214,18 @@ async def worker_groups(stacks: Sequence[Stack]) -> tuple[float, float, float]:
 
 
 @contextmanager
-def stacks(urls: ServiceUrls, logs: Path, replicas: int) -> Iterator[list[Stack]]:
-    """``replicas`` gateway + worker pairs, all on one queue; stopped (children included) on exit."""
+def stacks(
+    urls: ServiceUrls, logs: Path, replicas: int, *, amqp_url: str | None = None, queue_type: str = "classic"
+) -> Iterator[list[Stack]]:
+    """``replicas`` gateway + worker pairs, all on one queue; stopped (children included) on exit.
+
+    ``amqp_url`` (one address or several, comma-separated) and ``queue_type`` (``classic`` or ``quorum``)
+    choose the broker; the machine's RabbitMQ and classic queues by default."""
     started: list[Stack] = []
     try:
         for index in range(replicas):
-            stack = Stack(urls, logs, name="bench" if index == 0 else f"bench-{index}")
+            stack = Stack(urls, logs, name="bench" if index == 0 else f"bench-{index}", amqp_url=amqp_url)
+            stack.env["SYNC_QUEUE_TYPE"] = queue_type
             if started:  # every replica consumes the first one's queue
                 stack.queue = started[0].queue
                 stack.env["SYNC_QUEUE"] = started[0].queue

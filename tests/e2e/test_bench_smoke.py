@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from bench import large_tenant
+from bench import large_tenant, queue_types
 from bench.throughput import Plan, run
 
 
@@ -67,3 +67,18 @@ async def test_the_large_tenant_bench_runs_end_to_end_and_prints_every_figure(
         r"browser heap [\d.]+ MB, stored [\d.]+ MB",
     ):
         assert re.search(figure, printed), (figure, printed)
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+async def test_the_queue_type_bench_runs_on_a_cluster_of_its_own_and_prints_every_figure(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await queue_types.run(sizes=(1,), seconds=0.5, rounds=1, devices=2, tenants=1)
+
+    printed = capsys.readouterr().out
+    for label in ("classic, 1 node", "quorum, 3 nodes"):
+        row = re.search(rf"^{re.escape(label)}\s+1\s+(\d+)\s+[\d.]+\s+0\s+\d+$", printed, re.MULTILINE)
+        assert row is not None, printed
+        assert int(row.group(1)) > 0, printed  # operations were applied through that broker, none got a 5xx
+    assert re.search(r"quorum / classic, batch 1: \d+\.\d\d \(median \d+\.\d\d\)", printed), printed

@@ -38,6 +38,7 @@ class Stack:
     def __init__(self, services: ServiceUrls, log_dir: Path, *, name: str, amqp_url: str | None = None) -> None:
         self.services = services
         self.log_dir = log_dir
+        self.amqp_url = amqp_url or services.amqp_url  # one broker address, or a cluster's, comma-separated
         self.queue = f"{services.queue_name}.{name}"
         self.gateway_port = free_port()
         self.gateway_metrics_port = free_port()
@@ -54,7 +55,7 @@ class Stack:
             "DATABASE_ADMIN_URL": services.admin_server_url,
             "REDIS_URL": services.redis_url,
             "REDIS_KEY_PREFIX": services.redis_prefix,
-            "AMQP_URL": amqp_url or services.amqp_url,
+            "AMQP_URL": self.amqp_url,
             "SYNC_QUEUE": self.queue,
             "GATEWAY_PORT": str(self.gateway_port),
             "GATEWAY_METRICS_PORT": str(self.gateway_metrics_port),
@@ -110,7 +111,8 @@ class Stack:
         """Start (or restart) the sync worker; wait for its metrics endpoint and its consumer."""
         process = self._start("worker", ["stockzen_sync_worker"], self.worker_metrics_url, overrides)
         deadline = time.monotonic() + 20
-        while queue_counts(self.services.amqp_url, self.queue)[1] < 1:
+        first_node = self.amqp_url.split(",")[0]
+        while queue_counts(first_node, self.queue)[1] < 1:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the worker never consumed {self.queue}:\n{process.log_tail()}")
             time.sleep(0.2)

@@ -11,7 +11,12 @@ resending what has no final answer with the same ids, while the run, one fault a
 3. cuts one worker off: its whole process group is frozen (SIGSTOP), so to the broker, Postgres and
    Redis it is a consumer behind a partition — its connections stay open and say nothing — then it is
    let go (SIGCONT) and finds its work done by the other worker;
-4. cuts one gateway (SIGKILL): HAProxy takes it out and the devices' retries go to the other.
+4. cuts one gateway (SIGKILL): HAProxy takes it out and the devices' retries go to the other;
+5. kills etcd, Patroni's only store, for a while: with ``failsafe_mode`` the primary, which still
+   reaches every member, stays the primary and writes go on; then etcd is started again;
+6. loses the primary's whole machine at once (SIGKILL): its RabbitMQ node, its Patroni and Postgres,
+   and its inventory, worker and gateway; the standby is promoted once the leader key expires, and
+   the machine is then started again, its Postgres rejoining as a standby.
 
 For each fault it prints how long until a probe device's write was applied again, and the answers
 given meanwhile (``503``, ``202`` and no answer at all). At the end every operation that got a final
@@ -48,7 +53,14 @@ from tests.support.db import levels_off_ledger, operation_ids
 from tests.support.ops import create_product, movement, update_product
 
 FINAL = {"applied", "duplicate", "conflict", "rejected"}
-FAULTS = ("queue leader killed", "postgres primary killed", "worker cut off", "gateway cut")
+FAULTS = (
+    "queue leader killed",
+    "postgres primary killed",
+    "worker cut off",
+    "gateway cut",
+    "etcd lost",
+    "primary's machine lost",
+)
 
 
 @dataclass
@@ -216,6 +228,10 @@ class ClusterChaos:
         await asyncio.sleep(self.settle)
         await self._gateway_cut()
         await asyncio.sleep(self.settle)
+        await self._etcd_lost()
+        await asyncio.sleep(self.settle)
+        await self._machine_lost()
+        await asyncio.sleep(self.settle)
 
     def _open(self, name: str) -> Window:
         window = Window(name, time.monotonic())
@@ -262,6 +278,34 @@ class ClusterChaos:
         await asyncio.to_thread(self.topology.start_service, "gateway-a")
         window.ended = time.monotonic()
         window.extra = " (gateway-a killed, started again)"
+
+    async def _etcd_lost(self) -> None:
+        postgres = self.topology.postgres
+        primary = await asyncio.to_thread(postgres.leader)
+        window = self._open(FAULTS[4])
+        await asyncio.to_thread(postgres.kill_etcd)
+        await self._recovered(window)
+        await asyncio.sleep(max(10.0, self.settle))  # a whole ttl without etcd, writes going on meanwhile
+        await asyncio.to_thread(postgres.start_etcd)
+        still = await asyncio.to_thread(postgres.await_role, primary, {"leader"}, seconds=60)
+        window.ended = time.monotonic()
+        window.extra = f" (etcd killed for {max(10.0, self.settle):.0f} s, started again; {primary.name} led again after {still:.1f} s)"
+
+    async def _machine_lost(self) -> None:
+        topology = self.topology
+        primary = await asyncio.to_thread(topology.postgres.leader)
+        letter = primary.name.rsplit("-", 1)[1]
+        window = self._open(FAULTS[5])
+        await asyncio.to_thread(topology.lose_machine, letter)
+        await self._recovered(window)
+        await asyncio.to_thread(topology.restore_machine, letter)
+        await asyncio.to_thread(topology.postgres.await_role, primary, {"replica", "sync_standby"}, seconds=120)
+        window.ended = time.monotonic()
+        lost = ", ".join(topology.machine(letter))
+        back = window.ended - window.started
+        window.extra = (
+            f" ({lost} killed at once, then started again: all back, {primary.name} a standby, {back:.1f} s after)"
+        )
 
     # -- the verdict -----------------------------------------------------------------------------
     async def _check(self) -> bool:

@@ -235,6 +235,30 @@ class Topology(Cluster):
         if process is not None:
             signal_group(process.pid, signal.SIGCONT)
 
+    def machine(self, letter: str) -> list[str]:
+        """What runs on machine ``letter`` in this layout: its RabbitMQ node, its Patroni node (with its
+        Postgres) and its inventory, worker and gateway. etcd and the third RabbitMQ node (c) stand for
+        a third, small machine: a deployment puts etcd's members on three (docs/scaling.md)."""
+        return [
+            self.rabbit.node(f"rabbit-{letter}@localhost").name,
+            self.postgres.node(f"pg-{letter}").name,
+            *(f"{kind}-{letter}" for kind in ("inventory", "worker", "gateway")),
+        ]
+
+    def lose_machine(self, letter: str) -> None:
+        """Everything on machine ``letter`` dies at once (SIGKILL), as when its power goes."""
+        for name in self.machine(letter)[2:]:
+            self.kill_service(name)
+        self.rabbit.kill(self.rabbit.node(f"rabbit-{letter}@localhost"))
+        self.postgres.kill_node(self.postgres.node(f"pg-{letter}"))
+
+    def restore_machine(self, letter: str) -> None:
+        """Machine ``letter`` boots again: its engines first, then our services."""
+        self.postgres.start_node(self.postgres.node(f"pg-{letter}"))
+        self.rabbit.restart(self.rabbit.node(f"rabbit-{letter}@localhost"))
+        for name in self.machine(letter)[2:]:
+            self.start_service(name)
+
     # -- stopping ------------------------------------------------------------------------------
     def stop(self) -> None:
         """Stop everything this topology started (ours first, then the engines); its folder goes too."""

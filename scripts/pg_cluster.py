@@ -56,6 +56,7 @@ from typing import Any
 from scripts.cluster_processes import (
     Cluster,
     RunAs,
+    kill_group,
     refuse_taken_ports,
     serve_until_interrupted,
     start_group,
@@ -312,6 +313,27 @@ class PgCluster(Cluster):
             raise RuntimeError(f"{node.name} has no running postmaster")
         self._signal_postgres(node, signal.SIGKILL)
         return pid
+
+    def kill_node(self, node: PgNode) -> None:
+        """SIGKILL ``node``'s Patroni and its Postgres together, as the loss of its machine would."""
+        process = self._patronis.pop(node.name, None)
+        if process is not None:
+            kill_group(process)
+        self._signal_postgres(node, signal.SIGKILL)
+
+    def start_node(self, node: PgNode) -> None:
+        """Start a lost node's Patroni again: it rejoins from its data folder (rewound, or cloned afresh)."""
+        self._start_patroni(node)
+
+    def kill_etcd(self) -> None:
+        """SIGKILL etcd (the cluster's one member): Patroni's DCS is gone until :meth:`start_etcd`."""
+        if self._etcd is not None:
+            kill_group(self._etcd)
+            self._etcd = None
+
+    def start_etcd(self) -> None:
+        """Start etcd again on its data folder (the flags of a new cluster are ignored on existing data)."""
+        self._start_etcd()
 
     def _signal_postgres(self, node: PgNode, signum: signal.Signals) -> None:
         """Signal ``node``'s postmaster and its children (not a process group: each child calls setsid())."""

@@ -6,10 +6,11 @@
  */
 import { HttpError, type Gateway } from "../api/http";
 import type { ChangeFeedPage, SnapshotPage, StockMovementState } from "../api/types";
-import { rebase, tombstone } from "./rebase";
+import { rebase, reshow, tombstone } from "./rebase";
 import {
   CHECKPOINT_KEY,
   SNAPSHOT_KEY,
+  UNCONFIRMED_KEY,
   signed,
   type LevelRow,
   type LocalMovement,
@@ -52,6 +53,7 @@ export class Download {
         }
         try {
           await this.feed(checkpoint);
+          await this.store.transaction((tx) => dropUnconfirmed(tx));
           return true;
         } catch (error) {
           if (isCode(error, "RESET_REQUIRED") && resets < MAX_RESETS) {
@@ -237,4 +239,21 @@ async function storeFeedPage(tx: SyncTx, page: ChangeFeedPage): Promise<void> {
     );
   }
   await tx.setMeta(CHECKPOINT_KEY, page.checkpoint);
+}
+
+/**
+ * After a complete pull: a create answered ``duplicate`` before the feed brought it (see ``settle``)
+ * whose copy is still the device's own (no checkpoint: neither the feed nor a snapshot brought it)
+ * is not held by the server any more (deleted before the snapshot this device resumed from, its
+ * tombstone purged): its copy goes, and the product with it unless something queued shows it.
+ */
+async function dropUnconfirmed(tx: SyncTx): Promise<void> {
+  const stored = await tx.getMeta(UNCONFIRMED_KEY);
+  if (stored === null) return;
+  const ids = JSON.parse(stored) as string[];
+  const copies = await tx.getServerStates(ids);
+  const gone = ids.filter((_, i) => copies[i]?.checkpoint === null);
+  await tx.deleteServerStates(gone);
+  await reshow(tx, gone);
+  await tx.setMeta(UNCONFIRMED_KEY, null);
 }

@@ -14,7 +14,7 @@ import type {
   SyncResponse,
 } from "../api/types";
 import { RETRY_AFTER_CAP_MS, backoffDelay } from "./backoff";
-import { CHECKPOINT_KEY, DexieStore, LocalDb, SNAPSHOT_KEY, storedProduct } from "./db";
+import { CHECKPOINT_KEY, DexieStore, LocalDb, SNAPSHOT_KEY, UNCONFIRMED_KEY, storedProduct } from "./db";
 import { SyncEngine, type SyncNotice, type SyncStatus, type Timers } from "./engine";
 import { LocalActions, shownStock } from "./local";
 import { newId } from "./operations";
@@ -381,6 +381,45 @@ describe("settling", () => {
     expect(await db.products.get(id)).toBeUndefined();
     expect(await db.server.get(id)).toMatchObject({ deleted: true }); // kept as a tombstone, never shown
     expect(engine.current).toMatchObject({ state: "upToDate", failed: 1 });
+  });
+
+  it("keeps showing a product it created when its create is answered duplicate before the feed brought it, while the pulls fail", async () => {
+    await db.setMeta(CHECKPOINT_KEY, "1");
+    const id = await actions.createProduct({ name: "Mine" });
+    await actions.recordMovement(id, "entry", 1);
+    // Accepted, not applied yet; the pull that follows gets no answer.
+    gateway.syncAnswers.push(answerAll("pending"));
+    gateway.feedErrors.push(new TransportError("the answer was lost"));
+    await engine.syncNow();
+    // Sent again: applied meanwhile, so a duplicate; the pull gets no answer again (a bad link).
+    gateway.syncAnswers.push((ops) => respond(ops.map((op) => ({ operationId: op.operationId, status: "duplicate" }))));
+    gateway.feedErrors.push(new TransportError("the answer was lost"));
+    await engine.syncNow();
+    expect(await db.outbox.count()).toBe(0);
+    expect(await db.products.get(id)).toMatchObject({ name: "Mine" }); // not gone from the list
+    expect(await shown(id)).toBe(1);
+    // The feed brings it, with an edit from elsewhere: shown as the server holds it, and kept.
+    gateway.feed.push({ checkpoint: "3", hasMore: false, changes: [productChange(serverProduct(id, { name: "Mine", sku: "X", checkpoint: "2" }))] });
+    await engine.syncNow();
+    expect(await db.products.get(id)).toMatchObject({ name: "Mine", sku: "X" });
+    await engine.syncNow();
+    expect(await db.products.get(id)).toMatchObject({ name: "Mine", sku: "X" });
+    expect(await db.getMeta(UNCONFIRMED_KEY)).toBeNull();
+  });
+
+  it("drops a product created here, answered duplicate, that a complete pull does not bring (deleted before the device's snapshot)", async () => {
+    const id = await actions.createProduct({ name: "Short-lived" });
+    // In doubt; then the first download: another device deleted it before C, so no page shows it.
+    gateway.syncAnswers.push(answerAll("pending"));
+    gateway.snapshots.push({ checkpoint: "9", items: [], nextCursor: null, totalProducts: 0 });
+    await engine.syncNow();
+    expect(await db.products.get(id)).toMatchObject({ name: "Short-lived" }); // its create is still queued
+    gateway.syncAnswers.push((ops) => respond(ops.map((op) => ({ operationId: op.operationId, status: "duplicate" }))));
+    await engine.syncNow(); // the feed from C says nothing of it
+    expect(gateway.checkpointsAsked).toEqual(["9", "9"]);
+    expect(await db.products.get(id)).toBeUndefined();
+    expect(await db.server.get(id)).toBeUndefined();
+    expect(await db.getMeta(UNCONFIRMED_KEY)).toBeNull();
   });
 
   it("keeps a queued create hidden under a server tombstone", async () => {

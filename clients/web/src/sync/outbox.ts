@@ -6,7 +6,7 @@ import { HttpError, type Gateway } from "../api/http";
 import type { ItemResult } from "../api/types";
 import { foldOperation, reshow, tombstone } from "./rebase";
 import { refusesTheBatch } from "./states";
-import { CHECKPOINT_KEY, signed, type LocalProduct, type OutboxEntry, type SyncStore, type SyncTx } from "./store";
+import { CHECKPOINT_KEY, UNCONFIRMED_KEY, signed, type LocalProduct, type OutboxEntry, type SyncStore, type SyncTx } from "./store";
 
 /** Something the user should hear about without being interrupted. */
 export interface SyncNotice {
@@ -48,7 +48,8 @@ interface Settled {
  * The server's answers to ``batch``, applied in one transaction, in the order the changes were made:
  * - ``applied``: gone from the outbox; the kept server copy takes a product change;
  * - ``duplicate``: gone; the copy stays (the change was applied at an earlier send, and the feed may
- *   already hold a later edit), the product is shown from it, and the pull that follows brings the change;
+ *   already hold a later edit), the product is shown from it, and the pull that follows brings the change
+ *   (a create with no copy at all becomes the copy until a complete pull confirms it: ``dropUnconfirmed``);
  * - ``conflict``, or a ``duplicate`` replaying one (``CONFLICT_RESOLVED`` with ``serverState``): gone;
  *   the product shows the server's state with the other queued edits on top; a ``conflict`` notice;
  * - ``rejected`` for good: ``failed`` with its code, and undone (a refused movement no longer counts;
@@ -62,6 +63,7 @@ export async function settle(tx: SyncTx, batch: readonly OutboxEntry[], answers:
   const waiting = new Set<string>();
   const touched = new Set<string>();
   const servers = new ServerCopies(tx);
+  const unconfirmed: string[] = [];
   for (const entry of batch) {
     const seq = entry.seq;
     if (seq === undefined) continue;
@@ -90,6 +92,14 @@ export async function settle(tx: SyncTx, batch: readonly OutboxEntry[], answers:
       // overwrite. The copy stays as the server last said; the pull that follows brings the change if
       // it is not in it yet.
       await tx.deleteEntries([seq]);
+      if (isCreate(entry) && !(await servers.has(entry.productId))) {
+        // Except a create of which the device holds no copy at all (the feed has not brought it yet):
+        // shown from nothing, the user's new product would vanish until a pull gets through, which
+        // on a bad link can take long. The create is the copy until a complete pull confirms it or,
+        // not bringing it, says the server no longer holds it (``dropUnconfirmed``).
+        await servers.fold(entry);
+        unconfirmed.push(entry.productId);
+      }
       touched.add(entry.productId);
     } else if (answer.status === "pending" || answer.retryable) {
       // Pending: accepted, not applied yet, still in doubt. Retryable: nothing was stored, not in doubt.
@@ -108,8 +118,16 @@ export async function settle(tx: SyncTx, batch: readonly OutboxEntry[], answers:
     }
   }
   await servers.save();
+  if (unconfirmed.length > 0) {
+    const held = JSON.parse((await tx.getMeta(UNCONFIRMED_KEY)) ?? "[]") as string[];
+    await tx.setMeta(UNCONFIRMED_KEY, JSON.stringify([...new Set([...held, ...unconfirmed])]));
+  }
   await reshow(tx, touched);
   return { notices, waiting };
+}
+
+function isCreate(entry: OutboxEntry): boolean {
+  return entry.operation.entityType === "product" && entry.operation.operationType === "create";
 }
 
 /** The kept server copies a batch changes, read once and written once, changed in the batch's order. */
@@ -122,6 +140,11 @@ class ServerCopies {
   private async get(id: string): Promise<LocalProduct | undefined> {
     if (!this.copies.has(id)) this.copies.set(id, (await this.tx.getServerStates([id]))[0]);
     return this.copies.get(id);
+  }
+
+  /** Whether the device holds a copy (a tombstone included). */
+  async has(id: string): Promise<boolean> {
+    return (await this.get(id)) !== undefined;
   }
 
   async set(id: string, state: LocalProduct): Promise<void> {

@@ -57,6 +57,12 @@ export interface SnapshotProgress {
 
 export const CHECKPOINT_KEY = "checkpoint";
 export const LAST_SYNC_KEY = "lastSyncAt";
+/**
+ * Products this device created whose create was answered ``duplicate`` before the feed brought them
+ * (JSON array of ids): shown from the create until a complete pull either brings them or, not doing
+ * so, says the server no longer holds them (``outbox.ts``, ``download.ts``); absent when none is.
+ */
+export const UNCONFIRMED_KEY = "unconfirmedCreates";
 /** A snapshot under way (JSON of ``SnapshotProgress``); absent when none is. */
 export const SNAPSHOT_KEY = "snapshot";
 /** The last ``modifiedAt`` this device stamped (ISO), so stamps only ever grow (see ``clock.ts``). */

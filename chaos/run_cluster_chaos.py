@@ -8,13 +8,21 @@ resending what has no final answer with the same ids, while the run, one fault a
 1. kills (SIGKILL) the RabbitMQ node leading the sync queue, and starts it again later;
 2. kills the Postgres primary's postmaster with ``kill -9``: Patroni promotes the synchronous standby,
    and the old primary rejoins as a standby;
-3. cuts one worker off: its whole process group is frozen (SIGSTOP), so to the broker, Postgres and
-   Redis it is a consumer behind a partition — its connections stay open and say nothing — then it is
-   let go (SIGCONT) and finds its work done by the other worker;
-4. cuts one gateway (SIGKILL): HAProxy takes it out and the devices' retries go to the other;
-5. kills etcd, Patroni's only store, for a while: with ``failsafe_mode`` the primary, which still
+3. hangs the Postgres primary (the node that took over): its Patroni and its Postgres are frozen (SIGSTOP), as a paused VM
+   would be, until writes are applied again, on the standby Patroni promoted: the services' statements
+   on the frozen node end at their client-side limit (``*_DB_COMMAND_TIMEOUT_SECONDS``); then it is reset,
+   as a watchdog would reset a hung machine, and rejoins as a standby;
+4. cuts one worker off from the broker: it runs in a network namespace of its own, and a kernel rule
+   drops every packet between it and the three RabbitMQ nodes, both ways, while Postgres and Redis still
+   answer it (``scripts/netns.py``); the broker gives up its connections after two missed heartbeats and
+   redelivers what it held to the other worker, the worker notices by its own heartbeat, and the cut is
+   healed 25 s later. Just before, it is frozen (SIGSTOP) for a second so that deliveries wait in its
+   socket: behind the cut it commits them, their acks are lost, and the other worker must find them
+   applied. Where no namespace can be made (not root, no iproute2) it is frozen instead, and the run says so;
+5. cuts one gateway (SIGKILL): HAProxy takes it out and the devices' retries go to the other;
+6. kills etcd, Patroni's only store, for a while: with ``failsafe_mode`` the primary, which still
    reaches every member, stays the primary and writes go on; then etcd is started again;
-6. loses the primary's whole machine at once (SIGKILL): its RabbitMQ node, its Patroni and Postgres,
+7. loses the primary's whole machine at once (SIGKILL): its RabbitMQ node, its Patroni and Postgres,
    and its inventory, worker and gateway; the standby is promoted once the leader key expires, and
    the machine is then started again, its Postgres rejoining as a standby.
 
@@ -32,12 +40,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import random
 import sys
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +63,22 @@ from tests.support.db import levels_off_ledger, operation_ids
 from tests.support.ops import create_product, movement, update_product
 
 FINAL = {"applied", "duplicate", "conflict", "rejected"}
+# Answers a device retries with the same ids: the rate limit, the gateway's 503, and HAProxy's own 502
+# for a request whose gateway died while answering it (as both clients retry a 5xx without the
+# contract's body). Anything else is counted as unexpected and fails the run.
+RETRIED = (429, 502, 503)
 FAULTS = (
     "queue leader killed",
     "postgres primary killed",
+    "postgres primary hung",
     "worker cut off",
     "gateway cut",
     "etcd lost",
     "primary's machine lost",
 )
+#: How long worker-a stays cut off from the broker: more than the broker's heartbeat timeout (two missed
+#: beats of WORKER_HEARTBEAT_SECONDS) and the worker's own (pika's: a beat + 5 s), so both notice.
+WORKER_CUT_SECONDS = 25.0
 
 
 @dataclass
@@ -108,6 +126,71 @@ class Run:
                 window.said.setdefault(answer, message)
 
 
+@dataclass
+class PartitionSeen:
+    """What the logs say of a worker's partition from the broker: when the broker closed its connections
+    (missed heartbeats), when the worker noticed, and which batches it committed behind the cut the other
+    worker got again (redelivered; the ledger check says whether it found them applied)."""
+
+    broker_closed: list[float]  # seconds after the cut, one per connection of the worker's
+    worker_noticed: float | None
+    redelivered: list[float]  # seconds after the cut the other worker applied each again
+
+    @classmethod
+    def read(cls, logs: Path, rabbit_logs: list[Path], worker: str, cut_at: float, seconds: float) -> PartitionSeen:
+        """From the services' logs in ``logs`` and the RabbitMQ nodes' logs; ``worker`` was cut at ``cut_at``
+        (seconds since the epoch) for ``seconds``."""
+        ours = _worker_log(logs / f"{worker}.log")
+        others = [_worker_log(path) for path in logs.glob("worker-*.log") if path.stem != worker]
+        noticed = [t for t, line in ours if "Consumer encountered a connection error" in line and t > cut_at]
+        behind = {_message_id(line) for t, line in ours if '"batch applied"' in line and cut_at < t < cut_at + seconds}
+        again = [
+            t - cut_at for log in others for t, line in log if '"batch applied"' in line and _message_id(line) in behind
+        ]
+        closed = [
+            t - cut_at
+            for path in rabbit_logs
+            for t, line in _rabbit_log(path)
+            if cut_at < t < cut_at + seconds and f" - {worker}" in line and "closing AMQP connection" in line
+        ]
+        return cls(sorted(closed), min(noticed) - cut_at if noticed else None, sorted(again))
+
+    def __str__(self) -> str:
+        closed = (
+            f"the broker closed its {len(self.broker_closed)} connections by {self.broker_closed[-1]:.1f} s"
+            if self.broker_closed
+            else "the broker closed none of its connections"
+        )
+        noticed = f"{self.worker_noticed:.1f} s" if self.worker_noticed is not None else "never"
+        again = f", from {self.redelivered[0]:.1f} s" if self.redelivered else ""
+        return (
+            f"{closed}, the worker noticed after {noticed}; {len(self.redelivered)} batches it committed behind"
+            f" the cut were redelivered to the other worker{again}"
+        )
+
+
+def _worker_log(path: Path) -> list[tuple[float, str]]:
+    """A service's JSON log lines with their times (seconds since the epoch)."""
+    lines = []
+    for line in path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            lines.append((datetime.fromisoformat(json.loads(line)["time"]).timestamp(), line))
+    return lines
+
+
+def _rabbit_log(path: Path) -> list[tuple[float, str]]:
+    """A RabbitMQ node's log lines (``2026-12-04 07:13:06.990811+00:00 [error] ...``) with their times."""
+    lines = []
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+        with contextlib.suppress(ValueError):
+            lines.append((datetime.fromisoformat(line[:32]).timestamp(), line))
+    return lines
+
+
+def _message_id(line: str) -> str:
+    return str(json.loads(line).get("message_id", ""))
+
+
 class ClusterChaos:
     """The devices, the probe and the faults, against one running :class:`Topology`."""
 
@@ -119,6 +202,7 @@ class ClusterChaos:
         self.settle = settle
         self.random = random.Random(seed)
         self.run = Run()
+        self.partition: PartitionSeen | None = None  # what the worker's partition did, if it was one
         self._stop = asyncio.Event()
         self._issuer = TokenIssuer(algorithm="HS256", key=DEVELOPMENT_JWT_SECRET)
 
@@ -173,7 +257,7 @@ class ClusterChaos:
                 continue
             if response.status_code not in (200, 202):
                 self.run.heard(str(response.status_code), response.text[:300])
-                if response.status_code not in (429, 503):
+                if response.status_code not in RETRIED:
                     self.run.unexpected[response.status_code] += 1
                 await asyncio.sleep(min(float(response.headers.get("retry-after", "0.5")), 2.0))
                 continue
@@ -224,6 +308,8 @@ class ClusterChaos:
         await asyncio.sleep(self.settle)
         await self._postgres_primary_killed()
         await asyncio.sleep(self.settle)
+        await self._postgres_primary_hung()
+        await asyncio.sleep(self.settle)
         await self._worker_cut_off()
         await asyncio.sleep(self.settle)
         await self._gateway_cut()
@@ -262,17 +348,47 @@ class ClusterChaos:
         window.ended = time.monotonic()
         window.extra = f" ({primary.name} killed; back as a standby after {rejoined:.1f} s)"
 
-    async def _worker_cut_off(self) -> None:
+    async def _postgres_primary_hung(self) -> None:
+        postgres = self.topology.postgres
+        primary = await asyncio.to_thread(postgres.leader)
+        standby = next(node for node in postgres.nodes if node != primary)
+        # Patroni promotes only a synchronous standby: the node back from the last fault must be one.
+        await asyncio.to_thread(postgres.await_role, standby, {"sync_standby"}, seconds=120)
         window = self._open(FAULTS[2])
+        postgres.freeze(primary)
+        await self._recovered(window)  # still frozen: only the services' statement limit lets them go on
+        await asyncio.to_thread(postgres.reset, primary)  # as a watchdog would (PgCluster.thaw is not safe)
+        rejoined = await asyncio.to_thread(postgres.await_role, primary, {"replica", "sync_standby"}, seconds=120)
+        window.ended = time.monotonic()
+        window.extra = f" ({primary.name} frozen until then, then reset; back as a standby {rejoined:.1f} s later)"
+
+    async def _worker_cut_off(self) -> None:
+        window = self._open(FAULTS[3])
+        seconds = max(WORKER_CUT_SECONDS, self.settle)
+        # Frozen a moment first, so that deliveries wait unread in its socket: let go behind the cut, it
+        # commits them and their acks are lost, the case a partition of a busy worker makes.
         self.topology.freeze("worker-a")
-        await asyncio.sleep(max(10.0, self.settle))
-        self.topology.thaw("worker-a")
+        await asyncio.sleep(1.0)
+        cut = await asyncio.to_thread(self.topology.cut_from_broker, "worker-a")
+        cut_at = time.time()
+        if cut:  # without a network namespace here, the worker stays frozen: the nearest thing
+            self.topology.thaw("worker-a")
+        await asyncio.sleep(seconds)
+        await asyncio.to_thread(self.topology.heal if cut else self.topology.thaw, "worker-a")
         await self._recovered(window)
         window.ended = time.monotonic()
-        window.extra = " (worker-a frozen, then let go)"
+        if not cut:
+            window.extra = f" (worker-a frozen {seconds + 1:.0f} s, then let go: {self.topology.no_namespaces})"
+            return
+        logs = self.topology.root / "logs", self.topology.broker_logs
+        self.partition = await asyncio.to_thread(PartitionSeen.read, *logs, "worker-a", cut_at, seconds)
+        window.extra = (
+            f" (worker-a cut from the {len(self.topology.rabbit.nodes)} RabbitMQ nodes by a drop rule for"
+            f" {seconds:.0f} s, then healed; {self.partition})"
+        )
 
     async def _gateway_cut(self) -> None:
-        window = self._open(FAULTS[3])
+        window = self._open(FAULTS[4])
         await asyncio.to_thread(self.topology.kill_service, "gateway-a")
         await self._recovered(window)
         await asyncio.to_thread(self.topology.start_service, "gateway-a")
@@ -282,7 +398,7 @@ class ClusterChaos:
     async def _etcd_lost(self) -> None:
         postgres = self.topology.postgres
         primary = await asyncio.to_thread(postgres.leader)
-        window = self._open(FAULTS[4])
+        window = self._open(FAULTS[5])
         await asyncio.to_thread(postgres.kill_etcd)
         await self._recovered(window)
         await asyncio.sleep(max(10.0, self.settle))  # a whole ttl without etcd, writes going on meanwhile
@@ -295,7 +411,7 @@ class ClusterChaos:
         topology = self.topology
         primary = await asyncio.to_thread(topology.postgres.leader)
         letter = primary.name.rsplit("-", 1)[1]
-        window = self._open(FAULTS[5])
+        window = self._open(FAULTS[6])
         await asyncio.to_thread(topology.lose_machine, letter)
         await self._recovered(window)
         await asyncio.to_thread(topology.restore_machine, letter)
@@ -356,7 +472,7 @@ def main() -> int:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     if args.keep is not None:
         args.keep.mkdir(parents=True)
-    with Topology(ports=Ports(front=args.front_port), root=args.keep) as topology:
+    with Topology(ports=Ports(front=args.front_port), root=args.keep, isolate=("worker-a",)) as topology:
         chaos = ClusterChaos(
             topology, tenants=args.tenants, devices=args.devices, settle=args.settle_seconds, seed=seed
         )

@@ -3,7 +3,8 @@
 
 - three RabbitMQ nodes (``scripts/rabbit_cluster.py``), the sync queue declared as quorum queues;
 - etcd and two Postgres nodes under Patroni, a primary and a synchronous standby
-  (``scripts/pg_cluster.py``), the services connecting with a multi-host ``DATABASE_URL``;
+  (``scripts/pg_cluster.py``), the services connecting with a multi-host ``DATABASE_URL`` and a
+  10 s client-side limit on each statement (30 s by default), so a hung primary holds them briefly;
 - two inventory services, two sync workers and two gateways, every one given all the broker nodes;
 - HAProxy, the one address in front of the two gateways (``/healthz`` checks; a gateway that stops
   answering is taken out within a second or two, and the requests in flight on it are retried by
@@ -12,7 +13,9 @@
 Redis stays the machine's one Redis (a cache and a wakeup path, with a key prefix of this run's own;
 ``docs/scaling.md`` says what a deployment would use). Each server runs in a session of its own with
 its log in the run's folder; Ctrl-C or SIGTERM stops them all, children included. The gateways run
-with the development secrets, so ``make token`` mints tokens they accept.
+with the development secrets, so ``make token`` mints tokens they accept. The workers ask the broker
+for a 5 s heartbeat; a worker named in ``isolate`` (the chaos run's ``worker-a``) runs in a network
+namespace of its own (``scripts/netns.py``), so that it can be partitioned from the broker.
 
 Run it as ``python -m scripts.cluster`` from the repository, in the virtual environment. Used by
 ``chaos/run_cluster_chaos.py`` (``make chaos-cluster``) and ``tests/integration/infra/test_cluster.py``.
@@ -29,18 +32,20 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from scripts import netns
 from scripts.cluster_processes import (
     Cluster,
     answers,
     kill_group,
     refuse_taken_ports,
     serve_until_interrupted,
-    signal_group,
+    signal_tree,
     start_group,
     stop_groups,
     wait_for,
@@ -53,6 +58,14 @@ BIN = Path(sys.executable).parent
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 REPLICAS = ("a", "b")
 SYNC_QUEUE = "stockzen.sync.ha"
+#: The AMQP heartbeat the workers ask for (RabbitMQ offers 60 s): the broker gives a silent worker up
+#: after two missed beats and redelivers its unacked messages, and the worker gives the broker up at its
+#: next check (pika checks every heartbeat + 5 s), both 11-13 s after a partition here rather than minutes.
+WORKER_HEARTBEAT_SECONDS = 5
+# The services' client-side limit on each Postgres statement (WORKER_/INVENTORY_DB_COMMAND_TIMEOUT_SECONDS,
+# 30 s by default): on a hung primary a statement is given up after this long, and its connection after
+# as long again if the cancel request gets no answer. Short here, so that a chaos run stays short.
+STATEMENT_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -90,7 +103,19 @@ class Service:
 class Topology(Cluster):
     """Start, fault and stop the whole topology. A context manager: leaving it stops it all."""
 
-    def __init__(self, *, ports: Ports | None = None, root: Path | None = None, redis_url: str | None = None):
+    def __init__(
+        self,
+        *,
+        ports: Ports | None = None,
+        root: Path | None = None,
+        redis_url: str | None = None,
+        isolate: tuple[str, ...] = (),
+    ):
+        """``isolate``: workers (``worker-a``...) to run each in a network namespace of its own
+        (``scripts/netns.py``), so that :meth:`cut_from_broker` can partition them; where namespaces
+        cannot be made they run as the others do, and :attr:`no_namespaces` says why."""
+        if any(not name.startswith("worker-") for name in isolate):
+            raise ValueError(f"only workers can be isolated, not {isolate}")
         self.ports = ports or Ports()
         self._own_root = root is None
         self.root = root or Path(tempfile.mkdtemp(prefix="stockzen-cluster-"))
@@ -105,11 +130,20 @@ class Topology(Cluster):
         self.redis_prefix = f"cluster-{uuid.uuid4().hex[:8]}:"
         self.services: dict[str, Service] = {}
         self._front: subprocess.Popen[bytes] | None = None
+        self.isolate = isolate
+        self.no_namespaces = netns.unavailable() if isolate else None
+        self.namespaces: dict[str, netns.Namespace] = {}
+        self._forwarders: list[subprocess.Popen[bytes]] = []
 
     @property
     def front_url(self) -> str:
         """The one address the devices use."""
         return f"http://127.0.0.1:{self.ports.front}"
+
+    @property
+    def broker_logs(self) -> list[Path]:
+        """Each RabbitMQ node's own log (connections opened and closed, and why)."""
+        return [self.rabbit.root / node.letter / "log" / f"{node.name}.log" for node in self.rabbit.nodes]
 
     # -- starting ----------------------------------------------------------------------------
     def start(self) -> float:
@@ -125,6 +159,8 @@ class Topology(Cluster):
             rabbit.result()
             postgres.result()
         self.services = self._plan()
+        for name in self.isolate:
+            self._isolate(self.services[name])
         for kind in ("inventory", "worker", "gateway"):  # the gateways need the inventories
             for service in self.services.values():
                 if service.name.startswith(kind):
@@ -153,6 +189,8 @@ class Topology(Cluster):
             "SYNC_QUEUE": SYNC_QUEUE,
             "SYNC_QUEUE_TYPE": "quorum",
             "WORKER_PROCESSES": "1",
+            "WORKER_DB_COMMAND_TIMEOUT_SECONDS": str(STATEMENT_SECONDS),
+            "INVENTORY_DB_COMMAND_TIMEOUT_SECONDS": str(STATEMENT_SECONDS),
         }
 
     def _plan(self) -> dict[str, Service]:
@@ -172,6 +210,7 @@ class Topology(Cluster):
                     [str(BIN / "stockzen-sync-worker")],
                     {
                         **common,
+                        "AMQP_URL": _worker_amqp_url(self.rabbit.urls, f"worker-{letter}"),
                         "WORKER_METRICS_PORT": str(p.worker_metrics + i),
                         "WORKER_METRICS_DIR": str(self.root / f"worker-metrics-{letter}"),
                     },
@@ -190,6 +229,35 @@ class Topology(Cluster):
                 ),
             ]
         return {service.name: service for service in planned}
+
+    def _isolate(self, service: Service) -> None:
+        """Move a worker into a namespace of its own: the engines reached through a forwarder on the
+        host's end of the pair, its metrics listener (its health URL) on the namespace's address.
+        Without namespaces here, it stays as it is."""
+        if self.no_namespaces is not None:
+            return
+        try:
+            namespace = self.namespaces[service.name] = netns.Namespace().create()
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:  # e.g. no CAP_NET_ADMIN here
+            self.no_namespaces = f"no network namespace could be made ({exc})"
+            return
+        host, inside = namespace.host_address, namespace.inside_address
+        engines = [*(node.port for node in self.rabbit.nodes), *(node.port for node in self.postgres.nodes)]
+        redis_port = urllib.parse.urlsplit(self.redis_url).port or 6379
+        log = self.root / "logs" / f"forwarder-{service.name}.log"
+        forwarded = [str(port) for port in (*engines, redis_port)]
+        self._forwarders.append(
+            start_group([sys.executable, netns.__file__, "forward", str(host), *forwarded], log=log)
+        )
+        wait_for(lambda: all(answers(int(port), host=str(host)) for port in forwarded), 10, "the forwarder")
+        env = service.env
+        for key in ("AMQP_URL", "DATABASE_URL", "REDIS_URL"):
+            env[key] = netns.via(env[key], host)
+        # Its listener on the namespace's address, which this machine reaches; published-on-loopback is
+        # what a container's listener says, and what keeps the development settings' loopback check.
+        env.update(WORKER_METRICS_HOST=str(inside), STOCKZEN_PUBLISH_ADDRESS="127.0.0.1")
+        service.health_url = service.health_url.replace("127.0.0.1", str(inside))
+        service.command = namespace.command(service.command)
 
     def start_service(self, name: str, *, seconds: float = 60) -> None:
         """Start (or start again) one of our services and wait until it answers."""
@@ -224,16 +292,31 @@ class Topology(Cluster):
             service.process = None
 
     def freeze(self, name: str) -> None:
-        """Stop a service's whole group in its tracks (SIGSTOP): to its peers it is cut off, not gone."""
+        """Stop a service and all its processes in their tracks (SIGSTOP): to its peers it says nothing
+        more, but it is not gone. Every group under it: the worker runs dramatiq in a session of its own."""
         process = self.services[name].process
         if process is not None:
-            signal_group(process.pid, signal.SIGSTOP)
+            signal_tree(process.pid, signal.SIGSTOP)
 
     def thaw(self, name: str) -> None:
         """Let a frozen service run again."""
         process = self.services[name].process
         if process is not None:
-            signal_group(process.pid, signal.SIGCONT)
+            signal_tree(process.pid, signal.SIGCONT)
+
+    def cut_from_broker(self, name: str) -> bool:
+        """Partition a service run in a namespace from every RabbitMQ node (TCP both ways dropped by a kernel
+        rule; Postgres and Redis still reached); ``False`` if it runs without one (see :attr:`no_namespaces`)."""
+        namespace = self.namespaces.get(name)
+        if namespace is None:
+            return False
+        namespace.cut([node.port for node in self.rabbit.nodes])
+        return True
+
+    def heal(self, name: str) -> None:
+        """End a partition made by :meth:`cut_from_broker`."""
+        if name in self.namespaces:
+            self.namespaces[name].heal()
 
     def machine(self, letter: str) -> list[str]:
         """What runs on machine ``letter`` in this layout: its RabbitMQ node, its Patroni node (with its
@@ -264,11 +347,15 @@ class Topology(Cluster):
         """Stop everything this topology started (ours first, then the engines); its folder goes too."""
         ours = [s.process for s in self.services.values() if s.process is not None]
         for process in ours:
-            signal_group(process.pid, signal.SIGCONT)  # a frozen group must be able to hear SIGTERM
-        stop_groups([*ours, *([self._front] if self._front else [])])
+            signal_tree(process.pid, signal.SIGCONT)  # a frozen service must be able to hear SIGTERM
+        stop_groups([*ours, *([self._front] if self._front else []), *self._forwarders])
         for service in self.services.values():
             service.process = None
         self._front = None
+        self._forwarders.clear()
+        for namespace in self.namespaces.values():  # its processes are gone: the pair and the rules go too
+            namespace.remove()
+        self.namespaces.clear()
         errors: list[BaseException] = []
         for engine in (self.postgres, self.rabbit):
             try:
@@ -279,6 +366,15 @@ class Topology(Cluster):
             shutil.rmtree(self.root, ignore_errors=True)
         if errors:
             raise errors[0]
+
+
+def _worker_amqp_url(urls: list[str], name: str) -> str:
+    """The brokers' URLs for a worker: its heartbeat, and its name on its connections (in the broker's log,
+    which otherwise shows only the client's address)."""
+    query = urllib.parse.urlencode(
+        {"heartbeat": WORKER_HEARTBEAT_SECONDS, "client_properties": repr({"connection_name": name})}
+    )
+    return ",".join(f"{url}?{query}" for url in urls)
 
 
 def _answers_http(url: str) -> bool:

@@ -56,9 +56,9 @@ class Cluster:
         self.stop()
 
 
-def answers(port: int) -> bool:
-    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+def answers(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on ``host``:``port``."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
         return True
     return False
 
@@ -114,9 +114,47 @@ def signal_group(pgid: int, signum: signal.Signals) -> None:
         os.killpg(pgid, signum)
 
 
+def descendant_groups(pid: int, processes: Mapping[int, tuple[int, int]]) -> list[int]:
+    """The process groups of ``pid`` and of every process under it, given ``processes`` (pid: (parent, group)).
+
+    A child may run in a session of its own (the sync worker starts dramatiq so), out of reach of a
+    signal to its parent's group."""
+    children: dict[int, list[int]] = {}
+    for child, (parent, _group) in processes.items():
+        children.setdefault(parent, []).append(child)
+    groups: set[int] = set()
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        if current in processes:
+            groups.add(processes[current][1])
+        todo += children.get(current, [])
+    return sorted(groups)
+
+
+def running_processes() -> dict[int, tuple[int, int]]:
+    """Every process of this machine's: pid: (parent pid, process group), from ``/proc/<pid>/stat``."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                fields = stat[stat.rindex(")") + 2 :].split()  # the name, in parentheses, may hold spaces
+                found[int(entry.name)] = (int(fields[1]), int(fields[2]))
+    return found
+
+
+def signal_tree(pid: int, signum: signal.Signals) -> None:
+    """Send ``signum`` to the group of ``pid`` and to every group of its descendants'."""
+    for group in descendant_groups(pid, running_processes()) or [pid]:
+        signal_group(group, signum)
+
+
 def kill_group(process: subprocess.Popen[bytes], *, timeout: float = 10) -> None:
-    """SIGKILL the process's group, as a crash would, and reap the process."""
-    signal_group(process.pid, signal.SIGKILL)
+    """SIGKILL the process's group and every group under it, as a crash would, and reap the process.
+    (A child in a session of its own, as the sync worker's dramatiq, would otherwise be left running,
+    or be told to stop gracefully by the kernel when its parent dies.)"""
+    signal_tree(process.pid, signal.SIGKILL)
     process.wait(timeout=timeout)
 
 

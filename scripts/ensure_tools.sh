@@ -7,8 +7,9 @@
 # and stopped afterwards if something started it anyway.
 #
 # With --cluster it installs instead what `make test-cluster` and `make cluster-postgres` run:
-# Debian's `patroni` (and its patronictl), `etcd-server`, Patroni's configuration store, and `haproxy`,
-# the front of `make cluster`. The
+# Debian's `patroni` (and its patronictl), `etcd-server`, Patroni's configuration store, `haproxy`,
+# the front of `make cluster`, and `iproute2` (`ip`, `tc`), with which `make chaos-cluster` cuts a
+# worker off from the broker in a network namespace (scripts/netns.py). The
 # cluster scripts start their own etcd and Patroni nodes; the packaged services must not run either.
 set -euo pipefail
 
@@ -30,6 +31,9 @@ if [ "$mode" = cluster ]; then
   fi
   if [ ! -x /usr/sbin/haproxy ]; then
     missing+=(haproxy)
+  fi
+  if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1; then
+    missing+=(iproute2)
   fi
   services=(etcd patroni haproxy)
 else

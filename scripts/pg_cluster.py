@@ -28,6 +28,10 @@ Authentication, loopback only: the application role ``stockzen_app`` is trusted 
 development ``DATABASE_URL`` has no password); the superuser and the replication role have passwords
 made for this run. Postgres refuses to run as root: run as root, Patroni and etcd run as ``postgres``.
 
+:meth:`PgCluster.crash_postgres` kills a node's Postgres as a crash would; :meth:`PgCluster.freeze` stops
+the node whole (Patroni and Postgres), as a paused VM or a hung disk would; :meth:`PgCluster.reset`
+then resets it as a watchdog would (:meth:`PgCluster.thaw`, resuming it, is not safe with Patroni 3.0.2).
+
 Run it as ``python -m scripts.pg_cluster`` from the repository, in the virtual environment (the
 migrations are the inventory service's). Used by ``tests/integration/infra/test_pg_failover.py``.
 """
@@ -59,6 +63,7 @@ from scripts.cluster_processes import (
     kill_group,
     refuse_taken_ports,
     serve_until_interrupted,
+    signal_group,
     start_group,
     stop_groups,
     wait_for,
@@ -122,7 +127,7 @@ class PgNode:
 
 
 class PgCluster(Cluster):
-    """Start, prepare, inspect, crash and stop the cluster. A context manager: leaving it stops it all."""
+    """Start, prepare, inspect, crash, freeze and stop the cluster. A context manager: leaving it stops it all."""
 
     def __init__(
         self,
@@ -285,6 +290,8 @@ class PgCluster(Cluster):
 
     def stop(self) -> None:
         """Stop the Patroni nodes (each stops its Postgres), then etcd; whatever is left is killed."""
+        for node in self.nodes:
+            self.thaw(node)  # a frozen node must be able to hear SIGTERM
         stop_groups(self._patronis.values(), grace=30)
         self._patronis.clear()
         for node in self.nodes:
@@ -342,6 +349,51 @@ class PgCluster(Cluster):
             for member in [pid, *_children(pid)]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(member, signum)
+
+    # -- hangs ----------------------------------------------------------------------------
+    def freeze(self, node: PgNode) -> None:
+        """Stop ``node`` in its tracks, as a paused VM or a hung disk would: its Patroni (its whole
+        group) and its postmaster with every child get SIGSTOP. Its sockets stay open and the kernel
+        still accepts connections and acknowledges what is sent, but nothing answers: Patroni stops
+        renewing the leader key (the standby takes over once it expires, ``ttl``), and a client waits
+        on its statement until a limit of its own (``create_pool``'s ``statement_seconds``) ends it."""
+        process = self._patronis.get(node.name)
+        if process is not None:
+            signal_group(process.pid, signal.SIGSTOP)
+        pid = self.postmaster_pid(node)
+        if pid is None:
+            return
+        # The postmaster first, so it forks no child after the children are listed.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+        for child in _children(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGSTOP)
+
+    def thaw(self, node: PgNode) -> None:
+        """Let a frozen ``node`` run on (SIGCONT to its Postgres, then its Patroni), as a resumed VM.
+
+        Not safe with Debian 12's Patroni (3.0.2): resumed, it acts on the cluster view it had before the
+        freeze. It may write the leader key unconditionally, taking it from the standby promoted
+        meanwhile, which then demotes itself and is rewound onto the old primary's timeline, its
+        acknowledged commits gone (Patroni 3.0.3 writes the key only if it still holds it or nobody does,
+        patroni/patroni#2689); and it empties ``synchronous_standby_names`` on a Postgres that is still
+        read-write, releasing commits that the promoted standby never got. :meth:`reset` is what the
+        tests use.
+        """
+        self._signal_postgres(node, signal.SIGCONT)
+        process = self._patronis.get(node.name)
+        if process is not None:
+            signal_group(process.pid, signal.SIGCONT)
+
+    def reset(self, node: PgNode) -> None:
+        """Reset a frozen ``node``, as a watchdog or a hypervisor resets a hung machine: its Patroni and its
+        Postgres are killed where they stand and Patroni is started afresh. It finds the leader key taken
+        by the promoted standby and starts Postgres as its standby, rewinding what the old primary wrote
+        that nobody acknowledged; its Postgres never runs read-write again, so it acknowledges nothing.
+        """
+        self.kill_node(node)
+        self.start_node(node)
 
     # -- inspection ------------------------------------------------------------------------
     def members(self) -> list[dict[str, Any]]:

@@ -237,6 +237,24 @@ def test_inventory_and_worker_in_production() -> None:
         settings_from(WorkerSettings, {"WORKER_METRICS_HOST": "0.0.0.0"})  # noqa: S104
 
 
+@pytest.mark.parametrize(
+    ("settings_class", "name"),
+    [
+        (InventorySettings, "INVENTORY_DB_COMMAND_TIMEOUT_SECONDS"),
+        (WorkerSettings, "WORKER_DB_COMMAND_TIMEOUT_SECONDS"),
+    ],
+)
+def test_the_client_side_statement_limit_is_30_seconds_unless_set_and_never_zero(
+    settings_class: type[InventorySettings | WorkerSettings], name: str
+) -> None:
+    env = {"INTERNAL_TOKEN_SECRET": STRONG}  # inventory's one required setting; the worker ignores it
+    assert settings_from(settings_class, env).database_statement_seconds == 30
+    assert settings_from(settings_class, {**env, name: "2.5"}).database_statement_seconds == 2.5
+    for refused in ("0", "-1", "601"):
+        with pytest.raises(ValidationError, match=name):
+            settings_from(settings_class, {**env, name: refused})
+
+
 def test_the_deployment_check() -> None:
     real = {
         "STOCKZEN_ENV": "production",

@@ -79,6 +79,10 @@ def each_host_in_turn(connect: Connect, *, host_seconds: float = HOST_CONNECT_SE
     return connect_to_one_of
 
 
+STATEMENT_SECONDS = 30.0
+"""The default client-side limit on each statement of a pool's connections (:func:`create_pool`)."""
+
+
 async def _keep_session(connection: asyncpg.Connection) -> None:
     """A release that sends nothing: asyncpg has already rolled back a transaction left open."""
 
@@ -89,9 +93,18 @@ async def create_pool(
     min_size: int = 1,
     max_size: int = 10,
     host_seconds: float = HOST_CONNECT_SECONDS,
+    statement_seconds: float | None = STATEMENT_SECONDS,
     session_state_free: bool = False,
 ) -> asyncpg.Pool:
     """A pool whose connections speak JSON for json/jsonb columns.
+
+    ``statement_seconds`` is asyncpg's ``command_timeout``: a statement (``COMMIT`` and the
+    ``ROLLBACK`` of a release included) that has no answer within it raises :class:`TimeoutError`;
+    asyncpg then sends Postgres a cancel request, under the same limit, and drops the connection if
+    that gets no answer either. So a caller waits at most about twice the limit on a server that has
+    stopped answering (a frozen primary: a paused VM, a hung disk), whose connections stay open and
+    say nothing, where it would otherwise wait without end. TCP keepalives would not do: the stopped
+    server's kernel, on a live machine and network, still acknowledges every probe. ``None``: no limit.
 
     A multi-host ``dsn`` (a primary and its standby, with ``target_session_attrs=read-write``) is
     connected host by host, each within ``host_seconds`` (:func:`each_host_in_turn`): a connection
@@ -110,6 +123,7 @@ async def create_pool(
         init=_init_connection,
         connect=connect,
         reset=_keep_session if session_state_free else None,
+        command_timeout=statement_seconds,
     )
     return pool
 

@@ -43,7 +43,11 @@ def build_app(settings: InventorySettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await create_pool(settings.database_url, max_size=settings.database_pool_size)
+        pool = await create_pool(
+            settings.database_url,
+            max_size=settings.database_pool_size,
+            statement_seconds=settings.database_statement_seconds,
+        )
         try:
             await assert_role_is_restricted(pool)
             app.state.pool = pool

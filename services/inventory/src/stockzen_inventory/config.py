@@ -38,6 +38,10 @@ class InventorySettings(HttpServerSettings, BaseSettings):
     # Each read's statement_timeout and longest wait for a connection; below the gateway's
     # INVENTORY_TIMEOUT_SECONDS, so the client hears why rather than just that inventory did not answer.
     read_time_limit_ms: int = Field(default=3000, ge=1, le=600_000, alias="INVENTORY_READ_STATEMENT_TIMEOUT_MS")
+    # Client-side, on every statement (asyncpg's command_timeout, create_pool): a Postgres that stops
+    # answering (a hung primary) fails a request with 503 after this long, and its connection is dropped,
+    # rather than holding it forever. Above the read limit, which Postgres itself enforces first.
+    database_statement_seconds: float = Field(default=30.0, gt=0, le=600, alias="INVENTORY_DB_COMMAND_TIMEOUT_SECONDS")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     log_format: LogFormat = Field(default=LogFormat.JSON, alias="LOG_FORMAT")
 

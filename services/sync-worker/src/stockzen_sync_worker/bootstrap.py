@@ -58,7 +58,12 @@ class WorkerRuntime:
     async def _open(self) -> tuple[PostgresInventoryDatabase, RedisResultCache]:
         settings = self.settings
         # The worker's settings are all transaction-local (the tenant with set_config(..., true)).
-        pool = await create_pool(settings.database_url, max_size=settings.database_pool_size, session_state_free=True)
+        pool = await create_pool(
+            settings.database_url,
+            max_size=settings.database_pool_size,
+            statement_seconds=settings.database_statement_seconds,
+            session_state_free=True,
+        )
         try:
             await assert_role_is_restricted(pool)
         except BaseException:

@@ -27,6 +27,10 @@ class WorkerSettings(BaseSettings):
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     database_url: str = Field(default="postgresql://stockzen_app@127.0.0.1:5432/stockzen", alias="DATABASE_URL")
     database_pool_size: int = Field(default=10, ge=1, le=100, alias="WORKER_DB_POOL_SIZE")
+    # Client-side, on every statement (asyncpg's command_timeout, create_pool): one left unanswered this
+    # long fails the batch with TimeoutError (retried, never acknowledged) and its connection is dropped
+    # if Postgres does not answer the cancel either: a hung primary holds a batch this long, not forever.
+    database_statement_seconds: float = Field(default=30.0, gt=0, le=600, alias="WORKER_DB_COMMAND_TIMEOUT_SECONDS")
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", alias="REDIS_URL")
     redis_key_prefix: str = Field(default="sz:", alias="REDIS_KEY_PREFIX")
     amqp_url: str = Field(default="amqp://guest:guest@127.0.0.1:5672/", alias="AMQP_URL")

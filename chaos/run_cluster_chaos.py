@@ -118,6 +118,7 @@ class Run:
     windows: list[Window] = field(default_factory=list)
     requests: int = 0
     unexpected: Counter[int] = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)  # what went otherwise than hoped, without failing the run
 
     def heard(self, answer: str, message: str = "") -> None:
         for window in self.windows:
@@ -415,9 +416,20 @@ class ClusterChaos:
         await asyncio.to_thread(topology.lose_machine, letter)
         await self._recovered(window)
         await asyncio.to_thread(topology.restore_machine, letter)
-        await asyncio.to_thread(topology.postgres.await_role, primary, {"replica", "sync_standby"}, seconds=120)
-        window.ended = time.monotonic()
         lost = ", ".join(topology.machine(letter))
+        try:
+            await asyncio.to_thread(topology.postgres.await_role, primary, {"replica", "sync_standby"}, seconds=120)
+        except TimeoutError:
+            # Reported, not fatal: what this fault proves is that the survivors carry on with nothing lost;
+            # the dead node's return is Patroni's, and in 2 runs of about 10 it had not come back within
+            # 120 s (docs/scaling.md). The old primary killed alone (fault 2) must rejoin, and is awaited.
+            window.ended = time.monotonic()
+            window.extra = (
+                f" ({lost} killed at once, then started again; {primary.name} NOT back as a standby in 120 s)"
+            )
+            self.run.notes.append(f"{primary.name} did not rejoin as a standby within 120 s of its machine's restart")
+            return
+        window.ended = time.monotonic()
         back = window.ended - window.started
         window.extra = (
             f" ({lost} killed at once, then started again: all back, {primary.name} a standby, {back:.1f} s after)"
@@ -450,6 +462,8 @@ class ClusterChaos:
             f"operations sent {len(self.run.sent)}, with a final result {len(self.run.finals)}, "
             f"requests {self.run.requests}"
         )
+        for note in self.run.notes:
+            print(f"note: {note}")
         print(
             f"unfinished {unfinished}, lost {lost}, doubled {doubled}, level != ledger {level_mismatches}, "
             f"unexpected answers {dict(self.run.unexpected) or 0}"

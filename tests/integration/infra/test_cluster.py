@@ -13,6 +13,7 @@ a few minutes): ``make test-cluster``.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
@@ -44,13 +45,16 @@ TEST_PORTS = Ports(
 
 
 @pytest.mark.timeout(900)
-async def test_nothing_acknowledged_is_lost_or_doubled_while_each_machine_fails_in_turn() -> None:
+async def test_nothing_acknowledged_is_lost_or_doubled_while_each_machine_fails_in_turn(tmp_path: Path) -> None:
     topology = Topology(ports=TEST_PORTS, isolate=("worker-a",))
+    held = False
     try:
         await asyncio.to_thread(topology.start)
         chaos = ClusterChaos(topology, tenants=2, devices=4, settle=3.0, seed=7)
         held = await chaos.go()
     finally:
+        if not held:  # every node's and service's log, kept in pytest's folder to read afterwards
+            shutil.copytree(topology.root, tmp_path / "cluster", ignore=shutil.ignore_patterns("data", "mnesia"))
         await asyncio.to_thread(topology.stop)
 
     assert held  # unfinished, lost, doubled, level != ledger, unexpected answers: all 0

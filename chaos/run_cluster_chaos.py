@@ -421,8 +421,8 @@ class ClusterChaos:
             await asyncio.to_thread(topology.postgres.await_role, primary, {"replica", "sync_standby"}, seconds=120)
         except TimeoutError:
             # Reported, not fatal: what this fault proves is that the survivors carry on with nothing lost;
-            # the dead node's return is Patroni's, and in 2 runs of about 10 it had not come back within
-            # 120 s (docs/scaling.md). The old primary killed alone (fault 2) must rejoin, and is awaited.
+            # the dead node's return is Patroni's, and in one run of about eight it had not come back
+            # within 120 s (docs/scaling.md). The old primary killed alone (fault 2) must rejoin, and is awaited.
             window.ended = time.monotonic()
             window.extra = (
                 f" ({lost} killed at once, then started again; {primary.name} NOT back as a standby in 120 s)"

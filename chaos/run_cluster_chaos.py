@@ -276,15 +276,19 @@ class ClusterChaos:
         return not waiting
 
     async def _probe(self, client: httpx.AsyncClient) -> None:
-        """One movement alone every 200 ms, sent again (same id) until it has a final result; its first
-        request sent after a fault began and answered ``applied`` (or ``duplicate``) ends that fault's window."""
+        """One movement alone every 200 ms, sent again (same id) until it has a final result. A fault's
+        window ends with the first probe movement applied after the fault began: answered ``applied`` to
+        a request sent after it began, or ``duplicate`` when the movement itself was first sent after it
+        (a ``duplicate`` for one sent before may have been applied before the fault, its answer lost)."""
         tenant = self.tenants[0]
         headers = self._headers(tenant, "probe")
         op: dict[str, Any] | None = None
+        first_sent = 0.0
         while not self._stop.is_set():
             if op is None:
                 op = movement(tenant, self.products[tenant][0], "entry", 1)
                 self.run.sent[op["operationId"]] = op
+                first_sent = time.monotonic()
             sent_at = time.monotonic()
             try:
                 response = await client.post("/api/sync", json={"operations": [op]}, headers=headers, timeout=5)
@@ -292,8 +296,9 @@ class ClusterChaos:
             except (httpx.TransportError, ValueError, KeyError, IndexError):
                 status = None
             if status in ("applied", "duplicate"):
+                since = sent_at if status == "applied" else first_sent
                 for window in self.run.windows:
-                    if window.recovered is None and sent_at >= window.started:
+                    if window.recovered is None and since >= window.started:
                         window.close()
             if status in FINAL:
                 self.run.finals[op["operationId"]] = str(status)

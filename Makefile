@@ -96,7 +96,7 @@ cluster: env services ## the whole topology: 3 RabbitMQ (quorum), Patroni primar
 	bash scripts/ensure_tools.sh --cluster
 	$(BIN)/python -m scripts.cluster
 
-chaos-cluster: env services ## devices push through `make cluster` while the queue leader, the Postgres primary (killed, then hung), a worker and a gateway fail; prints failover times
+chaos-cluster: env services ## devices push through `make cluster` while the queue leader, the Postgres primary (killed, then hung), a worker, a gateway, etcd and a whole machine fail; prints failover times
 	bash scripts/ensure_tools.sh --cluster
 	$(BIN)/python -m chaos.run_cluster_chaos $(CHAOS_ARGS)
 
